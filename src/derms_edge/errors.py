@@ -1,0 +1,70 @@
+"""One exception tree for the gateway.
+
+    GatewayError
+    ├── ConfigError                  the configuration file is invalid (carries every problem)
+    └── DeviceError                  something about one device
+        ├── TransportError           we could not talk to it (retryable)
+        │   ├── DeviceTimeout
+        │   └── ConnectionLost
+        ├── DeviceProtocolError      it answered, but not as SunSpec/Modbus says (bad marker, lengths)
+        └── DeviceException          it answered with a Modbus exception code
+
+Driver code maps library exceptions (pymodbus, asyncua) onto this tree at the boundary,
+chaining the original with ``from exc``; nothing above the drivers catches library types.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """The configuration is invalid; ``problems`` holds one readable line per error."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class DeviceError(GatewayError):
+    """Base of every error about one device."""
+
+    retryable: bool = True
+
+
+class TransportError(DeviceError):
+    """The device could not be reached or the link broke."""
+
+
+class DeviceTimeout(TransportError):
+    """The device did not answer in time."""
+
+
+class ConnectionLost(TransportError):
+    """The connection was refused or closed."""
+
+
+class DeviceProtocolError(DeviceError):
+    """The device answered, but not as the protocol says (no SunS marker, bad model lengths)."""
+
+
+class DeviceException(DeviceError):
+    """The device answered a request with a Modbus exception response."""
+
+    MODBUS_CODES = {
+        1: "ILLEGAL FUNCTION",
+        2: "ILLEGAL DATA ADDRESS",
+        3: "ILLEGAL DATA VALUE",
+        4: "SERVER DEVICE FAILURE",
+        5: "ACKNOWLEDGE",
+        6: "SERVER DEVICE BUSY",
+        10: "GATEWAY PATH UNAVAILABLE",
+        11: "GATEWAY TARGET DEVICE FAILED TO RESPOND",
+    }
+
+    def __init__(self, code: int, request: str) -> None:
+        name = self.MODBUS_CODES.get(code, "UNKNOWN")
+        super().__init__(f"Modbus exception {code} ({name}) on {request}")
+        self.code = code
