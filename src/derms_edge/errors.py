@@ -6,7 +6,7 @@
         ├── TransportError           we could not talk to it (retryable)
         │   ├── DeviceTimeout
         │   └── ConnectionLost
-        ├── DeviceProtocolError      it answered, but not as SunSpec/Modbus says (bad marker, lengths)
+        ├── DeviceProtocolError      it answered, but not as the protocol says (marker, lengths)
         └── DeviceException          it answered with a Modbus exception code
 
 Driver code maps library exceptions (pymodbus, asyncua) onto this tree at the boundary,
@@ -14,6 +14,8 @@ chaining the original with ``from exc``; nothing above the drivers catches libra
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class GatewayError(Exception):
@@ -53,7 +55,7 @@ class DeviceProtocolError(DeviceError):
 class DeviceException(DeviceError):
     """The device answered a request with a Modbus exception response."""
 
-    MODBUS_CODES = {
+    MODBUS_CODES: ClassVar[dict[int, str]] = {
         1: "ILLEGAL FUNCTION",
         2: "ILLEGAL DATA ADDRESS",
         3: "ILLEGAL DATA VALUE",

@@ -1,0 +1,71 @@
+"""``derms-edge monitor``: a live view of a gateway's status and telemetry on MQTT."""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import time
+from typing import Any, TextIO
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from derms_edge.config import Config
+from derms_edge.northbound.topics import Topics
+
+COLUMNS = ("w", "var", "v", "hz", "a", "soc_pct", "state")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def line(topic: str, payload: dict[str, Any]) -> str:
+    """One readable line for a status or telemetry message."""
+    if topic.endswith("/status"):
+        state = "online" if payload.get("online") else "OFFLINE"
+        return f"{payload.get('ts', '')}  gateway {state}, devices {payload.get('devices')}"
+    cells = "  ".join(f"{name}={_fmt(payload.get(name))}" for name in COLUMNS)
+    return (
+        f"{payload.get('ts', '')}  #{payload.get('seq')}  {payload.get('device', '?'):<8} "
+        f"{payload.get('quality', '?'):<7}  {cells}"
+    )
+
+
+def monitor(config: Config, seconds: float | None, out: TextIO = sys.stdout) -> int:
+    """Print status and telemetry until interrupted or ``seconds`` have passed."""
+    topics = Topics(config.mqtt.prefix, config.gateway.id)
+    inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="")
+    if config.mqtt.username is not None:
+        client.username_pw_set(config.mqtt.username, config.mqtt.password)
+
+    def on_connect(c: paho.Client, *_: Any) -> None:
+        c.subscribe([(topics.status, 1), (topics.telemetry("+"), 1)])
+
+    client.on_connect = on_connect
+    client.on_message = lambda _c, _u, m: inbox.put((m.topic, m.payload))
+    client.connect_async(config.mqtt.host, config.mqtt.port)
+    client.loop_start()
+    deadline = None if seconds is None else time.monotonic() + seconds
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            try:
+                topic, payload = inbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                print(line(topic, json.loads(payload)), file=out, flush=True)
+            except ValueError:
+                print(f"{topic}: not JSON: {payload[:80]!r}", file=out, flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return 0

@@ -1,0 +1,111 @@
+"""Payloads the gateway publishes, as pydantic models: the contract's single source of truth."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+from derms_edge.config import DeviceKind
+from derms_edge.model import Capability, DeviceState, OperatingState, Quality
+
+
+def rfc3339(moment: datetime) -> str:
+    """RFC 3339 UTC with millisecond precision and a Z suffix."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @field_serializer("ts", check_fields=False)
+    def _ts(self, ts: datetime) -> str:
+        return rfc3339(ts)
+
+    def encode(self) -> bytes:
+        """The JSON bytes published on MQTT."""
+        return self.model_dump_json().encode()
+
+
+class StatusMessage(_Payload):
+    """``{root}/status``, retained, QoS 1."""
+
+    online: bool
+    ts: datetime
+    version: str
+    devices: list[str]
+
+
+class TelemetryMessage(_Payload):
+    """``{root}/telemetry/{device}``, QoS 1. SI units; null where the device has no value.
+
+    Positive ``w`` is power delivered to the grid (generation, battery discharge).
+    """
+
+    ts: datetime = Field(description="When the reading was taken (now, when offline)")
+    seq: int = Field(ge=0, description="+1 per telemetry message of this gateway")
+    device: str
+    kind: DeviceKind
+    quality: Quality
+    w: float | None = Field(None, description="Active power, W")
+    var: float | None = Field(None, description="Reactive power, var (positive = injecting)")
+    va: float | None = Field(None, description="Apparent power, VA")
+    pf: float | None = Field(None, description="Power factor, -1..1")
+    v: float | None = Field(None, description="Mean line-to-neutral voltage, V")
+    hz: float | None = Field(None, description="Frequency, Hz")
+    a: float | None = Field(None, description="AC current, A")
+    soc_pct: float | None = Field(None, description="State of charge, %")
+    wh_exported: float | None = Field(None, description="Energy delivered to the grid, Wh")
+    wh_imported: float | None = Field(None, description="Energy taken from the grid, Wh")
+    state: OperatingState | None = None
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        seq: int,
+        device: str,
+        kind: DeviceKind,
+        quality: Quality,
+        ts: datetime,
+        state: DeviceState | None,
+    ) -> TelemetryMessage:
+        """A telemetry message; values are null when there is no reading to trust."""
+        values = {} if state is None or quality is Quality.OFFLINE else _fields(state)
+        return cls(seq=seq, device=device, kind=kind, quality=quality, ts=ts, **values)
+
+
+class CapabilityMessage(_Payload):
+    """``{root}/capability/{device}``, retained: nameplate and limits read from the device."""
+
+    ts: datetime
+    device: str
+    kind: DeviceKind
+    manufacturer: str | None = None
+    model: str | None = None
+    serial_number: str | None = None
+    version: str | None = None
+    w_max: float | None = Field(None, description="W")
+    va_max: float | None = Field(None, description="VA")
+    var_max_inj: float | None = Field(None, description="var")
+    var_max_abs: float | None = Field(None, description="var")
+    wh_rtg: float | None = Field(None, description="Wh")
+    charge_w_max: float | None = Field(None, description="W")
+    discharge_w_max: float | None = Field(None, description="W")
+    soc_min_pct: float | None = Field(None, description="%")
+    soc_max_pct: float | None = Field(None, description="%")
+    models: list[int] = Field(description="SunSpec model ids, in chain order")
+
+    @classmethod
+    def of(
+        cls, *, device: str, kind: DeviceKind, ts: datetime, capability: Capability
+    ) -> CapabilityMessage:
+        """The capability message of one device."""
+        values = _fields(capability)
+        values["models"] = list(capability.models)
+        return cls(device=device, kind=kind, ts=ts, **values)
+
+
+def _fields(obj: DeviceState | Capability) -> dict[str, object]:
+    return {field.name: getattr(obj, field.name) for field in dataclasses.fields(obj)}

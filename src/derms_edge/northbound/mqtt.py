@@ -1,0 +1,140 @@
+"""The MQTT session: paho-mqtt 2 on its own network thread, bridged to asyncio.
+
+paho's thread owns the socket and reconnects with capped backoff; asyncio code only calls
+``publish`` (thread-safe in paho, never blocking) and learns of (re)connections through
+callbacks that cross back into the event loop with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from derms_edge.config import MqttSection
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED_MESSAGES = 10_000
+"""paho's in-memory queue while the broker is away; the oldest are dropped beyond it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One message to publish."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+
+
+class MqttSession:
+    """A long-lived MQTT connection with a last will, reconnecting by itself."""
+
+    def __init__(self, config: MqttSection, client_id: str, will: Publication) -> None:
+        self._config = config
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=config.client_id or client_id,
+            protocol=paho.MQTTv311,
+        )
+        if config.username is not None:
+            self._client.username_pw_set(config.username, config.password)
+        self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=int(config.reconnect_max_s))
+        self._client.max_queued_messages_set(MAX_QUEUED_MESSAGES)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_connect_fail = self._on_connect_fail
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._unreachable_logged = False
+        self._on_connected: list[Callable[[], None]] = []
+        self.connected = asyncio.Event()
+        self.endpoint = f"{config.host}:{config.port}"
+
+    def on_connected(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` in the event loop after every (re)connection."""
+        self._on_connected.append(callback)
+
+    def start(self) -> None:
+        """Start connecting in the background; never blocks, retries until stopped."""
+        self._loop = asyncio.get_running_loop()
+        self._client.connect_async(
+            self._config.host, self._config.port, keepalive=self._config.keepalive_s
+        )
+        self._client.loop_start()
+
+    def publish(self, message: Publication) -> None:
+        """Queue a message; paho sends it now or after the next reconnection."""
+        info = self._client.publish(
+            message.topic, message.payload, qos=message.qos, retain=message.retain
+        )
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            log.warning("MQTT: cannot queue %s: %s", message.topic, paho.error_string(info.rc))
+
+    async def stop(self, final: list[Publication], timeout_s: float = 3.0) -> None:
+        """Publish the final messages (if connected), disconnect cleanly, stop the thread."""
+        if self.connected.is_set():
+            infos = [
+                self._client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain) for m in final
+            ]
+            await asyncio.to_thread(_wait_all, infos, timeout_s)
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+
+    # paho's network thread calls these two; they only hop into the event loop.
+
+    def _on_connect(
+        self,
+        _client: paho.Client,
+        _userdata: Any,
+        _flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        _properties: Any,
+    ) -> None:
+        if reason_code.is_failure:
+            log.error("MQTT broker %s refused the connection: %s", self.endpoint, reason_code)
+            return
+        log.info("MQTT connected to %s", self.endpoint)
+        self._unreachable_logged = False
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._connected)
+
+    def _on_connect_fail(self, _client: paho.Client, _userdata: Any) -> None:
+        if not self._unreachable_logged:
+            log.error("MQTT broker %s is unreachable; retrying with backoff", self.endpoint)
+            self._unreachable_logged = True
+
+    def _on_disconnect(
+        self,
+        _client: paho.Client,
+        _userdata: Any,
+        _flags: paho.DisconnectFlags,
+        reason_code: ReasonCode,
+        _properties: Any,
+    ) -> None:
+        if self._loop is None:
+            return
+        if self.connected.is_set():
+            log.warning("MQTT disconnected from %s: %s; reconnecting", self.endpoint, reason_code)
+        self._loop.call_soon_threadsafe(self.connected.clear)
+
+    def _connected(self) -> None:
+        self.connected.set()
+        for callback in self._on_connected:
+            callback()
+
+
+def _wait_all(infos: list[paho.MQTTMessageInfo], timeout_s: float) -> None:
+    for info in infos:
+        try:
+            info.wait_for_publish(timeout=timeout_s)
+        except (RuntimeError, ValueError):
+            return  # not connected any more: nothing more can be sent

@@ -1,0 +1,110 @@
+"""Real servers for tests: free loopback ports, processes started and stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, timeout_s: float = 10.0) -> None:
+    """Wait until 127.0.0.1:port accepts connections."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {LOOPBACK}:{port} after {timeout_s} s")
+
+
+def mosquitto_binary() -> str:
+    """The mosquitto executable (Debian installs it in /usr/sbin)."""
+    found = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+    if found is None:
+        raise RuntimeError("mosquitto is not installed: run scripts/test, which installs it")
+    return found
+
+
+class Process:
+    """A child process started in its own session, stopped by PID."""
+
+    def __init__(self, argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.argv = list(argv)
+        self.log = log
+        self._log_file = log.open("ab")
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            os.kill(self.pid, signum)
+
+    def stop(self, timeout_s: float = 10.0) -> int:
+        """SIGTERM, then SIGKILL if it does not exit in time; returns the exit code."""
+        self.signal(signal.SIGTERM)
+        try:
+            code = self.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            code = self.popen.wait(timeout_s)
+        self._log_file.close()
+        return code
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+class Mosquitto:
+    """A real Mosquitto broker on a free loopback port with a temporary config."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.config = directory / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {self.port} {LOOPBACK}\nallow_anonymous true\npersistence false\n"
+        )
+        self.process: Process | None = None
+
+    def start(self) -> Mosquitto:
+        self.process = Process(
+            [mosquitto_binary(), "-c", str(self.config)], self.directory / "mosquitto.log"
+        )
+        wait_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
