@@ -2,6 +2,7 @@
 
     GatewayError
     ├── ConfigError                  the configuration file is invalid (carries every problem)
+    ├── PointError                   a point write we were asked to encode is invalid (ours)
     └── DeviceError                  something about one device
         ├── TransportError           we could not talk to it (retryable)
         │   ├── DeviceTimeout
@@ -70,3 +71,13 @@ class DeviceException(DeviceError):
         name = self.MODBUS_CODES.get(code, "UNKNOWN")
         super().__init__(f"Modbus exception {code} ({name}) on {request}")
         self.code = code
+
+
+class PointError(GatewayError):
+    """A point write is invalid (unknown, read-only, wrong type, out of range, bad sf): ours."""
+
+    def __init__(self, model_id: int, path: str, value: object, reason: str) -> None:
+        super().__init__(f"model {model_id} point {path}: cannot write {value!r}: {reason}")
+        self.model_id = model_id
+        self.path = path
+        self.value = value

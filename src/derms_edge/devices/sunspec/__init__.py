@@ -1,0 +1,35 @@
+"""SunSpec Modbus without I/O: model layouts, the register codec, discovery and read planning."""
+
+from derms_edge.devices.sunspec.codec import decode, encode
+from derms_edge.devices.sunspec.discovery import (
+    Discovery,
+    DiscoveryResult,
+    ModelHeader,
+    NeedRegisters,
+    discover,
+)
+from derms_edge.devices.sunspec.models import (
+    ModelLayout,
+    PointDef,
+    PointValue,
+    build_layout,
+    model_definition,
+)
+from derms_edge.devices.sunspec.plan import model_spans, plan_reads
+
+__all__ = [
+    "Discovery",
+    "DiscoveryResult",
+    "ModelHeader",
+    "ModelLayout",
+    "NeedRegisters",
+    "PointDef",
+    "PointValue",
+    "build_layout",
+    "decode",
+    "discover",
+    "encode",
+    "model_definition",
+    "model_spans",
+    "plan_reads",
+]
