@@ -1,0 +1,52 @@
+"""`python -m hil`: serve a rig of simulated SunSpec devices until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from hil.rig import Rig
+
+DEMO_RIG = Path(__file__).parent / "rigs" / "demo.yaml"
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="hil", description=__doc__)
+    parser.add_argument("--rig", type=Path, default=DEMO_RIG, help="rig YAML (default: demo)")
+    parser.add_argument(
+        "--speed", type=float, default=None, help="simulated seconds per wall second"
+    )
+    return parser.parse_args(argv)
+
+
+async def _serve(rig_path: Path, speed: float | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Rig(rig_path, speed=speed) as rig:
+        for device in rig.devices.values():
+            models = ",".join(str(m) for m in device.model_ids())
+            print(
+                f"{device.id} {device.kind} {rig.host(device.id)}:{rig.port(device.id)}"
+                f" unit={device.unit_id} base={device.base} models={models}",
+                flush=True,
+            )
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the rig; returns the process exit code."""
+    args = _parse(argv)
+    if args.speed is not None and args.speed <= 0:
+        print("hil: --speed must be positive", file=sys.stderr)
+        return 2
+    asyncio.run(_serve(args.rig, args.speed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""The rig specification: which simulated devices to serve, where, with which nameplate (YAML)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import sunspec2
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SUNSPEC2_PREFIX = "sunspec2:"  # replay files shipped inside the pysunspec2 package
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GridSpec(_Spec):
+    """Grid at the device: 230 V / 50 Hz by default; 120/240 V / 60 Hz with split_phase."""
+
+    v_nom: float = Field(default=230.0, gt=0, description="line-to-neutral V")
+    hz_nom: float = Field(default=50.0, gt=0)
+    split_phase: bool = False
+    noise_v: float = Field(default=0.0, ge=0, description="standard deviation, V")
+    noise_hz: float = Field(default=0.0, ge=0, description="standard deviation, Hz")
+    seed: int = 0
+
+
+class ConstantProfileSpec(_Spec):
+    """Available DC power fixed at w."""
+
+    kind: Literal["constant"]
+    w: float = Field(ge=0)
+
+
+class TableProfileSpec(_Spec):
+    """(t_s, W) points interpolated, looped with the last t as period unless loop is false."""
+
+    kind: Literal["table"]
+    points: list[tuple[float, float]] = Field(min_length=1)
+    loop: bool = True
+
+
+class ClearSkyProfileSpec(_Spec):
+    """A clear-sky day compressed into day_s seconds, starting at start_h o'clock."""
+
+    kind: Literal["clear_sky"]
+    peak_w: float | None = Field(default=None, ge=0, description="default: the W rating")
+    day_s: float = Field(default=86400.0, gt=0)
+    start_h: float = Field(default=6.0, ge=0, lt=24)
+    sunrise_h: float = Field(default=6.0, ge=0, lt=24)
+    sunset_h: float = Field(default=18.0, gt=0, le=24)
+
+
+ProfileSpec = Annotated[
+    ConstantProfileSpec | TableProfileSpec | ClearSkyProfileSpec, Field(discriminator="kind")
+]
+
+
+class _DeviceSpec(_Spec):
+    id: str = Field(min_length=1)
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535, description="0: any free port")
+    unit_id: int = Field(default=1, ge=0, le=247)
+    gateway: str | None = Field(
+        default=None,
+        description="devices naming the same gateway share one port (useful with port 0)",
+    )
+
+
+class _SunSpecDeviceSpec(_DeviceSpec):
+    base: Literal[0, 40000, 50000] = 40000
+    manufacturer: str = "derms-edge"
+    model_name: str = "HIL"
+    serial: str | None = Field(default=None, description="default: the device id")
+    version: str = "1.0.0"
+    grid: GridSpec = GridSpec()
+    tau_s: float = Field(default=1.0, ge=0, description="first-order response time constant, s")
+
+
+class _PvSpec(_SunSpecDeviceSpec):
+    w_rtg: float = Field(default=5000.0, gt=0)
+    va_rtg: float | None = Field(default=None, gt=0, description="default: w_rtg")
+    var_rtg: float | None = Field(default=None, gt=0, description="default: 44 % of va_rtg")
+    profile: ProfileSpec | None = Field(default=None, description="default: constant at w_rtg")
+
+
+class PvLegacySpec(_PvSpec):
+    """PV inverter with models 1, 103, 120, 121, 123, 126."""
+
+    type: Literal["pv_legacy"]
+    vv_curves: int = Field(default=2, ge=1, le=4, description="volt-var curves in model 126")
+
+
+class Pv1547Spec(_PvSpec):
+    """IEEE 1547 PV inverter with models 1, 701-705, 712, 715."""
+
+    type: Literal["pv_1547"]
+    w_rtg: float = Field(default=10000.0, gt=0)
+    vv_curves: int = Field(default=3, ge=2, le=8, description="curves in models 705 and 712")
+
+
+class BatterySpec(_SunSpecDeviceSpec):
+    """Battery inverter with models 1, 103, 124, 713, 802."""
+
+    type: Literal["battery"]
+    wh_rtg: float = Field(default=10000.0, gt=0)
+    w_cha_max: float = Field(default=5000.0, gt=0)
+    w_discha_max: float = Field(default=5000.0, gt=0)
+    va_rtg: float | None = Field(
+        default=None, gt=0, description="default: max(w_cha_max, w_discha_max)"
+    )
+    v_bat: float = Field(default=400.0, gt=0, description="battery (DC) voltage, V")
+    efficiency: float = Field(default=0.95, gt=0, le=1, description="one-way")
+    soc_pct: float = Field(default=50.0, ge=0, le=100)
+    soc_min_pct: float = Field(default=5.0, ge=0, le=100)
+    soc_max_pct: float = Field(default=100.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _soc_range(self) -> BatterySpec:
+        if not self.soc_min_pct < self.soc_max_pct:
+            raise ValueError("soc_min_pct must be below soc_max_pct")
+        return self
+
+
+class ReplaySpec(_DeviceSpec):
+    """A static image: {"base", "registers"} JSON, or a pysunspec2 device JSON ({"models"})."""
+
+    type: Literal["replay"]
+    file: Path
+    base: Literal[0, 40000, 50000] = Field(
+        default=40000, description="for pysunspec2 device JSON only"
+    )
+
+
+DeviceSpec = Annotated[
+    PvLegacySpec | Pv1547Spec | BatterySpec | ReplaySpec, Field(discriminator="type")
+]
+
+
+class RigSpec(_Spec):
+    """All devices of a rig, the simulation speed and an optional background tick."""
+
+    speed: float = Field(default=1.0, gt=0, description="simulated seconds per wall second")
+    tick_s: float | None = Field(
+        default=None, gt=0, description="step every device this often (wall s)"
+    )
+    devices: list[DeviceSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> RigSpec:
+        ids = [d.id for d in self.devices]
+        if len(set(ids)) != len(ids):
+            raise ValueError("device ids must be unique")
+        units = [(d.host, d.port, d.unit_id) for d in self.devices if d.port]
+        if len(set(units)) != len(units):
+            raise ValueError("two devices share host, port and unit_id")
+        return self
+
+
+def resolve_file(file: Path, relative_to: Path) -> Path:
+    """A replay file path: 'sunspec2:…' inside pysunspec2, else relative to the rig file."""
+    text = str(file)
+    if text.startswith(SUNSPEC2_PREFIX):
+        return Path(sunspec2.__file__).parent / text.removeprefix(SUNSPEC2_PREFIX)
+    return file if file.is_absolute() else relative_to / file
+
+
+def load_rig_spec(path: str | Path) -> RigSpec:
+    """Read and validate a rig YAML file, resolving replay files against its directory."""
+    path = Path(path)
+    spec = RigSpec.model_validate(yaml.safe_load(path.read_text()))
+    devices = [
+        d.model_copy(update={"file": resolve_file(d.file, path.parent)})
+        if isinstance(d, ReplaySpec)
+        else d
+        for d in spec.devices
+    ]
+    return spec.model_copy(update={"devices": devices})
