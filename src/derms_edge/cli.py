@@ -71,6 +71,9 @@ def _run(args: argparse.Namespace) -> int:
         level=args.log_level or config.log_level,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    if logging.getLogger().level > logging.DEBUG:
+        # the gateway reports every device failure itself, once, in its own words
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     from derms_edge.daemon import serve
 
     asyncio.run(serve(config))

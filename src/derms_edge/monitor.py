@@ -49,7 +49,7 @@ def monitor(config: Config, seconds: float | None, out: TextIO = sys.stdout) -> 
         c.subscribe([(topics.status, 1), (topics.telemetry("+"), 1)])
 
     client.on_connect = on_connect
-    client.on_message = lambda _c, _u, m: inbox.put((m.topic, m.payload))
+    client.on_message = lambda _c, _u, m: inbox.put((m.topic, bytes(m.payload)))
     client.connect_async(config.mqtt.host, config.mqtt.port)
     client.loop_start()
     deadline = None if seconds is None else time.monotonic() + seconds

@@ -136,7 +136,7 @@ class DeviceCoordinator:
 
     def _failed(self, error: BaseException) -> None:
         self.failures += 1
-        if not self.failing:
+        if not self.failing or self.failures == 1:
             log.warning("%s: offline: %s", self.device_id, error)
         elif self.last_exception is None or str(error) != str(self.last_exception):
             log.info("%s: still offline: %s", self.device_id, error)

@@ -73,7 +73,8 @@ class TelemetryMessage(_Payload):
     ) -> TelemetryMessage:
         """A telemetry message; values are null when there is no reading to trust."""
         values = {} if state is None or quality is Quality.OFFLINE else _fields(state)
-        return cls(seq=seq, device=device, kind=kind, quality=quality, ts=ts, **values)
+        envelope = {"seq": seq, "device": device, "kind": kind, "quality": quality, "ts": ts}
+        return cls.model_validate(envelope | values)
 
 
 class CapabilityMessage(_Payload):
@@ -102,9 +103,8 @@ class CapabilityMessage(_Payload):
         cls, *, device: str, kind: DeviceKind, ts: datetime, capability: Capability
     ) -> CapabilityMessage:
         """The capability message of one device."""
-        values = _fields(capability)
-        values["models"] = list(capability.models)
-        return cls(device=device, kind=kind, ts=ts, **values)
+        values = _fields(capability) | {"models": list(capability.models)}
+        return cls.model_validate({"device": device, "kind": kind, "ts": ts} | values)
 
 
 def _fields(obj: DeviceState | Capability) -> dict[str, object]:

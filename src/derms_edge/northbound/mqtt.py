@@ -55,6 +55,7 @@ class MqttSession:
         self._client.on_connect_fail = self._on_connect_fail
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unreachable_logged = False
+        self._stopping = False
         self._on_connected: list[Callable[[], None]] = []
         self.connected = asyncio.Event()
         self.endpoint = f"{config.host}:{config.port}"
@@ -81,6 +82,7 @@ class MqttSession:
 
     async def stop(self, final: list[Publication], timeout_s: float = 3.0) -> None:
         """Publish the final messages (if connected), disconnect cleanly, stop the thread."""
+        self._stopping = True
         if self.connected.is_set():
             infos = [
                 self._client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain) for m in final
@@ -122,7 +124,7 @@ class MqttSession:
     ) -> None:
         if self._loop is None:
             return
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._stopping:
             log.warning("MQTT disconnected from %s: %s; reconnecting", self.endpoint, reason_code)
         self._loop.call_soon_threadsafe(self.connected.clear)
 

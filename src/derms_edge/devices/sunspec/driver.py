@@ -81,6 +81,11 @@ class SunSpecDriver:
         values = self._decode(registers)
         return to_capability(values, chain)
 
+    @property
+    def reads(self) -> tuple[tuple[int, int], ...]:
+        """The (address, count) requests of one poll, as planned at connect."""
+        return tuple(self._reads)
+
     async def poll(self) -> DeviceState:
         """Read the polled models and map them to one reading; raise DeviceError on failure."""
         if not self._reads:

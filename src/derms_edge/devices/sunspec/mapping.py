@@ -115,6 +115,7 @@ def _pf_fraction(value: PointValue) -> float | None:
 
 
 def _legacy_inverter(p: Mapping[str, PointValue]) -> DeviceState:
+    st = p.get("St")
     return DeviceState(
         w=_num(p.get("W")),
         var=_num(p.get("VAr")),
@@ -124,7 +125,7 @@ def _legacy_inverter(p: Mapping[str, PointValue]) -> DeviceState:
         hz=_num(p.get("Hz")),
         a=_num(p.get("A")),
         wh_exported=_num(p.get("WH")),
-        state=_LEGACY_ST.get(p["St"]) if isinstance(p.get("St"), int) else None,
+        state=_LEGACY_ST.get(st) if isinstance(st, int) else None,
     )
 
 

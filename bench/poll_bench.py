@@ -1,0 +1,357 @@
+"""Benchmark: polling N simulated SunSpec devices at 1 s, the gateway against raw pymodbus.
+
+    python bench/poll_bench.py [--sizes 1,20,200] [--seconds 30] [--write docs/benchmarks.md]
+
+For each N, the HIL rig serves N legacy PV inverters (20 unit ids per Modbus TCP port, as
+behind RS485 gateways) in its own process. Then, one after the other, each in a process of
+its own so CPU and memory are its alone:
+- the gateway: the real daemon code (coordinators, SunSpec driver, MQTT telemetry every 1 s
+  to a real Mosquitto) polling every device each second;
+- the floor: raw pymodbus, one client per port, reading the very same registers at the
+  same cadence (the transport's own cost, nothing decoded).
+Reported: polls per second, CPU per poll, polls per CPU-second (per core), peak RSS, and
+the ratio of the gateway's CPU per poll to the floor's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.servers import Mosquitto, free_port, wait_port
+
+UNITS_PER_PORT = 20
+POLL_INTERVAL_S = 1.0
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set size of this process, MB."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def layout(n: int) -> list[tuple[str, int, int]]:
+    """(device id, port, unit id) of N devices, 20 unit ids per port."""
+    ports = [free_port() for _ in range((n + UNITS_PER_PORT - 1) // UNITS_PER_PORT)]
+    return [(f"inv{i:03d}", ports[i // UNITS_PER_PORT], i % UNITS_PER_PORT + 1) for i in range(n)]
+
+
+def write_rig(devices: list[tuple[str, int, int]], path: Path) -> None:
+    spec = {
+        "devices": [
+            {
+                "id": d,
+                "type": "pv_legacy",
+                "port": p,
+                "unit_id": u,
+                "w_rtg": 5000,
+                "profile": {"kind": "constant", "w": 3000},
+            }
+            for d, p, u in devices
+        ]
+    }
+    path.write_text(yaml.safe_dump(spec))
+
+
+def write_gateway(devices: list[tuple[str, int, int]], mqtt_port: int, path: Path) -> None:
+    config = {
+        "gateway": {"id": "bench", "state_dir": str(path.parent / "state")},
+        "mqtt": {"host": "127.0.0.1", "port": mqtt_port},
+        "devices": [
+            {
+                "id": d,
+                "kind": "inverter",
+                "protocol": "sunspec",
+                "host": "127.0.0.1",
+                "port": p,
+                "unit_id": u,
+                "poll_interval_s": POLL_INTERVAL_S,
+                "timeout_s": 2,
+            }
+            for d, p, u in devices
+        ],
+        "telemetry": {"interval_s": 1},
+        "log_level": "WARNING",
+    }
+    path.write_text(yaml.safe_dump(config))
+
+
+async def gateway_worker(config_path: Path, seconds: float) -> dict[str, Any]:
+    """Run the gateway; measure after every device is reading."""
+    from derms_edge.config import load_config
+    from derms_edge.daemon import Gateway
+    from derms_edge.devices.sunspec.driver import SunSpecDriver
+
+    gateway = Gateway(load_config(config_path))
+    stop = asyncio.Event()
+    runner = asyncio.create_task(gateway.run(stop))
+    coordinators = list(gateway.coordinators.values())
+    deadline = time.monotonic() + 120
+    while not all(c.reading for c in coordinators):
+        if time.monotonic() > deadline:
+            raise RuntimeError("not every device came up within 120 s")
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(2 * POLL_INTERVAL_S)  # settle
+    polls0, cpu0, t0 = sum(c.polls for c in coordinators), cpu_s(), time.monotonic()
+    await asyncio.sleep(seconds)
+    polls, cpu, elapsed = (
+        sum(c.polls for c in coordinators) - polls0,
+        cpu_s() - cpu0,
+        time.monotonic() - t0,
+    )
+    reads = {}
+    for device_id, c in gateway.coordinators.items():
+        driver = c._driver
+        assert isinstance(driver, SunSpecDriver)
+        reads[device_id] = driver.reads
+    stop.set()
+    await runner
+    rss, peak = rss_mb()
+    failures = sum(c.failures for c in coordinators)
+    return {
+        "polls": polls,
+        "cpu_s": cpu,
+        "elapsed_s": elapsed,
+        "rss_mb": rss,
+        "peak_rss_mb": peak,
+        "failures": failures,
+        "reads": reads,
+    }
+
+
+async def raw_worker(plan_path: Path, seconds: float) -> dict[str, Any]:
+    """Raw pymodbus: one client per port, the same reads per device at the same cadence."""
+    from pymodbus.client import AsyncModbusTcpClient
+
+    plan = json.loads(plan_path.read_text())  # noqa: ASYNC240 - once, before measuring
+    clients: dict[int, AsyncModbusTcpClient] = {}
+    locks: dict[int, asyncio.Lock] = {}
+    for port in {d["port"] for d in plan}:
+        clients[port] = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0)
+        await clients[port].connect()
+        locks[port] = asyncio.Lock()
+    polls = 0
+    counting = False
+
+    async def poll_device(device: dict[str, Any]) -> None:
+        nonlocal polls
+        client, lock = clients[device["port"]], locks[device["port"]]
+        next_poll = time.monotonic()
+        while True:
+            for address, count in device["reads"]:
+                async with lock:
+                    response = await client.read_holding_registers(
+                        address, count=count, device_id=device["unit"]
+                    )
+                if response.isError():
+                    raise RuntimeError(f"raw read failed: {response}")
+            if counting:
+                polls += 1
+            next_poll += POLL_INTERVAL_S
+            await asyncio.sleep(max(0.0, next_poll - time.monotonic()))
+
+    tasks = [asyncio.create_task(poll_device(d)) for d in plan]
+    await asyncio.sleep(2 * POLL_INTERVAL_S)
+    counting = True
+    cpu0, t0 = cpu_s(), time.monotonic()
+    await asyncio.sleep(seconds)
+    counted, cpu, elapsed = polls, cpu_s() - cpu0, time.monotonic() - t0
+    for task in tasks:
+        task.cancel()
+    for client in clients.values():
+        client.close()
+    rss, peak = rss_mb()
+    return {
+        "polls": counted,
+        "cpu_s": cpu,
+        "elapsed_s": elapsed,
+        "rss_mb": rss,
+        "peak_rss_mb": peak,
+    }
+
+
+def run_worker(mode: str, path: Path, seconds: float) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, str(HERE / "poll_bench.py"), mode, str(path), "--seconds", str(seconds)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure(n: int, seconds: float, mqtt_port: int, tmp: Path) -> dict[str, Any]:
+    devices = layout(n)
+    rig_file, gateway_file, plan_file = (
+        tmp / f"rig{n}.yaml",
+        tmp / f"gw{n}.yaml",
+        tmp / f"plan{n}.json",
+    )
+    write_rig(devices, rig_file)
+    write_gateway(devices, mqtt_port, gateway_file)
+    rig = subprocess.Popen(
+        [sys.executable, "-m", "hil", "--rig", str(rig_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    try:
+        for port in {p for _d, p, _u in devices}:
+            wait_port(port, 60)
+        gateway = run_worker("_gateway", gateway_file, seconds)
+        plan = [{"port": p, "unit": u, "reads": gateway["reads"][d]} for d, p, u in devices]
+        plan_file.write_text(json.dumps(plan))
+        raw = run_worker("_raw", plan_file, seconds)
+    finally:
+        rig.terminate()
+        rig.wait(30)
+    requests = sum(len(v) for v in gateway.pop("reads").values())
+    return {"n": n, "requests_per_poll": requests / n, "gateway": gateway, "raw": raw}
+
+
+def row(result: dict[str, Any]) -> str:
+    g, r = result["gateway"], result["raw"]
+    g_cpu_per_poll = g["cpu_s"] / g["polls"] * 1e3
+    r_cpu_per_poll = r["cpu_s"] / r["polls"] * 1e3
+    return (
+        f"| {result['n']} | {result['requests_per_poll']:.1f} "
+        f"| {g['polls'] / g['elapsed_s']:.1f} | {g_cpu_per_poll:.3f} | {1e3 / g_cpu_per_poll:,.0f} "
+        f"| {r['polls'] / r['elapsed_s']:.1f} | {r_cpu_per_poll:.3f} | {1e3 / r_cpu_per_poll:,.0f} "
+        f"| **{g_cpu_per_poll / r_cpu_per_poll:.2f}x** "
+        f"| {g['peak_rss_mb']:.1f} | {r['peak_rss_mb']:.1f} | {g['failures']} |"
+    )
+
+
+def report(results: list[dict[str, Any]], seconds: float, command: str) -> str:
+    lines = [
+        "## Polling: gateway against raw pymodbus",
+        "",
+        f"Command: `{command}` ({seconds:g} s measured per run, after every device is reading).",
+        f"Machine: {os.cpu_count()} cores, {platform.machine()}, "
+        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}.",
+        "",
+        "N legacy PV inverters (models 1, 103, 120, 121, 123, 126) on the HIL rig, 20 unit ids "
+        "per Modbus TCP port, polled every 1 s. The gateway run is the daemon's own code "
+        "(coordinators, SunSpec discovery, planning, decoding and mapping, telemetry to a real "
+        "Mosquitto every 1 s); the floor reads the very same registers with raw pymodbus. "
+        "CPU is the process's user + system time.",
+        "",
+        "| N | requests/poll | gateway polls/s | gateway CPU ms/poll | gateway polls per CPU-s "
+        "| raw polls/s | raw CPU ms/poll | raw polls per CPU-s | CPU ratio | gateway peak RSS MB "
+        "| raw peak RSS MB | gateway poll failures |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *(row(r) for r in results),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def residential_rss(mqtt_port: int, tmp: Path) -> float:
+    """Peak RSS of `derms-edge run` on configs/residential.yaml pointed at the rig."""
+    config = yaml.safe_load((ROOT / "configs" / "residential.yaml").read_text())
+    rig_port = free_port()
+    rig_file = tmp / "residential-rig.yaml"
+    rig_file.write_text(
+        yaml.safe_dump(
+            {
+                "devices": [
+                    {"id": "pv", "type": "pv_legacy", "port": rig_port, "unit_id": 1},
+                    {"id": "battery", "type": "battery", "port": rig_port, "unit_id": 2},
+                ]
+            }
+        )
+    )
+    config["gateway"]["state_dir"] = str(tmp / "state")
+    config["mqtt"] = {"host": "127.0.0.1", "port": mqtt_port}
+    for device in config["devices"]:
+        device["host"], device["port"] = "127.0.0.1", rig_port
+    config_file = tmp / "residential.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    rig = subprocess.Popen(
+        [sys.executable, "-m", "hil", "--rig", str(rig_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    daemon = None
+    try:
+        wait_port(rig_port, 30)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "derms_edge.cli", "run", str(config_file)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(15)
+        status = Path(f"/proc/{daemon.pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines())
+        return int(fields["VmHWM"].split()[0]) / 1024
+    finally:
+        for process in (daemon, rig):
+            if process is not None:
+                process.terminate()
+                process.wait(30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "_gateway", "_raw"])
+    parser.add_argument("path", nargs="?", type=Path)
+    parser.add_argument("--sizes", default="1,20,200")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--write", type=Path, help="append the figures to this Markdown file")
+    args = parser.parse_args()
+    if args.mode == "_gateway":
+        print(json.dumps(asyncio.run(gateway_worker(args.path, args.seconds))))
+        return 0
+    if args.mode == "_raw":
+        print(json.dumps(asyncio.run(raw_worker(args.path, args.seconds))))
+        return 0
+    command = "python " + " ".join(["bench/poll_bench.py", *sys.argv[1:]])
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        broker = Mosquitto(tmp / "mosquitto").start()
+        try:
+            results = []
+            for n in (int(s) for s in args.sizes.split(",")):
+                print(f"N = {n} ...", file=sys.stderr, flush=True)
+                results.append(measure(n, args.seconds, broker.port, tmp))
+                print(row(results[-1]), file=sys.stderr, flush=True)
+            rss = residential_rss(broker.port, tmp)
+        finally:
+            broker.stop()
+    text = report(results, args.seconds, command) + (
+        f"\nPeak RSS of `derms-edge run` on `configs/residential.yaml` (a PV inverter and a "
+        f"battery on the rig, no OPC UA), after 15 s: **{rss:.1f} MB**.\n"
+    )
+    print(text)
+    if args.write:
+        args.write.write_text(args.write.read_text() + "\n" + text if args.write.exists() else text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
