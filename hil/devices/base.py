@@ -1,0 +1,184 @@
+"""The device contract: fault and state types, SimulatedDevice and the physics-backed base."""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass
+
+from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import NoSuchIdException
+
+from hil.devices.models import as_float
+from hil.image import PointChange, RegisterImage, SunSpecImage, WriteRefused
+from hil.physics import BatteryPhysics, Grid, PvPhysics, SimClock
+from hil.spec import BatterySpec, DeviceSpec, GridSpec, Pv1547Spec, PvLegacySpec
+
+
+class Fault(enum.Enum):
+    """How a device currently misbehaves on the bus."""
+
+    NONE = "none"
+    SILENT = "silent"  # never answers: clients time out
+    EXCEPTION = "exception"  # answers every request with DEVICE_FAILURE (4)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    """A snapshot of a physics-backed device, SI units, positive W delivered to the grid."""
+
+    id: str
+    kind: str
+    t_s: float
+    w: float
+    var: float
+    v: float
+    hz: float
+    state: str
+    connected: bool
+    fault: Fault
+    wh_injected: float
+    wh_absorbed: float
+    soc_pct: float | None = None
+    available_w: float | None = None
+    w_lim_pct: float | None = None
+    pf: float | None = None
+    var_set: float | None = None
+    w_set: float | None = None
+    soc_limits_pct: tuple[float, float] | None = None
+
+
+def make_grid(spec: GridSpec) -> Grid:
+    """The simulated grid a spec describes."""
+    return Grid(spec.v_nom, spec.hz_nom, spec.noise_v, spec.noise_hz, spec.seed)
+
+
+class SimulatedDevice(abc.ABC):
+    """One Modbus unit: answers reads from its image and turns accepted writes into controls."""
+
+    kind: str
+
+    def __init__(self, spec: DeviceSpec, clock: SimClock) -> None:
+        self.spec = spec
+        self.id = spec.id
+        self.unit_id = spec.unit_id
+        self.clock = clock
+        self.fault = Fault.NONE
+        self.image = self._power_on_image()
+
+    @abc.abstractmethod
+    def _power_on_image(self) -> RegisterImage:
+        """The register image as the device shows it after power-on."""
+
+    @abc.abstractmethod
+    def refresh(self) -> None:
+        """Step the physics to now and write the measurements into the image."""
+
+    @abc.abstractmethod
+    def _apply(self, changes: list[PointChange]) -> None:
+        """React to accepted client writes."""
+
+    @abc.abstractmethod
+    def _reset_controls(self) -> None:
+        """Forget every control a client set (power cycle)."""
+
+    @property
+    def base(self) -> int:
+        """Address of the 'SunS' marker."""
+        return self.image.base
+
+    def model_ids(self) -> list[int]:
+        """The model chain as a client discovers it."""
+        return self.image.model_ids()
+
+    async def on_access(  # noqa: PLR0917 (pymodbus calls it positionally)
+        self,
+        func_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        """pymodbus SimDevice action: serve a read from the image or vet and apply a write."""
+        if self.fault is Fault.SILENT:
+            raise NoSuchIdException(f"{self.id} is silent")
+        if self.fault is Fault.EXCEPTION:
+            return ExcCodes.DEVICE_FAILURE
+        if set_values is None:
+            self.refresh()
+            offset = address - start_address
+            registers[offset : offset + count] = self.image.read(address, count)
+            return None
+        try:
+            changes = self.image.apply_write(address, [int(v) for v in set_values])
+        except WriteRefused as exc:
+            return exc.code
+        self.refresh()
+        self._apply(changes)
+        return None
+
+    def go_silent(self) -> None:
+        """Stop answering (requests time out) until clear_faults()."""
+        self.fault = Fault.SILENT
+
+    def answer_exceptions(self) -> None:
+        """Answer every request with exception 4 (DEVICE_FAILURE) until clear_faults()."""
+        self.fault = Fault.EXCEPTION
+
+    def clear_faults(self) -> None:
+        """Answer normally again."""
+        self.fault = Fault.NONE
+
+    def restart(self) -> None:
+        """Power-cycle: registers and controls back to power-on defaults, faults cleared.
+
+        Physical state (energy counters, SoC) survives, as it would on a real device.
+        """
+        self._reset_controls()
+        self.image = self._power_on_image()
+        self.fault = Fault.NONE
+        self.refresh()
+
+
+class PhysicsDevice(SimulatedDevice):
+    """A device whose measured points come from a physics model."""
+
+    image: SunSpecImage
+    physics: PvPhysics | BatteryPhysics
+
+    def __init__(self, spec: PvLegacySpec | Pv1547Spec | BatterySpec, clock: SimClock) -> None:
+        self.phases = 2 if spec.grid.split_phase else 3
+        super().__init__(spec, clock)
+        self.refresh()
+
+    def set_voltage(self, v: float | None) -> None:
+        """Force the grid voltage (V), or None to return to nominal."""
+        self.refresh()
+        self.physics.grid.v_set = v
+
+    @abc.abstractmethod
+    def snapshot(self) -> DeviceState:
+        """The physics state now."""
+
+    def _state(self, *, var: float, state: str, wh_absorbed: float) -> DeviceState:
+        """What every physics device reports; kinds add the rest with dataclasses.replace."""
+        p = self.physics
+        return DeviceState(
+            id=self.id,
+            kind=self.kind,
+            t_s=p.t,
+            w=p.w,
+            var=var,
+            v=p.v,
+            hz=p.hz,
+            state=state,
+            connected=p.controls.connected,
+            fault=self.fault,
+            wh_injected=p.wh_injected,
+            wh_absorbed=wh_absorbed,
+        )
+
+    def _value(self, model_id: int, name: str) -> float:
+        """A point of the image as a number (unset reads 0)."""
+        return as_float(self.image.get(model_id, name))

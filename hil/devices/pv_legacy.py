@@ -1,0 +1,169 @@
+"""The PV inverter speaking the legacy SunSpec models 1, 103, 120, 121, 123 and 126."""
+
+from __future__ import annotations
+
+from hil.devices.models import ENABLED, inverter_103_ac, inverter_103_fixed, model, nameplate
+from hil.devices.pv import CAT_B_VOLT_VAR, PvInverter
+from hil.image import PointChange, SunSpecImage, Value
+from hil.physics import PvState
+from hil.spec import PvLegacySpec
+
+PV_DC_V = 400.0  # MPP voltage of the simulated PV string, V
+PV_DC_EFFICIENCY = 0.97
+# 103 St for each PV operating state
+_ST_103 = {PvState.OFF: 1, PvState.SLEEPING: 2, PvState.MPPT: 4, PvState.THROTTLED: 5}
+
+
+class PvLegacyInverter(PvInverter):
+    """PV inverter speaking the legacy SunSpec models 1, 103, 120, 121, 123, 126."""
+
+    kind = "pv_legacy"
+    spec: PvLegacySpec
+
+    def _power_on_image(self) -> SunSpecImage:
+        s, r = self.spec, self.ratings
+        n_curves = s.vv_curves
+        image = SunSpecImage(
+            [
+                model(1),
+                model(103),
+                model(120),
+                model(121),
+                model(123),
+                model(126, model_len=10 + 54 * n_curves),
+            ],
+            s.base,
+        )
+        v_nom, w_sf = s.grid.v_nom, self.w_sf
+        image.update(1, nameplate(s))
+        image.update(103, inverter_103_fixed(a_sf=self.a_sf, w_sf=w_sf, dca_sf=-2))
+        image.update(
+            120,
+            {
+                "WRtg_SF": w_sf,
+                "VARtg_SF": w_sf,
+                "VArRtg_SF": w_sf,
+                "ARtg_SF": self.a_sf,
+                "PFRtg_SF": -2,
+                "DERTyp": 4,
+                "WRtg": r.w_rtg,
+                "VARtg": r.va_rtg,
+                "VArRtgQ1": r.var_rtg,
+                "VArRtgQ2": r.var_rtg,
+                "VArRtgQ3": -r.var_rtg,
+                "VArRtgQ4": -r.var_rtg,
+                "ARtg": r.va_rtg / v_nom / 3,
+                "PFRtgQ1": 0.9,
+                "PFRtgQ2": 0.9,
+                "PFRtgQ3": -0.9,
+                "PFRtgQ4": -0.9,
+            },
+        )
+        image.update(
+            121,
+            {
+                "WMax_SF": w_sf,
+                "VRef_SF": -1,
+                "VRefOfs_SF": -1,
+                "VMinMax_SF": -1,
+                "VAMax_SF": w_sf,
+                "VArMax_SF": w_sf,
+                "PFMin_SF": -2,
+                "ECPNomHz_SF": -2,
+                "WMax": r.w_rtg,
+                "VRef": v_nom,
+                "VRefOfs": 0,
+                "VMax": 1.1 * v_nom,
+                "VMin": 0.88 * v_nom,
+                "VAMax": r.va_rtg,
+                "VArMaxQ1": r.var_rtg,
+                "VArMaxQ2": r.var_rtg,
+                "VArMaxQ3": -r.var_rtg,
+                "VArMaxQ4": -r.var_rtg,
+                "PFMinQ1": 0.9,
+                "PFMinQ2": 0.9,
+                "PFMinQ3": -0.9,
+                "PFMinQ4": -0.9,
+                "ECPNomHz": s.grid.hz_nom,
+            },
+        )
+        controls: dict[str, Value] = {"WMaxLimPct_SF": -1, "OutPFSet_SF": -3, "VArPct_SF": -1}
+        controls.update(dict.fromkeys(image.point_names(123)[2:-3], 0))
+        controls.update({"Conn": 1, "WMaxLimPct": 100, "OutPFSet": 1, "VArPct_Mod": 2})
+        image.update(123, controls)
+        image.update(
+            126,
+            {
+                "V_SF": -1,
+                "DeptRef_SF": 0,
+                "ActCrv": 1,
+                "ModEna": 0,
+                "WinTms": 0,
+                "RvrtTms": 0,
+                "RmpTms": 0,
+                "NCrv": n_curves,
+                "NPt": len(CAT_B_VOLT_VAR),
+            },
+        )
+        for c in range(1, n_curves + 1):
+            curve: dict[str, Value] = {"ActPt": len(CAT_B_VOLT_VAR), "DeptRef": 2, "ReadOnly": 0}
+            for k, (v_pct, var_pct) in enumerate(CAT_B_VOLT_VAR, start=1):
+                curve[f"V{k}"] = v_pct
+                curve[f"VAr{k}"] = var_pct
+            image.update(126, {f"curve[{c}].{name}": value for name, value in curve.items()})
+        return image
+
+    def refresh(self) -> None:
+        p = self.physics
+        p.step(self.clock.now())
+        ac = self._ac()
+        dc_w = max(p.w, 0.0) / PV_DC_EFFICIENCY
+        self.image.update(
+            103,
+            {
+                **inverter_103_ac(ac["a_phase"], self.phases, p.v),
+                "W": p.w,
+                "Hz": p.hz,
+                "VA": ac["va"],
+                "VAr": p.var,
+                "PF": ac["pf"] * 100.0,
+                "WH": p.wh_injected,
+                "DCA": dc_w / PV_DC_V,
+                "DCV": PV_DC_V,
+                "DCW": dc_w,
+                "TmpCab": 30.0 + 15.0 * p.w / self.ratings.w_rtg,
+                "St": _ST_103[p.state],
+            },
+        )
+
+    def _apply(self, changes: list[PointChange]) -> None:
+        if not any(ch.model_id in (121, 123, 126) for ch in changes):
+            return
+        c, r, get = self.physics.controls, self.ratings, self._value
+        c.w_max = get(121, "WMax")
+        c.connected = get(123, "Conn") == 1
+        c.w_lim_pct = get(123, "WMaxLimPct") if get(123, "WMaxLim_Ena") == ENABLED else None
+        c.pf = get(123, "OutPFSet") if get(123, "OutPFSet_Ena") == ENABLED else None
+        c.var_set = None
+        if get(123, "VArPct_Ena") == ENABLED:
+            mode = int(get(123, "VArPct_Mod"))
+            pct_and_base = {
+                1: ("VArWMaxPct", c.w_max),
+                2: ("VArMaxPct", get(121, "VArMaxQ1")),
+                3: ("VArAvalPct", r.var_rtg),
+            }
+            if mode in pct_and_base:
+                name, ref = pct_and_base[mode]
+                c.var_set = get(123, name) / 100.0 * ref
+        c.volt_var = None
+        if int(get(126, "ModEna")) & 1:
+            crv = f"curve[{int(get(126, 'ActCrv'))}]"
+            dept = {1: c.w_max, 2: get(121, "VArMaxQ1"), 3: r.var_rtg}.get(
+                int(get(126, f"{crv}.DeptRef")), r.var_rtg
+            )
+            v_ref = get(121, "VRef")
+            n = int(get(126, f"{crv}.ActPt"))
+            c.volt_var = tuple(
+                (get(126, f"{crv}.V{k}") / 100.0 * v_ref, get(126, f"{crv}.VAr{k}") / 100.0 * dept)
+                for k in range(1, n + 1)
+            )
