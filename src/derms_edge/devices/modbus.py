@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import termios
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
@@ -54,6 +55,9 @@ def _mapped_errors(request: str) -> Iterator[None]:
         raise DeviceProtocolError(f"bad answer to {request}: {exc}") from exc
     except OSError as exc:
         raise ConnectionLost(f"{request} failed: {exc.strerror or exc}") from exc
+    except termios.error as exc:  # pyserial: the serial port refused its settings
+        reason = exc.args[-1] if exc.args else exc
+        raise ConnectionLost(f"{request} failed: the port refused its settings ({reason})") from exc
 
 
 class ModbusLink:
