@@ -101,10 +101,10 @@ def _discover(args: argparse.Namespace) -> int:
     return EXIT_OK if found else EXIT_FAILURE
 
 
-def _hil(args: argparse.Namespace) -> int:
+def _hil(rig_argv: list[str]) -> int:
     from hil.__main__ import main as hil_main
 
-    return hil_main(args.rig_args)
+    return hil_main(rig_argv)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -140,14 +140,17 @@ def parser() -> argparse.ArgumentParser:
     )
     discover.set_defaults(func=_discover)
 
-    hil = commands.add_parser("hil", help="start the hardware-in-the-loop rig (python -m hil)")
-    hil.add_argument("rig_args", nargs=argparse.REMAINDER, help="arguments for python -m hil")
-    hil.set_defaults(func=_hil)
+    commands.add_parser(
+        "hil", help="start the hardware-in-the-loop rig: derms-edge hil --help (= python -m hil)"
+    )
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``derms-edge`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["hil"]:
+        return _hil(argv[1:])  # everything after `hil` is the rig's own command line
     args = parser().parse_args(argv)
     try:
         code: int = args.func(args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
@@ -73,8 +74,10 @@ class TelemetryMessage(_Payload):
     ) -> TelemetryMessage:
         """A telemetry message; values are null when there is no reading to trust."""
         values = {} if state is None or quality is Quality.OFFLINE else _fields(state)
-        envelope = {"seq": seq, "device": device, "kind": kind, "quality": quality, "ts": ts}
-        return cls.model_validate(envelope | values)
+        # values come from our own dataclasses: validated once, at the device boundary
+        return cls.model_construct(
+            seq=seq, device=device, kind=kind, quality=quality, ts=ts, **values
+        )
 
 
 class CapabilityMessage(_Payload):
@@ -107,5 +110,5 @@ class CapabilityMessage(_Payload):
         return cls.model_validate({"device": device, "kind": kind, "ts": ts} | values)
 
 
-def _fields(obj: DeviceState | Capability) -> dict[str, object]:
+def _fields(obj: DeviceState | Capability) -> dict[str, Any]:
     return {field.name: getattr(obj, field.name) for field in dataclasses.fields(obj)}

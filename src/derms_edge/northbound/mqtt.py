@@ -54,7 +54,7 @@ class MqttSession:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_connect_fail = self._on_connect_fail
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._unreachable_logged = False
+        self._outage_logged = False
         self._stopping = False
         self._on_connected: list[Callable[[], None]] = []
         self.connected = asyncio.Event()
@@ -102,17 +102,19 @@ class MqttSession:
         _properties: Any,
     ) -> None:
         if reason_code.is_failure:
-            log.error("MQTT broker %s refused the connection: %s", self.endpoint, reason_code)
+            if not self._outage_logged:
+                log.error("MQTT broker %s refused the connection: %s", self.endpoint, reason_code)
+                self._outage_logged = True
             return
         log.info("MQTT connected to %s", self.endpoint)
-        self._unreachable_logged = False
+        self._outage_logged = False
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._connected)
 
     def _on_connect_fail(self, _client: paho.Client, _userdata: Any) -> None:
-        if not self._unreachable_logged:
+        if not self._outage_logged:
             log.error("MQTT broker %s is unreachable; retrying with backoff", self.endpoint)
-            self._unreachable_logged = True
+            self._outage_logged = True
 
     def _on_disconnect(
         self,

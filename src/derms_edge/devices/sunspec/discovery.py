@@ -29,7 +29,7 @@ from typing import NoReturn
 import sunspec2.mb
 
 from derms_edge.devices.sunspec.models import model_definition
-from derms_edge.errors import DeviceError, DeviceProtocolError, TransportError
+from derms_edge.errors import ConnectionLost, DeviceError, DeviceProtocolError, TransportError
 
 SUNS_MARKER = (0x5375, 0x6E53)  # "SunS"
 END_MODEL_ID = sunspec2.mb.SUNS_END_MODEL_ID
@@ -157,6 +157,9 @@ class Discovery:
         """Feed the error the outstanding request failed with (re-raised if it is not the map's)."""
         request = self._outstanding()
         state = self._state
+        if isinstance(error, ConnectionLost):  # the link is down: no base can answer
+            self._state = _State.ERROR
+            raise error
         if state is _State.SEARCH_MARKER:
             self._misses.append(f"{request.address}: {error}")
             self._transport_failures += isinstance(error, TransportError)

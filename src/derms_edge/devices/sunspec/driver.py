@@ -108,14 +108,14 @@ class SunSpecDriver:
                 model_spans(headers, [h.model_id for h in headers]),
                 max_count=MAX_READ_REGISTERS,
             )
-        image: dict[int, int] = {}
+        blocks: list[tuple[int, list[int]]] = []
         for address, count in reads:
-            for offset, value in enumerate(await self._transport.read(address, count)):
-                image[address + offset] = value
-        return {
-            h.model_id: [image[a] for a in range(h.address, h.address + h.length + 2)]
-            for h in headers
-        }
+            registers = await self._transport.read(address, count)
+            if blocks and blocks[-1][0] + len(blocks[-1][1]) == address:
+                blocks[-1][1].extend(registers)  # a model split over two requests
+            else:
+                blocks.append((address, registers))
+        return {h.model_id: _slice(blocks, h.address, h.length + 2) for h in headers}
 
     def _decode(self, registers: dict[int, list[int]]) -> ModelValues:
         values: dict[int, dict[str, PointValue]] = {}
@@ -130,3 +130,11 @@ class SunSpecDriver:
         if message not in self._reported:
             self._reported.add(message)
             log.warning("%s: %s", self._name, message)
+
+
+def _slice(blocks: list[tuple[int, list[int]]], address: int, count: int) -> list[int]:
+    """``count`` registers from ``address`` out of the blocks that were read."""
+    for start, registers in blocks:
+        if start <= address and address + count <= start + len(registers):
+            return registers[address - start : address - start + count]
+    raise DeviceProtocolError(f"registers {address}..{address + count - 1} were not read")
