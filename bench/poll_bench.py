@@ -8,7 +8,8 @@ its own so CPU and memory are its alone:
 - the gateway: the real daemon code (coordinators, SunSpec driver, MQTT telemetry every 1 s
   to a real Mosquitto) polling every device each second;
 - the floor: raw pymodbus, one client per port, reading the very same registers at the
-  same cadence (the transport's own cost, nothing decoded).
+  same cadence, each device's polls staggered over the interval as the gateway staggers
+  them (the transport's own cost, nothing decoded).
 Reported: polls per second, CPU per poll, polls per CPU-second (per core), peak RSS, and
 the ratio of the gateway's CPU per poll to the floor's.
 """
@@ -20,6 +21,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import resource
 import subprocess
 import sys
@@ -157,6 +159,7 @@ async def raw_worker(plan_path: Path, seconds: float) -> dict[str, Any]:
     async def poll_device(device: dict[str, Any]) -> None:
         nonlocal polls
         client, lock = clients[device["port"]], locks[device["port"]]
+        await asyncio.sleep(random.uniform(0, POLL_INTERVAL_S))  # staggered, as the gateway does
         next_poll = time.monotonic()
         while True:
             for address, count in device["reads"]:
