@@ -124,7 +124,7 @@ async def gateway_worker(config_path: Path, seconds: float) -> dict[str, Any]:
     )
     reads = {}
     for device_id, c in gateway.coordinators.items():
-        driver = c._driver
+        driver = c.driver
         assert isinstance(driver, SunSpecDriver)
         reads[device_id] = driver.reads
     stop.set()

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from derms_edge.config import parse_config
+from derms_edge.config import SerialSection, parse_config
 from derms_edge.devices.coordinator import DeviceCoordinator
 from derms_edge.devices.factory import build_coordinator
 from derms_edge.devices.modbus import LinkPool, ModbusLink
@@ -64,9 +64,7 @@ def run(scenario: Callable[[NullModem, RtuBus], Awaitable[None]]) -> None:
 
 
 def serial_link(pool: LinkPool, port: str) -> ModbusLink:
-    return pool.serial(
-        port, baudrate=BAUD, parity=PARITY, stopbits=1, bytesize=8, timeout_s=TIMEOUT_S
-    )
+    return pool.serial(SerialSection(port=port, baudrate=BAUD, parity=PARITY), TIMEOUT_S)
 
 
 def test_null_modem_relays_bytes_both_ways_untouched() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from hil.rig import RigThread
-from hil.spec import RigSpec
+from hil.spec import RigSpec, resolve_file
 from tests.support.gateway import start_gateway, write_config
 from tests.support.mqtt_probe import Message, MqttProbe
 from tests.support.servers import Mosquitto, Process, free_port
@@ -58,7 +58,7 @@ def rig_spec(garbage: Path) -> RigSpec:
     ieee = {
         "id": "sunspec2_1547",
         "type": "replay",
-        "file": "sunspec2:tests/test_data/device_1547.json",
+        "file": str(resolve_file(Path("sunspec2:tests/test_data/device_1547.json"), DATA)),
     }
     bad = {"id": "garbage", "type": "replay", "file": str(garbage)}
     return RigSpec.model_validate({"tick_s": 0.2, "devices": [*SIMULATED, *replayed, ieee, bad]})
@@ -74,14 +74,7 @@ def garbage_image(workdir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def rig(garbage_image: Path) -> Iterator[RigThread]:
-    from hil.spec import resolve_file
-
-    spec = rig_spec(garbage_image)
-    devices = [
-        d.model_copy(update={"file": resolve_file(d.file, DATA)}) if d.type == "replay" else d
-        for d in spec.devices
-    ]
-    with RigThread(spec.model_copy(update={"devices": devices})) as running:
+    with RigThread(rig_spec(garbage_image)) as running:
         yield running
 
 
@@ -196,17 +189,12 @@ def test_capabilities_are_retained(gateway: Process, probe: MqttProbe) -> None:
     assert inverter["models"] == [1, 103, 120, 121, 123, 126]
     assert inverter["w_max"] == pytest.approx(5000)
     assert capability("pv_1547")["models"][:2] == [1, 701]
-    late = MqttProbe(probe_port(probe), f"{ROOT}/capability/+")
+    late = MqttProbe(probe.port, f"{ROOT}/capability/+")
     try:
         retained = late.wait_for(lambda m: m.topic == f"{ROOT}/capability/bat")
         assert retained.retain
     finally:
         late.close()
-
-
-def probe_port(probe: MqttProbe) -> int:
-    port: int = probe._client._port  # the broker the probe is connected to
-    return port
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ class MqttProbe:
     """Subscribes to topic filters on a broker and records every message."""
 
     def __init__(self, port: int, *filters: str, host: str = "127.0.0.1") -> None:
+        self.port = port
         self.messages: list[Message] = []
         self._lock = threading.Condition()
         self._client = paho.Client(CallbackAPIVersion.VERSION2)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -45,15 +47,19 @@ class Clock:
         return self.now
 
 
-def coordinator(driver: FakeDriver, clock: Clock | None = None) -> DeviceCoordinator:
-    kwargs = {"clock": clock} if clock is not None else {}
+def coordinator(
+    driver: FakeDriver,
+    clock: Clock | None = None,
+    on_capability: Callable[[str, Capability], None] | None = None,
+) -> DeviceCoordinator:
     return DeviceCoordinator(
         "inv1",
         driver,
         poll_interval_s=0.01,
         stale_after_s=0.03,
         backoff_max_s=0.05,
-        **kwargs,  # type: ignore[arg-type]
+        on_capability=on_capability,
+        clock=clock or time.monotonic,
     )
 
 
@@ -71,9 +77,8 @@ def test_offline_before_the_first_reading() -> None:
 
 def test_polls_at_its_interval_and_keeps_the_reading() -> None:
     driver = FakeDriver([DeviceState(w=10.0), DeviceState(w=20.0)])
-    coord = coordinator(driver)
     captured: list[Capability] = []
-    coord._on_capability = lambda _id, cap: captured.append(cap)
+    coord = coordinator(driver, on_capability=lambda _id, cap: captured.append(cap))
     asyncio.run(run_for(coord, 0.2))
     assert driver.connects == 1
     assert 5 <= driver.polls <= 25

@@ -69,7 +69,7 @@ class DeviceCoordinator:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.device_id = device_id
-        self._driver = driver
+        self.driver = driver
         self._interval = poll_interval_s
         self._stale_after = stale_after_s
         self._backoff_max = backoff_max_s
@@ -117,16 +117,16 @@ class DeviceCoordinator:
                 await asyncio.sleep(backoff_delay(attempt, self._interval, self._backoff_max))
                 attempt += 1
         finally:
-            await self._driver.close()
+            await self.driver.close()
 
     async def _connect(self) -> None:
-        self.capability = await self._driver.connect()
+        self.capability = await self.driver.connect()
         self.connected = True
         if self._on_capability is not None:
             self._on_capability(self.device_id, self.capability)
 
     async def _poll(self) -> None:
-        state = await self._driver.poll()
+        state = await self.driver.poll()
         self.reading = Reading(state, datetime.now(UTC), self._clock())
         self.polls += 1
         if self.failing:

@@ -18,14 +18,7 @@ def build_coordinator(
 ) -> DeviceCoordinator:
     """The coordinator of one configured device, on a link shared with its neighbours."""
     if device.serial is not None:
-        link = links.serial(
-            device.serial.port,
-            baudrate=device.serial.baudrate,
-            parity=device.serial.parity,
-            stopbits=device.serial.stopbits,
-            bytesize=device.serial.bytesize,
-            timeout_s=device.timeout_s,
-        )
+        link = links.serial(device.serial, device.timeout_s)
     else:
         assert device.host is not None  # the config allows host or serial, exactly one
         link = links.tcp(device.host, device.port, device.timeout_s)

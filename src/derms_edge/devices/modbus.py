@@ -16,6 +16,7 @@ from typing import Protocol
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
+from derms_edge.config import SerialSection
 from derms_edge.errors import ConnectionLost, DeviceException, DeviceProtocolError, DeviceTimeout
 
 MAX_READ_REGISTERS = 125
@@ -76,27 +77,18 @@ class ModbusLink:
         return cls(client, f"{host}:{port}")
 
     @classmethod
-    def serial(
-        cls,
-        port: str,
-        *,
-        baudrate: int,
-        parity: str,
-        stopbits: int,
-        bytesize: int,
-        timeout_s: float,
-    ) -> ModbusLink:
+    def serial(cls, settings: SerialSection, timeout_s: float) -> ModbusLink:
         """A link to an RS485 bus through a serial port (Modbus RTU)."""
         client = AsyncModbusSerialClient(
-            port,
-            baudrate=baudrate,
-            parity=parity,
-            stopbits=stopbits,
-            bytesize=bytesize,
+            settings.port,
+            baudrate=settings.baudrate,
+            parity=settings.parity,
+            stopbits=settings.stopbits,
+            bytesize=settings.bytesize,
             timeout=timeout_s,
             retries=0,
         )
-        return cls(client, port)
+        return cls(client, settings.port)
 
     def unit(self, unit_id: int) -> UnitTransport:
         """A transport for one unit id on this link."""
@@ -188,25 +180,9 @@ class LinkPool:
             self._links[key] = ModbusLink.tcp(host, port, timeout_s)
         return self._links[key]
 
-    def serial(
-        self,
-        port: str,
-        *,
-        baudrate: int,
-        parity: str,
-        stopbits: int,
-        bytesize: int,
-        timeout_s: float,
-    ) -> ModbusLink:
+    def serial(self, settings: SerialSection, timeout_s: float) -> ModbusLink:
         """The link to a serial port, created on first use."""
-        key = f"rtu:{port}"
+        key = f"rtu:{settings.port}"
         if key not in self._links:
-            self._links[key] = ModbusLink.serial(
-                port,
-                baudrate=baudrate,
-                parity=parity,
-                stopbits=stopbits,
-                bytesize=bytesize,
-                timeout_s=timeout_s,
-            )
+            self._links[key] = ModbusLink.serial(settings, timeout_s)
         return self._links[key]

@@ -47,6 +47,7 @@ class SunSpecDriver:
         self._bases = (base_address,) if base_address is not None else DEFAULT_BASES
         self._headers: dict[int, ModelHeader] = {}
         self._layouts: dict[int, ModelLayout] = {}
+        self._polled: tuple[int, ...] = ()
         self._reads: list[tuple[int, int]] = []
         self._reported: set[str] = set()
         self.discovery: DiscoveryResult | None = None
@@ -77,6 +78,7 @@ class SunSpecDriver:
             if layout.mismatch:
                 self._report(layout.mismatch)
             self._layouts[model_id] = layout
+        self._polled = polled
         self._reads = plan_reads(model_spans(result.models, polled), max_count=MAX_READ_REGISTERS)
         values = self._decode(registers)
         return to_capability(values, chain)
@@ -90,8 +92,7 @@ class SunSpecDriver:
         """Read the polled models and map them to one reading; raise DeviceError on failure."""
         if not self._reads:
             raise RuntimeError(f"{self._name}: poll() before connect()")
-        polled = poll_models(self._kind, self._headers)
-        registers = await self._read_models(polled, self._reads)
+        registers = await self._read_models(self._polled, self._reads)
         return to_state(self._kind, self._decode(registers))
 
     async def close(self) -> None:
