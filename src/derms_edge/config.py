@@ -9,7 +9,9 @@ from typing import Annotated, Any, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from derms_edge.control.events import ControlType
 from derms_edge.errors import ConfigError
+from derms_edge.northbound.commands import ControlPayload
 
 DeviceKind = Literal["inverter", "battery", "evse", "meter"]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
@@ -53,16 +55,15 @@ class SerialSection(_Strict):
     bytesize: Literal[7, 8] = 8
 
 
-class SunSpecDevice(_Strict):
+class _ModbusDevice(_Strict):
+    """What every Modbus device has: where it is, how often it is read, when it is stale."""
+
     id: Identifier
     kind: DeviceKind
-    protocol: Literal["sunspec"]
     host: str | None = None
     port: int = Field(502, ge=1, le=65535)
     serial: SerialSection | None = None
     unit_id: int = Field(1, ge=0, le=247)
-    base_address: Literal[40000, 0, 50000] | None = None
-    """Where the SunS marker is; omitted: discovered at 40000, 0 and 50000 in that order."""
     poll_interval_s: float = Field(1.0, gt=0, le=3600)
     timeout_s: float = Field(1.0, gt=0, le=60)
     stale_after_s: float | None = Field(None, gt=0)
@@ -88,7 +89,122 @@ class SunSpecDevice(_Strict):
         return f"{self.host}:{self.port}"
 
 
-Device = Annotated[SunSpecDevice, Field(discriminator="protocol")]
+class SunSpecDevice(_ModbusDevice):
+    protocol: Literal["sunspec"]
+    base_address: Literal[40000, 0, 50000] | None = None
+    """Where the SunS marker is; omitted: discovered at 40000, 0 and 50000 in that order."""
+    reserve_soc_pct: float | None = Field(None, ge=0, le=100)
+    """The customer's backup reserve: storage control never takes SoC below it (batteries)."""
+    efficiency: float | None = Field(None, gt=0, le=1)
+    """One-way charge and discharge efficiency; default control.efficiency (batteries)."""
+
+    @model_validator(mode="after")
+    def _storage_settings(self) -> Self:
+        if self.kind != "battery":
+            for key in ("reserve_soc_pct", "efficiency"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} applies to batteries only (this is a {self.kind})")
+        return self
+
+
+RegisterType = Literal["uint16", "int16", "uint32", "int32", "float32"]
+
+
+class RegisterPoint(_Strict):
+    """One value in a vendor's register map: holding register address, type and scale."""
+
+    address: int = Field(ge=0, le=65535)
+    type: RegisterType = "uint16"
+    scale: float = 1.0
+    """Value in SI units = raw x scale (a negative scale flips the sign)."""
+
+    @model_validator(mode="after")
+    def _scale(self) -> Self:
+        if self.scale == 0:
+            raise ValueError("scale must not be 0")
+        return self
+
+
+MeasuredName = Literal["w", "va", "v", "a", "hz", "wh_imported", "soc_pct"]
+
+
+class EvseProfile(_Strict):
+    """A Modbus EV charger's register map (a vendor quirk is data, not code)."""
+
+    name: str = Field(min_length=1)
+    """Which charger this describes, for people (e.g. "alfen-ng9xx")."""
+    word_order: Literal["big", "little"] = "big"
+    """Order of the 16-bit words in 32-bit values."""
+    phases: Literal[1, 3] = 3
+    max_a: float = Field(32.0, ge=6, le=80)
+    """Highest current limit the charger (and its cable) takes, A per phase."""
+    measurements: dict[MeasuredName, RegisterPoint] = {}
+    """Read every poll. W is positive for power delivered to the grid (charging is negative)."""
+    current_limit: RegisterPoint
+    """The current limit register, A per phase; written, then read back."""
+    refresh_s: float = Field(30.0, gt=0, le=3600)
+    """The limit is re-written this often, inside the charger's validity (watchdog) time."""
+    validity: RegisterPoint | None = None
+    """Remaining validity of the written limit, s (read; 0 means the charger fell back)."""
+
+
+class ProfileDevice(_ModbusDevice):
+    """A non-SunSpec Modbus device described by a register profile (EV chargers)."""
+
+    protocol: Literal["modbus"]
+    profile: EvseProfile
+
+    @model_validator(mode="after")
+    def _kind(self) -> Self:
+        if self.kind != "evse":
+            raise ValueError(
+                f"register profiles describe EV chargers (kind: evse), not {self.kind}"
+            )
+        return self
+
+
+Device = Annotated[SunSpecDevice | ProfileDevice, Field(discriminator="protocol")]
+
+
+class RoleSection(_Strict):
+    """One party allowed to send controls: its default primacy and the control types it may."""
+
+    primacy: int = Field(ge=0, le=255)
+    """Lower wins (IEEE 2030.5); a role may not claim a stronger primacy than its own."""
+    allow: list[ControlType] = list(ControlType)
+
+
+class ExportLimitSection(_Strict):
+    """The closed loop that holds site export under export_limit_w."""
+
+    meter: Identifier | None = None
+    """The meter at the point of connection; default: the only kind: meter device."""
+    gain: float = Field(0.5, gt=0, le=1)
+    """Fraction of the export error corrected per control interval."""
+    max_step_pct: float = Field(10.0, gt=0, le=100)
+    """Largest change of an inverter's limit per control interval, % of WMax."""
+    deadband_w: float = Field(50.0, ge=0)
+    """Export within this many W under the limit is left alone (no hunting)."""
+
+
+def _default_roles() -> dict[str, RoleSection]:
+    return {"dso": RoleSection(primacy=1)}
+
+
+class ControlSection(_Strict):
+    dispatcher_timeout_s: float = Field(900.0, gt=0)
+    """Silence from every role for longer than this applies the default control."""
+    efficiency: float = Field(0.95, gt=0, le=1)
+    """One-way charge and discharge efficiency for SoC projections."""
+    interval_s: float = Field(1.0, gt=0, le=60)
+    """Control loop period: edge volt-var, export limit, SoC watch, device heartbeats."""
+    revert_s: float = Field(60.0, ge=0, le=86400)
+    """Device revert timers (RvrtTms): the device falls back after this long without the
+    gateway; refreshed every revert_s / 3. 0 disables them."""
+    roles: dict[Identifier, RoleSection] = Field(default_factory=_default_roles, min_length=1)
+    default: ControlPayload = ControlPayload()
+    """Applies when no event is active; the retained default_control topic overrides it."""
+    export_limit: ExportLimitSection = ExportLimitSection()
 
 
 class TelemetrySection(_Strict):
@@ -101,6 +217,7 @@ class Config(_Strict):
     mqtt: MqttSection = MqttSection()
     devices: list[Device] = Field(min_length=1)
     telemetry: TelemetrySection = TelemetrySection()
+    control: ControlSection = ControlSection()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
@@ -122,7 +239,16 @@ class Config(_Strict):
                     f"unit {device.unit_id}"
                 )
             links[key] = device.id
+        meter = self.control.export_limit.meter
+        if meter is not None and seen.get(meter) is None:
+            raise ValueError(f"control.export_limit.meter: no device {meter!r}")
+        if meter is not None and self.devices[seen[meter]].kind != "meter":
+            raise ValueError(f"control.export_limit.meter: {meter!r} is not a kind: meter device")
         return self
+
+    def device(self, device_id: str) -> SunSpecDevice | ProfileDevice:
+        """The configured device with this id; KeyError if there is none."""
+        return next(d for d in self.devices if d.id == device_id)
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -131,7 +257,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part == "sunspec" or re.fullmatch(r"function-\w+\[.*\]", part):
+        elif part in ("sunspec", "modbus") or re.fullmatch(r"function-\w+\[.*\]", part):
             continue  # discriminator tags and validator names are not keys in the file
         else:
             path += f".{part}" if path else part

@@ -3,6 +3,7 @@
     GatewayError
     ├── ConfigError                  the configuration file is invalid (carries every problem)
     ├── PointError                   a point write we were asked to encode is invalid (ours)
+    ├── ControlRefused               a device refused a setpoint or did not read it back
     └── DeviceError                  something about one device
         ├── TransportError           we could not talk to it (retryable)
         │   ├── DeviceTimeout
@@ -81,3 +82,17 @@ class PointError(GatewayError):
         self.model_id = model_id
         self.path = path
         self.value = value
+
+
+class ControlRefused(GatewayError):
+    """A device answered, but did not take a setpoint: an exception, or a wrong read-back.
+
+    Not a DeviceError: the device is reachable, only this control failed. ``point`` names
+    the register or SunSpec point (``704.WMaxLimPct``), for the event's response detail.
+    """
+
+    def __init__(self, device: str, point: str, reason: str) -> None:
+        super().__init__(f"{device}: {point}: {reason}")
+        self.device = device
+        self.point = point
+        self.reason = reason

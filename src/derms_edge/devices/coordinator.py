@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from derms_edge.errors import DeviceError
-from derms_edge.model import Capability, DeviceState, Quality
+from derms_edge.model import Capability, DeviceState, Quality, SetpointName, SetpointValue
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,23 @@ class DeviceDriver(Protocol):
 
     async def close(self) -> None:
         """Release the connection."""
+        ...
+
+    def supports(self) -> frozenset[SetpointName]:
+        """The setpoints this device can take, as learnt at connect (empty before)."""
+        ...
+
+    async def write(self, name: SetpointName, value: SetpointValue | None) -> None:
+        """Put one setpoint in force and check it by reading it back.
+
+        ``None`` releases the control: the device returns to its own behaviour (limit off,
+        mode disabled). Raise ControlRefused naming the point when the device refuses the
+        value or reads back something else, DeviceError when it cannot be reached.
+        """
+        ...
+
+    async def keepalive(self) -> None:
+        """Refresh revert timers and the controller heartbeat while setpoints are in force."""
         ...
 
 
