@@ -119,9 +119,11 @@ class RegisterPoint(_Strict):
     """Value in SI units = raw x scale (a negative scale flips the sign)."""
 
     @model_validator(mode="after")
-    def _scale(self) -> Self:
+    def _scale_and_room(self) -> Self:
         if self.scale == 0:
             raise ValueError("scale must not be 0")
+        if self.address == 65535 and not self.type.endswith("16"):
+            raise ValueError(f"a {self.type} takes two registers: 65535 is the last address")
         return self
 
 
@@ -139,7 +141,8 @@ class EvseProfile(_Strict):
     max_a: float = Field(32.0, ge=6, le=80)
     """Highest current limit the charger (and its cable) takes, A per phase."""
     measurements: dict[MeasuredName, RegisterPoint] = {}
-    """Read every poll. W is positive for power delivered to the grid (charging is negative)."""
+    """Read every poll. W is positive for power delivered to the grid (charging is negative);
+    ``a`` is the current per phase (readings report the total, phases x a)."""
     current_limit: RegisterPoint
     """The current limit register, A per phase; written, then read back."""
     refresh_s: float = Field(30.0, gt=0, le=3600)

@@ -77,6 +77,8 @@ class Capability:
     version: str | None = None
     w_max: float | None = None
     """Maximum active power, W."""
+    v_nom: float | None = None
+    """Nominal line-to-neutral voltage, V (the base of per-unit voltages)."""
     va_max: float | None = None
     """Maximum apparent power, VA."""
     var_max_inj: float | None = None

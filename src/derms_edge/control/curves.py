@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from derms_edge.control.events import VoltVarCurve
 
@@ -71,3 +71,27 @@ class ResponseFilter:
             self.y = a * (x + self._x_prev) + (1 - 2 * a) * self.y
         self._x_prev = x
         return self.y
+
+
+@dataclass(slots=True)
+class EdgeVoltVar:
+    """Volt-var run by the gateway ("edge" mode): measured voltage in, reactive power out.
+
+    Called once per control interval with the voltage at the device. ``curve`` may be
+    replaced between updates (a new event): Q then moves to the new characteristic through
+    the filter, with the new curve's response time, rather than jumping.
+    """
+
+    curve: VoltVarCurve
+    va_rated: float
+    """Nameplate apparent power, VA: the base of the curve's Q in %."""
+    response: ResponseFilter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.response = ResponseFilter(self.curve.response_time_s)
+
+    def update(self, v_pu: float, dt_s: float) -> float:
+        """Advance by ``dt_s`` seconds at ``v_pu``; return Q in var (positive = injecting)."""
+        self.response.response_time_s = self.curve.response_time_s
+        q_pct = self.response.update(volt_var(v_pu, self.curve), dt_s)
+        return q_pct * self.va_rated / 100.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 
 class ControlType(StrEnum):
@@ -49,6 +49,20 @@ class FixedPf:
 
 
 ControlValue = float | VoltVarCurve | FixedPf
+
+
+def value_data(value: ControlValue) -> Any:
+    """A control value as JSON-ready data, in the contract's field names."""
+    if isinstance(value, VoltVarCurve):
+        return {
+            "points": [list(point) for point in value.points],
+            "v_ref_pu": value.v_ref_pu,
+            "response_time_s": value.response_time_s,
+            "mode": value.mode,
+        }
+    if isinstance(value, FixedPf):
+        return {"pf": value.pf, "excitation": value.excitation}
+    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -11,8 +12,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from derms_edge.errors import DeviceError
-from derms_edge.model import Capability, DeviceState, Quality, SetpointName, SetpointValue
+from derms_edge.errors import ControlRefused, DeviceError
+from derms_edge.model import (
+    Capability,
+    DeviceState,
+    Quality,
+    SetpointName,
+    Setpoints,
+    SetpointValue,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +75,18 @@ def backoff_delay(attempt: int, base_s: float, cap_s: float) -> float:
     return random.uniform(delay / 2, delay)
 
 
+_UNKNOWN = object()
+"""What a device holds for a setpoint after (re)connecting: not known, so it is rewritten."""
+
+
 class DeviceCoordinator:
-    """Polls one device at its interval and keeps its last good reading.
+    """Polls one device at its interval, keeps its last good reading, applies its setpoints.
 
     A failing device is retried with capped exponential backoff and rediscovered after it
-    has been unreachable; nothing it does can disturb another device's coordinator.
+    has been unreachable; nothing it does can disturb another device's coordinator. The
+    setpoints asked for with `command` are written at once, re-written after every
+    reconnection (devices forget volatile settings when they restart), and kept alive
+    (revert timers, heartbeat) every ``keepalive_s``.
     """
 
     def __init__(
@@ -83,6 +98,8 @@ class DeviceCoordinator:
         stale_after_s: float,
         backoff_max_s: float,
         on_capability: Callable[[str, Capability], None] | None = None,
+        on_refused: Callable[[str, SetpointName, ControlRefused], None] | None = None,
+        keepalive_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.device_id = device_id
@@ -91,7 +108,15 @@ class DeviceCoordinator:
         self._stale_after = stale_after_s
         self._backoff_max = backoff_max_s
         self._on_capability = on_capability
+        self._on_refused = on_refused
+        self._keepalive_s = keepalive_s
         self._clock = clock
+        self._desired: dict[SetpointName, SetpointValue] = {}
+        self._applied: dict[SetpointName, object] = {}
+        self._refused: dict[SetpointName, SetpointValue | None] = {}
+        self._last_keepalive = 0.0
+        self._wake = asyncio.Event()
+        self.writes = 0
         self.capability: Capability | None = None
         self.reading: Reading | None = None
         self.last_exception: BaseException | None = None
@@ -108,8 +133,24 @@ class DeviceCoordinator:
             return Quality.STALE
         return Quality.OK
 
+    def command(self, setpoints: Setpoints) -> None:
+        """Ask for these setpoints (names left out are released); written at once."""
+        desired = dict(setpoints)
+        if desired != self._desired:
+            self._desired = desired
+            self._wake.set()
+
+    @property
+    def applied(self) -> dict[SetpointName, SetpointValue]:
+        """The setpoints written to the device and read back since it last connected."""
+        return {
+            name: value  # type: ignore[misc]
+            for name, value in self._applied.items()
+            if value is not _UNKNOWN and value is not None
+        }
+
     async def run(self) -> None:
-        """Poll forever; returns only when cancelled."""
+        """Poll and apply forever; returns only when cancelled."""
         await asyncio.sleep(random.uniform(0, min(self._interval, 1.0)))  # stagger start
         attempt = 0
         next_poll = self._clock()
@@ -119,7 +160,12 @@ class DeviceCoordinator:
                     if not self.connected:
                         await self._connect()
                         next_poll = self._clock()
-                    await self._poll()
+                    if self._clock() >= next_poll:
+                        await self._poll()
+                        next_poll += self._interval
+                        next_poll = max(next_poll, self._clock() - self._interval)
+                    self._wake.clear()
+                    await self._apply()
                 except DeviceError as error:
                     self._failed(error)
                 except Exception as error:  # a bug must not take the gateway down
@@ -127,18 +173,55 @@ class DeviceCoordinator:
                     self._failed(error)
                 else:
                     attempt = 0
-                    next_poll += self._interval
-                    await asyncio.sleep(max(0.0, next_poll - self._clock()))
-                    next_poll = max(next_poll, self._clock() - self._interval)
+                    await self._sleep_until(next_poll)
                     continue
                 await asyncio.sleep(backoff_delay(attempt, self._interval, self._backoff_max))
                 attempt += 1
         finally:
             await self.driver.close()
 
+    async def _sleep_until(self, moment: float) -> None:
+        """Sleep until ``moment`` (monotonic) or until a new command arrives."""
+        delay = max(0.0, moment - self._clock())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _apply(self) -> None:
+        """Write what differs between the desired and the applied setpoints; keep them alive."""
+        for name in list(dict.fromkeys([*self._applied, *self._desired])):
+            value = self._desired.get(name)
+            if self._applied.get(name) == value or (value is None and name not in self._applied):
+                continue
+            if name in self._refused and self._refused[name] == value:
+                continue  # refused before: not again until the control changes
+            try:
+                await self.driver.write(name, value)
+            except ControlRefused as refusal:
+                self._refused[name] = value
+                log.warning("%s: %s", self.device_id, refusal)
+                if self._on_refused is not None:
+                    self._on_refused(self.device_id, name, refusal)
+                continue
+            self.writes += 1
+            self._refused.pop(name, None)
+            if value is None:
+                self._applied.pop(name, None)
+            else:
+                self._applied[name] = value
+        if (
+            self._keepalive_s is not None
+            and self._applied
+            and self._clock() - self._last_keepalive >= self._keepalive_s
+        ):
+            await self.driver.keepalive()
+            self._last_keepalive = self._clock()
+
     async def _connect(self) -> None:
         self.capability = await self.driver.connect()
         self.connected = True
+        # the device may have restarted or still hold an old gateway's setpoints: rewrite all
+        self._applied = dict.fromkeys(self.driver.supports(), _UNKNOWN)
+        self._refused = {}
         if self._on_capability is not None:
             self._on_capability(self.device_id, self.capability)
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from derms_edge.config import DeviceKind
+from derms_edge.control.events import Response, Status
 from derms_edge.model import Capability, DeviceState, OperatingState, Quality
 
 
@@ -91,6 +92,7 @@ class CapabilityMessage(_Payload):
     serial_number: str | None = None
     version: str | None = None
     w_max: float | None = Field(None, description="W")
+    v_nom: float | None = Field(None, description="V, line to neutral")
     va_max: float | None = Field(None, description="VA")
     var_max_inj: float | None = Field(None, description="var")
     var_max_abs: float | None = Field(None, description="var")
@@ -112,3 +114,48 @@ class CapabilityMessage(_Payload):
 
 def _fields(obj: DeviceState | Capability) -> dict[str, Any]:
     return {field.name: getattr(obj, field.name) for field in dataclasses.fields(obj)}
+
+
+class ResponseMessage(_Payload):
+    """``{root}/responses``, QoS 1: one step of one event's life, or why it was refused."""
+
+    mrid: str | None = Field(description="The event's mrid; null if the payload had none")
+    status: Status
+    reason: str | None = Field(
+        None,
+        description="Machine-readable: invalid, expired, duplicate, unauthorized, "
+        "not_applicable, device_offline, device_refused, soc_limit, soc_unknown, "
+        "unknown_event, dispatcher_timeout, superseded_by:<mrid>",
+    )
+    detail: str | None = Field(None, description="For people: which field, limit and numbers")
+    ts: datetime
+
+    @classmethod
+    def of(cls, response: Response) -> ResponseMessage:
+        """The message for one response of the control core."""
+        return cls.model_construct(
+            mrid=response.mrid or None,
+            status=response.status,
+            reason=response.reason,
+            detail=response.detail,
+            ts=response.ts,
+        )
+
+
+class ActiveValue(BaseModel):
+    """One control value in force and where it came from."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    value: Any = Field(description="As in the control object: a number, or a curve/PF object")
+    source: Literal["event", "default", "export_limit"]
+    mrid: str | None = Field(None, description="The event, when source is event")
+    role: str | None = Field(None, description="The role whose event or default this is")
+
+
+class ActiveMessage(_Payload):
+    """``{root}/active``, retained: per device and control type, what is applied now."""
+
+    ts: datetime
+    devices: dict[str, dict[str, ActiveValue]]
+    site: dict[str, ActiveValue] = Field(description="Site-wide controls (export_limit_w)")

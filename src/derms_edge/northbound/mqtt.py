@@ -53,16 +53,25 @@ class MqttSession:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_message = self._on_message
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outage_logged = False
         self._stopping = False
         self._on_connected: list[Callable[[], None]] = []
+        self._filters: list[str] = []
+        self._handler: Callable[[str, bytes, bool], None] | None = None
         self.connected = asyncio.Event()
         self.endpoint = f"{config.host}:{config.port}"
 
     def on_connected(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` in the event loop after every (re)connection."""
         self._on_connected.append(callback)
+
+    def subscribe(self, filters: list[str], handler: Callable[[str, bytes, bool], None]) -> None:
+        """Subscribe (QoS 1) now and after every reconnection; ``handler(topic, payload,
+        retained)`` runs in the event loop. Call before start()."""
+        self._filters = list(filters)
+        self._handler = handler
 
     def start(self) -> None:
         """Start connecting in the background; never blocks, retries until stopped."""
@@ -91,7 +100,7 @@ class MqttSession:
         self._client.disconnect()
         await asyncio.to_thread(self._client.loop_stop)
 
-    # paho's network thread calls these two; they only hop into the event loop.
+    # paho's network thread calls these; they only hop into the event loop.
 
     def _on_connect(
         self,
@@ -108,6 +117,8 @@ class MqttSession:
             return
         log.info("MQTT connected to %s", self.endpoint)
         self._outage_logged = False
+        if self._filters:
+            self._client.subscribe([(topic, 1) for topic in self._filters])
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._connected)
 
@@ -129,6 +140,12 @@ class MqttSession:
         if self.connected.is_set() and not self._stopping:
             log.warning("MQTT disconnected from %s: %s; reconnecting", self.endpoint, reason_code)
         self._loop.call_soon_threadsafe(self.connected.clear)
+
+    def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+        if self._loop is not None and self._handler is not None:
+            self._loop.call_soon_threadsafe(
+                self._handler, message.topic, bytes(message.payload), bool(message.retain)
+            )
 
     def _connected(self) -> None:
         self.connected.set()

@@ -229,6 +229,7 @@ def to_capability(values: ModelValues, models: Sequence[int]) -> Capability:
         serial_number=text("SN"),
         version=text("Vr"),
         w_max=_pick(_num(der.get("WMax")), _num(settings.get("WMax")), _num(nameplate.get("WRtg"))),
+        v_nom=_pick(_num(der.get("VNom")), _num(settings.get("VRef"))),
         va_max=_pick(
             _num(der.get("VAMax")), _num(settings.get("VAMax")), _num(nameplate.get("VARtg"))
         ),

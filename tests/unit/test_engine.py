@@ -1,0 +1,341 @@
+"""The control core with a fake clock: lifecycle, authorization, arbitration, SoC guard."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from derms_edge.control.engine import Controller, Decision, DeviceView, Record, Role
+from derms_edge.control.events import (
+    Control,
+    ControlType,
+    Event,
+    FixedPf,
+    Reason,
+    Response,
+    Status,
+    VoltVarCurve,
+)
+from derms_edge.control.export_limit import ExportLimiter
+from derms_edge.control.store import ScheduleStore
+from derms_edge.model import Capability, DeviceState, Quality, SetpointName
+
+T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+ALL = frozenset(ControlType)
+ROLES = {
+    "dso": Role("dso", 1, ALL),
+    "aggregator": Role("aggregator", 2, frozenset({ControlType.STORAGE_W, ControlType.EVSE_MAX_A})),
+    "customer": Role("customer", 3, frozenset({ControlType.MAX_W_PCT, ControlType.STORAGE_W})),
+}
+PV = DeviceView(
+    "inv1",
+    "inverter",
+    Quality.OK,
+    DeviceState(w=4000.0, v=230.0),
+    Capability(w_max=5000.0, va_max=5000.0, v_nom=230.0),
+    frozenset({SetpointName.MAX_W_PCT, SetpointName.VAR, SetpointName.FIXED_PF}),
+)
+BATTERY = DeviceView(
+    "bat1",
+    "battery",
+    Quality.OK,
+    DeviceState(w=0.0, soc_pct=50.0),
+    Capability(
+        wh_rtg=10000.0,
+        charge_w_max=5000.0,
+        discharge_w_max=5000.0,
+        soc_min_pct=5.0,
+        soc_max_pct=95.0,
+        w_max=5000.0,
+    ),
+    frozenset({SetpointName.STORAGE_W, SetpointName.MAX_W_PCT}),
+    reserve_soc_pct=20.0,
+    efficiency=0.95,
+)
+
+
+def views(*overrides: DeviceView) -> dict[str, DeviceView]:
+    devices = {PV.id: PV, BATTERY.id: BATTERY}
+    devices.update({d.id: d for d in overrides})
+    return devices
+
+
+def controller(**kwargs: object) -> Controller:
+    settings: dict[str, object] = {
+        "roles": ROLES,
+        "dispatcher_timeout_s": 900.0,
+        "limiter": ExportLimiter(0.5, 10.0, 50.0),
+    }
+    settings.update(kwargs)
+    core = Controller(**settings)  # type: ignore[arg-type]
+    core.restore([], T0)
+    return core
+
+
+def event(mrid: str, role: str = "dso", **changes: object) -> Event:
+    base = Event(
+        mrid=mrid,
+        role=role,
+        primacy=ROLES[role].primacy,
+        creation_time=T0,
+        start=T0,
+        duration_s=3600.0,
+        control=Control(max_w_pct=50.0),
+        body=mrid,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def statuses(responses: list[Response]) -> list[tuple[str, Status, str | None]]:
+    return [(r.mrid, r.status, r.reason) for r in responses]
+
+
+def accept(
+    core: Controller, ev: Event, devices: Mapping[str, DeviceView] | None = None, now: datetime = T0
+) -> list[Response]:
+    return core.accept(ev, devices or views(), now)[0]
+
+
+def step(
+    core: Controller, at: datetime, devices: Mapping[str, DeviceView] | None = None
+) -> Decision:
+    return core.step(devices or views(), at)
+
+
+def test_lifecycle_received_scheduled_started_completed() -> None:
+    core = controller()
+    ev = event("e1", start=T0 + timedelta(minutes=5), duration_s=600)
+    assert statuses(accept(core, ev)) == [
+        ("e1", Status.RECEIVED, None),
+        ("e1", Status.SCHEDULED, None),
+    ]
+    assert statuses(step(core, T0 + timedelta(minutes=1)).responses) == []
+    started = step(core, T0 + timedelta(minutes=5))
+    assert statuses(started.responses) == [("e1", Status.STARTED, None)]
+    assert started.setpoints["inv1"] == {SetpointName.MAX_W_PCT: 50.0}
+    assert started.active["inv1"][ControlType.MAX_W_PCT].source.mrid == "e1"
+    assert statuses(step(core, T0 + timedelta(minutes=10)).responses) == []
+    done = step(core, T0 + timedelta(minutes=15))
+    assert statuses(done.responses) == [("e1", Status.COMPLETED, None)]
+    assert done.setpoints["inv1"] == {}
+
+
+def test_expired_duplicate_and_repeat() -> None:
+    core = controller()
+    late = event("late", start=T0 - timedelta(hours=2), duration_s=3600)
+    (rejected,) = accept(core, late)
+    assert (rejected.status, rejected.reason) == (Status.REJECTED, Reason.EXPIRED)
+    assert "ended at 2026-11-21T09:00:00Z" in (rejected.detail or "")
+    accept(core, event("e1"))
+    (repeat,) = accept(core, event("e1"))
+    assert repeat.status is Status.SCHEDULED and repeat.reason is None
+    (dup,) = accept(core, event("e1", body="other", control=Control(max_w_pct=10.0)))
+    assert (dup.status, dup.reason) == (Status.REJECTED, Reason.DUPLICATE)
+
+
+def test_unauthorized_control_type_and_primacy() -> None:
+    core = controller()
+    (r1,) = accept(core, event("a1", role="aggregator", primacy=2))
+    assert (r1.status, r1.reason) == (Status.REJECTED, Reason.UNAUTHORIZED)
+    assert "may not send max_w_pct" in (r1.detail or "")
+    (r2,) = accept(
+        core, event("a2", role="aggregator", primacy=1, control=Control(storage_w=1000.0))
+    )
+    assert r2.reason == Reason.UNAUTHORIZED and "primacy 1 is stronger" in (r2.detail or "")
+
+
+def test_not_applicable() -> None:
+    core = controller()
+    (unknown,) = accept(core, event("x", devices=("nope",)))
+    assert unknown.reason == Reason.NOT_APPLICABLE and "nope" in (unknown.detail or "")
+    (no_meter,) = accept(core, event("y", control=Control(export_limit_w=1000.0)))
+    assert no_meter.reason == Reason.NOT_APPLICABLE and "meter" in (no_meter.detail or "")
+    (pv_storage,) = accept(core, event("z", devices=("inv1",), control=Control(storage_w=1.0)))
+    assert pv_storage.reason == Reason.NOT_APPLICABLE
+    (too_big,) = accept(core, event("w", control=Control(storage_w=-8000.0)))
+    assert too_big.reason == Reason.NOT_APPLICABLE and "5000 W" in (too_big.detail or "")
+
+
+def test_primacy_then_creation_time_and_superseded() -> None:
+    core = controller()
+    accept(core, event("old", control=Control(max_w_pct=70.0)))
+    step(core, T0)
+    newer = event("new", creation_time=T0 + timedelta(seconds=1), control=Control(max_w_pct=30.0))
+    accept(core, newer)
+    decision = step(core, T0 + timedelta(seconds=1))
+    assert ("old", Status.SUPERSEDED, "superseded_by:new") in statuses(decision.responses)
+    assert decision.setpoints["inv1"][SetpointName.MAX_W_PCT] == 30.0
+
+
+def test_partial_overlap_is_not_superseded() -> None:
+    core = controller()
+    accept(core, event("long", control=Control(max_w_pct=70.0)))
+    short = event(
+        "short",
+        creation_time=T0 + timedelta(seconds=1),
+        start=T0 + timedelta(minutes=10),
+        duration_s=60,
+        control=Control(max_w_pct=30.0),
+    )
+    accept(core, short)
+    step(core, T0)
+    mid = step(core, T0 + timedelta(minutes=10))
+    assert mid.setpoints["inv1"][SetpointName.MAX_W_PCT] == 30.0
+    assert "long" not in [r.mrid for r in mid.responses]
+    after = step(core, T0 + timedelta(minutes=11))
+    assert after.setpoints["inv1"][SetpointName.MAX_W_PCT] == 70.0
+    assert core.records["long"].status is Status.STARTED
+
+
+def test_limits_from_roles_combine_most_restrictively() -> None:
+    core = controller()
+    accept(core, event("dso", control=Control(max_w_pct=60.0)))
+    accept(core, event("cust", role="customer", primacy=3, control=Control(max_w_pct=40.0)))
+    decision = step(core, T0)
+    assert decision.setpoints["inv1"][SetpointName.MAX_W_PCT] == 40.0
+    assert core.records["dso"].status is Status.STARTED  # both hold: nobody is superseded
+
+
+def test_aggregator_discharge_never_exceeds_dso_curtailment() -> None:
+    core = controller()
+    accept(core, event("cap", devices=("bat1",), control=Control(max_w_pct=20.0)))
+    accept(
+        core,
+        event(
+            "agg", role="aggregator", primacy=2, duration_s=600, control=Control(storage_w=4000.0)
+        ),
+    )
+    decision = step(core, T0)
+    assert decision.setpoints["bat1"][SetpointName.STORAGE_W] == pytest.approx(1000.0)
+
+
+def test_soc_projection_rejects_at_acceptance_with_numbers() -> None:
+    core = controller()
+    # 50 % of 10 kWh, reserve 20 %: 3 kWh usable at 95 % -> 2850 Wh at the AC side
+    (ok,) = accept(core, event("d1", duration_s=1800, control=Control(storage_w=5000.0)))[1:]
+    assert ok.status is Status.SCHEDULED
+    late = event(
+        "d2", start=T0 + timedelta(minutes=30), duration_s=1800, control=Control(storage_w=2000.0)
+    )
+    (rejected,) = accept(core, late)
+    assert (rejected.status, rejected.reason) == (Status.REJECTED, Reason.SOC_LIMIT)
+    assert "bat1" in (rejected.detail or "") and "20" in (rejected.detail or "")
+
+
+def test_soc_unknown_or_stale_refuses_and_stops() -> None:
+    core = controller()
+    stale = replace(BATTERY, quality=Quality.STALE)
+    (r,) = accept(core, event("s", control=Control(storage_w=-1000.0)), views(stale))
+    assert (r.status, r.reason) == (Status.REJECTED, Reason.SOC_UNKNOWN)
+    accept(core, event("t", duration_s=600, control=Control(storage_w=-1000.0)))
+    assert step(core, T0).setpoints["bat1"] == {SetpointName.STORAGE_W: -1000.0}
+    unknown = replace(BATTERY, state=DeviceState(w=0.0, soc_pct=None))
+    decision = step(core, T0 + timedelta(seconds=1), views(unknown))
+    assert ("t", Status.ABORTED, Reason.SOC_UNKNOWN) in statuses(decision.responses)
+    assert SetpointName.STORAGE_W not in decision.setpoints["bat1"]
+
+
+def test_activation_rechecks_measured_soc() -> None:
+    core = controller()
+    accept(
+        core,
+        event(
+            "later",
+            start=T0 + timedelta(minutes=5),
+            duration_s=600,
+            control=Control(storage_w=5000.0),
+        ),
+    )
+    low = replace(BATTERY, state=DeviceState(w=0.0, soc_pct=22.0))
+    decision = step(core, T0 + timedelta(minutes=5), views(low))
+    assert ("later", Status.REJECTED, Reason.SOC_LIMIT) in statuses(decision.responses)
+    assert SetpointName.STORAGE_W not in decision.setpoints["bat1"]
+
+
+def test_stops_at_the_reserve_while_active() -> None:
+    core = controller()
+    accept(core, event("d", duration_s=600, control=Control(storage_w=3000.0)))
+    assert step(core, T0).setpoints["bat1"][SetpointName.STORAGE_W] == 3000.0
+    at_reserve = replace(BATTERY, state=DeviceState(w=3000.0, soc_pct=20.0))
+    decision = step(core, T0 + timedelta(seconds=60), views(at_reserve))
+    assert ("d", Status.ABORTED, Reason.SOC_LIMIT) in statuses(decision.responses)
+    assert decision.setpoints["bat1"].get(SetpointName.STORAGE_W, 0.0) == 0.0
+
+
+def test_cancel_and_default_control() -> None:
+    core = controller(config_default=Control(max_w_pct=90.0))
+    accept(core, event("e"))
+    assert step(core, T0).setpoints["inv1"][SetpointName.MAX_W_PCT] == 50.0
+    (wrong,) = core.cancel("e", "customer", T0)[0]
+    assert wrong.reason == Reason.UNAUTHORIZED
+    (missing,) = core.cancel("nope", "dso", T0)[0]
+    assert missing.reason == Reason.UNKNOWN_EVENT
+    (cancelled,) = core.cancel("e", "dso", T0)[0]
+    assert cancelled.status is Status.CANCELLED
+    decision = step(core, T0 + timedelta(seconds=1))
+    assert decision.setpoints["inv1"][SetpointName.MAX_W_PCT] == 90.0
+    assert decision.active["inv1"][ControlType.MAX_W_PCT].source.kind == "default"
+    core.set_default("dso", Control(max_w_pct=80.0))
+    assert step(core, T0 + timedelta(seconds=2)).setpoints["inv1"][SetpointName.MAX_W_PCT] == 80.0
+
+
+def test_dispatcher_timeout_falls_back_to_default() -> None:
+    core = controller(dispatcher_timeout_s=60.0, config_default=Control(max_w_pct=100.0))
+    core.hear("dso", T0)
+    accept(core, event("e"))
+    step(core, T0)
+    core.hear("dso", T0 + timedelta(seconds=50))
+    assert statuses(step(core, T0 + timedelta(seconds=100)).responses) == []
+    decision = step(core, T0 + timedelta(seconds=111))
+    assert ("e", Status.ABORTED, Reason.DISPATCHER_TIMEOUT) in statuses(decision.responses)
+    assert decision.setpoints["inv1"][SetpointName.MAX_W_PCT] == 100.0
+
+
+def test_volt_var_native_when_the_device_can_else_edge() -> None:
+    curve = VoltVarCurve(((0.92, 44.0), (0.98, 0.0), (1.02, 0.0), (1.08, -44.0)))
+    core = controller()
+    accept(core, event("vv", control=Control(volt_var=curve)))
+    native = replace(PV, supports=PV.supports | {SetpointName.VOLT_VAR})  # type: ignore[operator]
+    assert step(core, T0, views(native)).setpoints["inv1"] == {SetpointName.VOLT_VAR: curve}
+    high = replace(PV, state=DeviceState(w=4000.0, v=1.08 * 230.0))
+    edge = step(core, T0 + timedelta(seconds=1), views(high)).setpoints["inv1"]
+    assert set(edge) == {SetpointName.VAR}
+    for second in range(2, 40):
+        edge = step(core, T0 + timedelta(seconds=second), views(high)).setpoints["inv1"]
+    assert edge[SetpointName.VAR] == pytest.approx(-0.44 * 5000.0, rel=0.01)
+
+
+def test_reactive_modes_are_exclusive_stronger_source_wins() -> None:
+    core = controller(config_default=Control(fixed_pf=FixedPf(0.95, "absorb")))
+    curve = VoltVarCurve(((0.92, 44.0), (1.08, -44.0)))
+    assert SetpointName.FIXED_PF in step(core, T0).setpoints["inv1"]
+    accept(core, event("vv", control=Control(volt_var=curve)))
+    decision = step(core, T0 + timedelta(seconds=1))
+    assert SetpointName.FIXED_PF not in decision.setpoints["inv1"]
+    assert ControlType.VOLT_VAR in decision.active["inv1"]
+
+
+def test_restart_resumes_without_second_started(tmp_path: Path) -> None:
+    store = ScheduleStore(tmp_path / "schedule.sqlite")
+    core = controller()
+    changed: list[Record] = []
+    for ev in (
+        event("running"),
+        event("short", duration_s=60, devices=("bat1",), control=Control(max_w_pct=10.0)),
+    ):
+        changed += core.accept(ev, views(), T0)[1]
+    store.save(changed, T0)
+    store.save(step(core, T0).changed, T0)
+    store.close()
+
+    reopened = ScheduleStore(tmp_path / "schedule.sqlite")
+    again = controller()
+    again.restore(reopened.load(T0 + timedelta(minutes=5)), T0 + timedelta(minutes=5))
+    decision = step(again, T0 + timedelta(minutes=5))
+    assert statuses(decision.responses) == [("short", Status.COMPLETED, None)]
+    assert decision.setpoints["inv1"][SetpointName.MAX_W_PCT] == 50.0
+    reopened.close()
