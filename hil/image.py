@@ -163,6 +163,11 @@ class SunSpecImage(RegisterImage):
         super().__init__(base, registers)
         self._by_address = sorted(self._slots.values(), key=lambda s: s.address)
         self._addresses = [s.address for s in self._by_address]
+        self._bounds: dict[tuple[int, str], tuple[float, float]] = {}
+
+    def address(self, model_id: int, name: str) -> int:
+        """Register address of a point (its first register)."""
+        return self._slots[(model_id, name)].address
 
     def model_range(self, model_id: int) -> range:
         """Addresses of a model, from its ID register to its last point."""
@@ -197,6 +202,18 @@ class SunSpecImage(RegisterImage):
                 point.value = min(max(raw, low), high)
         self._encode(slot)
 
+    def bound(self, model_id: int, name: str, low: float, high: float) -> None:
+        """Refuse client writes that put a point outside [low, high] (engineering units)."""
+        self._bounds[(model_id, name)] = (low, high)
+
+    def _out_of_bounds(self, slot: _Slot) -> str | None:
+        """Why a freshly decoded written value is outside the point's bounds, if it is."""
+        bounds = self._bounds.get((slot.model_id, slot.name))
+        value = slot.point.cvalue
+        if bounds is None or value is None or bounds[0] <= value <= bounds[1]:
+            return None
+        return f"{slot.name}={value} is outside {bounds[0]:g}..{bounds[1]:g}"
+
     def update(self, model_id: int, values: Mapping[str, Value]) -> None:
         """Set several points of one model, in the mapping's order (scale factors first)."""
         for name, value in values.items():
@@ -220,8 +237,8 @@ class SunSpecImage(RegisterImage):
         """Decode a client write into the points it changes, refusing it as a real device would.
 
         Registers outside writable points (marker, model headers, access "R", a curve marked
-        ReadOnly) give ILLEGAL_ADDRESS; a value out of range or not among an enum's symbols
-        gives ILLEGAL_VALUE. A refused write leaves the image untouched.
+        ReadOnly) give ILLEGAL_ADDRESS; a value out of range, outside the point's bounds or not
+        among an enum's symbols gives ILLEGAL_VALUE. A refused write leaves the image untouched.
         """
         end = address + len(values)
         slots = self._slots_in(address, end)
@@ -242,7 +259,7 @@ class SunSpecImage(RegisterImage):
                 r.to_bytes(2, "big") for r in new_registers[offset : offset + slot.length]
             )
             slot.point.set_mb(data)
-            if (reason := _check_value(slot.point)) is not None:
+            if (reason := _check_value(slot.point) or self._out_of_bounds(slot)) is not None:
                 for restored, old in zip(slots, previous, strict=True):
                     restored.point.value = old
                 raise WriteRefused(ExcCodes.ILLEGAL_VALUE, reason)

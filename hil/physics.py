@@ -1,4 +1,4 @@
-"""Pure DER physics (PV and battery inverters) stepped to times read from an injected clock.
+"""Pure DER physics (PV and battery inverters, site meter) stepped to times read from a clock.
 
 Sign convention: positive W is delivered to the grid (generation, battery discharge) and
 positive var is injected (over-excited). Units are SI: W, var, VA, V, Hz, s, Wh, %.
@@ -7,11 +7,12 @@ positive var is injected (over-excited). Units are SI: W, var, VA, V, Hz, s, Wh,
 from __future__ import annotations
 
 import bisect
+import contextlib
 import enum
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,14 +30,33 @@ class SimClock:
         self.speed = speed
         self._source = source
         self._t0 = source()
+        self._held: float | None = None
 
     def now(self) -> float:
         """Simulated time, s."""
+        if self._held is not None:
+            return self._held
         return (self._source() - self._t0) * self.speed
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[float]:
+        """Hold simulated time still inside the block (re-entrant), yielding that instant.
+
+        Whatever steps to now() inside the block steps to the same time, e.g. a meter and the
+        devices it measures.
+        """
+        if self._held is not None:
+            yield self._held
+            return
+        self._held = self.now()
+        try:
+            yield self._held
+        finally:
+            self._held = None
 
 
 class Profile(Protocol):
-    """Available DC power as a function of simulated time."""
+    """A power as a function of simulated time: available PV (DC) power, or a house load, W."""
 
     def available_w(self, t: float) -> float: ...
 
@@ -379,3 +399,55 @@ class BatteryPhysics:
         """Energy that can still be discharged above the lower SoC limit, Wh."""
         low, _ = self.soc_limits()
         return max(self.soc_pct - low, 0.0) / 100.0 * self.ratings.wh_rtg
+
+
+class MeterPhysics:
+    """A site meter at the grid connection: a house load plus the devices behind the meter.
+
+    `site` returns the (W, var) those devices deliver to the grid now. w and var follow this
+    module's convention, so w = Σ device W - load is positive when the site exports. Energy
+    integrates the load profile and the site power (linear between steps), split by the sign of
+    the net power every sub-step: wh_injected is exported, wh_absorbed imported, Wh.
+    """
+
+    def __init__(
+        self,
+        load: Profile,
+        grid: Grid,
+        site: Callable[[], tuple[float, float]],
+        t0: float = 0.0,
+    ) -> None:
+        self.load = load
+        self.grid = grid
+        self.site = site
+        self.load_set: float | None = None  # forces the load, W
+        self.t = t0
+        self.load_w = self._load_at(t0)
+        self.site_w, self.var = site()
+        self.w = self.site_w - self.load_w
+        self.v, self.hz = grid.sample()
+        self.wh_injected = 0.0
+        self.wh_absorbed = 0.0
+
+    def _load_at(self, t: float) -> float:
+        return max(self.load.available_w(t), 0.0) if self.load_set is None else self.load_set
+
+    def step(self, t: float) -> None:
+        """Advance to simulated time t (no-op if t is not later than the last step)."""
+        dt = t - self.t
+        if dt <= 0:
+            return
+        self.v, self.hz = self.grid.sample()
+        site_w, self.var = self.site()
+        n, h = _substeps(dt)
+        for i in range(n):
+            mid = (i + 0.5) / n  # midpoint rule: exact while load and site power are linear
+            net_w = self.site_w + (site_w - self.site_w) * mid - self._load_at(self.t + mid * dt)
+            if net_w > 0:
+                self.wh_injected += net_w * h / 3600.0
+            else:
+                self.wh_absorbed -= net_w * h / 3600.0
+        self.site_w = site_w
+        self.load_w = self._load_at(t)
+        self.w = site_w - self.load_w
+        self.t = t

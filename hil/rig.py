@@ -13,7 +13,7 @@ from typing import TypeVar
 from hil.devices import DeviceState, PhysicsDevice, SimulatedDevice, build_device
 from hil.physics import SimClock
 from hil.server import ModbusGateway
-from hil.spec import RigSpec, load_rig_spec
+from hil.spec import MeterSpec, RigSpec, load_rig_spec
 
 T = TypeVar("T")
 
@@ -23,14 +23,25 @@ def _as_spec(spec: RigSpec | str | Path) -> RigSpec:
 
 
 class Rig:
-    """Builds every device of a spec and serves them; `async with Rig(spec) as rig:`."""
+    """Builds every device of a spec and serves them; `async with Rig(spec) as rig:`.
 
-    def __init__(self, spec: RigSpec | str | Path, *, speed: float | None = None) -> None:
+    `clock` replaces the rig's own SimClock (at `speed` or the spec's), e.g. with one a test
+    moves by hand.
+    """
+
+    def __init__(
+        self,
+        spec: RigSpec | str | Path,
+        *,
+        speed: float | None = None,
+        clock: SimClock | None = None,
+    ) -> None:
         self.spec = _as_spec(spec)
-        self.clock = SimClock(self.spec.speed if speed is None else speed)
-        self.devices: dict[str, SimulatedDevice] = {
-            d.id: build_device(d, self.clock) for d in self.spec.devices
-        }
+        self.clock = clock or SimClock(self.spec.speed if speed is None else speed)
+        built: dict[str, SimulatedDevice] = {}
+        for d in sorted(self.spec.devices, key=lambda d: isinstance(d, MeterSpec)):
+            built[d.id] = build_device(d, self.clock, built)  # meters last: they measure others
+        self.devices = {d.id: built[d.id] for d in self.spec.devices}
         groups: dict[tuple[str, int, str], list[SimulatedDevice]] = {}
         for d in self.spec.devices:
             key = (d.host, d.port, d.gateway or ("" if d.port else d.id))
@@ -107,10 +118,16 @@ class RigThread:
     """
 
     def __init__(
-        self, spec: RigSpec | str | Path, *, speed: float | None = None, timeout_s: float = 10.0
+        self,
+        spec: RigSpec | str | Path,
+        *,
+        speed: float | None = None,
+        clock: SimClock | None = None,
+        timeout_s: float = 10.0,
     ) -> None:
         self.spec = _as_spec(spec)
         self._speed = speed
+        self._clock = clock
         self._timeout_s = timeout_s
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -156,7 +173,7 @@ class RigThread:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         try:
-            async with Rig(self.spec, speed=self._speed) as rig:
+            async with Rig(self.spec, speed=self._speed, clock=self._clock) as rig:
                 self._rig = rig
                 self._ready.set()
                 await self._stopping.wait()

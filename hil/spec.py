@@ -76,10 +76,13 @@ class _SunSpecDeviceSpec(_DeviceSpec):
     serial: str | None = Field(default=None, description="default: the device id")
     version: str = "1.0.0"
     grid: GridSpec = GridSpec()
+
+
+class _DerSpec(_SunSpecDeviceSpec):
     tau_s: float = Field(default=1.0, ge=0, description="first-order response time constant, s")
 
 
-class _PvSpec(_SunSpecDeviceSpec):
+class _PvSpec(_DerSpec):
     w_rtg: float = Field(default=5000.0, gt=0)
     va_rtg: float | None = Field(default=None, gt=0, description="default: w_rtg")
     var_rtg: float | None = Field(default=None, gt=0, description="default: 44 % of va_rtg")
@@ -101,7 +104,7 @@ class Pv1547Spec(_PvSpec):
     vv_curves: int = Field(default=3, ge=2, le=8, description="curves in models 705 and 712")
 
 
-class BatterySpec(_SunSpecDeviceSpec):
+class BatterySpec(_DerSpec):
     """Battery inverter with models 1, 103, 124, 713, 802."""
 
     type: Literal["battery"]
@@ -124,6 +127,49 @@ class BatterySpec(_SunSpecDeviceSpec):
         return self
 
 
+class EvseSpec(_DeviceSpec):
+    """Modbus EV charger (vendor map like Alfen NG9xx) with a car plugged in."""
+
+    type: Literal["evse"]
+    phases: Literal[1, 3] = 3
+    max_a: float = Field(default=32.0, ge=6, le=80, description="highest limit, A per phase")
+    validity_s: float = Field(default=60.0, gt=0, description="a written limit lasts this long")
+    safe_a: float = Field(default=6.0, ge=0, description="signalled after the validity, A")
+    grid: GridSpec = GridSpec()
+    plugged_at_s: float | None = Field(
+        default=0.0, ge=0, description="car plugged in from this simulated s on; None: no car"
+    )
+    ev_wh: float = Field(default=60000.0, gt=0, description="car battery capacity, Wh")
+    ev_soc_pct: float = Field(default=30.0, ge=0, le=100)
+    ev_max_a: float = Field(default=32.0, gt=0, description="the car's own limit, A per phase")
+    tau_s: float = Field(default=1.0, ge=0, description="first-order response time constant, s")
+
+    @model_validator(mode="after")
+    def _safe_current(self) -> EvseSpec:
+        if not (self.safe_a == 0 or 6 <= self.safe_a <= self.max_a):
+            raise ValueError("safe_a must be 0 or 6..max_a")
+        return self
+
+
+class MeterSpec(_SunSpecDeviceSpec):
+    """Three-phase wye site meter with models 1 and 203, at the grid connection of a site."""
+
+    type: Literal["meter"]
+    site: list[str] = Field(
+        default_factory=list, description="ids of the rig devices whose power flows through it"
+    )
+    load: ProfileSpec | None = Field(default=None, description="house load, W (default: none)")
+    a_max: float = Field(default=40.0, gt=0, description="current rating per phase, A")
+
+    @model_validator(mode="after")
+    def _wye(self) -> MeterSpec:
+        if self.grid.split_phase:
+            raise ValueError("model 203 is a three-phase wye meter: split_phase is not allowed")
+        if len(set(self.site)) != len(self.site):
+            raise ValueError("site lists a device twice")
+        return self
+
+
 class ReplaySpec(_DeviceSpec):
     """A static image: {"base", "registers"} JSON, or a pysunspec2 device JSON ({"models"})."""
 
@@ -135,7 +181,8 @@ class ReplaySpec(_DeviceSpec):
 
 
 DeviceSpec = Annotated[
-    PvLegacySpec | Pv1547Spec | BatterySpec | ReplaySpec, Field(discriminator="type")
+    PvLegacySpec | Pv1547Spec | BatterySpec | EvseSpec | MeterSpec | ReplaySpec,
+    Field(discriminator="type"),
 ]
 
 
@@ -156,6 +203,16 @@ class RigSpec(_Spec):
         units = [(d.host, d.port, d.unit_id) for d in self.devices if d.port]
         if len(set(units)) != len(units):
             raise ValueError("two devices share host, port and unit_id")
+        return self
+
+    @model_validator(mode="after")
+    def _meter_sites(self) -> RigSpec:
+        types = {d.id: d.type for d in self.devices}
+        for meter in self.devices:
+            if isinstance(meter, MeterSpec):
+                for d in meter.site:
+                    if types.get(d) in (None, "meter", "replay"):
+                        raise ValueError(f"{meter.id}: site device {d!r} is not a DER of the rig")
         return self
 
 

@@ -10,9 +10,28 @@ from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
 
 from hil.devices.models import as_float
+from hil.devices.revert import RevertRule, RevertTimers
 from hil.image import PointChange, RegisterImage, SunSpecImage, WriteRefused
-from hil.physics import BatteryPhysics, Grid, PvPhysics, SimClock
-from hil.spec import BatterySpec, DeviceSpec, GridSpec, Pv1547Spec, PvLegacySpec
+from hil.physics import (
+    BatteryPhysics,
+    ClearSkyProfile,
+    ConstantProfile,
+    Grid,
+    MeterPhysics,
+    Profile,
+    PvPhysics,
+    SimClock,
+    TableProfile,
+)
+from hil.spec import (
+    BatterySpec,
+    DeviceSpec,
+    GridSpec,
+    MeterSpec,
+    ProfileSpec,
+    Pv1547Spec,
+    PvLegacySpec,
+)
 
 
 class Fault(enum.Enum):
@@ -46,11 +65,27 @@ class DeviceState:
     var_set: float | None = None
     w_set: float | None = None
     soc_limits_pct: tuple[float, float] | None = None
+    reverts: int = 0  # revert timers (RvrtTms) that expired since power-on
+    controller_hb_age_s: float | None = None  # since the last ControllerHb write (715), s
+    load_w: float | None = None  # a meter's house load, W
 
 
 def make_grid(spec: GridSpec) -> Grid:
     """The simulated grid a spec describes."""
     return Grid(spec.v_nom, spec.hz_nom, spec.noise_v, spec.noise_hz, spec.seed)
+
+
+def make_profile(spec: ProfileSpec | None, default_w: float) -> Profile:
+    """The power profile a spec describes: constant at default_w without one, which is also a
+    clear-sky profile's default peak, W."""
+    if spec is None:
+        return ConstantProfile(default_w)
+    if spec.kind == "constant":
+        return ConstantProfile(spec.w)
+    if spec.kind == "table":
+        return TableProfile(tuple(spec.points), spec.loop)
+    peak = default_w if spec.peak_w is None else spec.peak_w
+    return ClearSkyProfile(peak, spec.day_s, spec.start_h, spec.sunrise_h, spec.sunset_h)
 
 
 class SimulatedDevice(abc.ABC):
@@ -76,7 +111,11 @@ class SimulatedDevice(abc.ABC):
 
     @abc.abstractmethod
     def _apply(self, changes: list[PointChange]) -> None:
+        """Put the controls the changed points set in force."""
+
+    def _accept(self, changes: list[PointChange]) -> None:
         """React to accepted client writes."""
+        self._apply(changes)
 
     @abc.abstractmethod
     def _reset_controls(self) -> None:
@@ -105,8 +144,8 @@ class SimulatedDevice(abc.ABC):
             raise NoSuchIdException(f"{self.id} is silent")
         if self.fault is Fault.EXCEPTION:
             return ExcCodes.DEVICE_FAILURE
+        self.refresh()
         if set_values is None:
-            self.refresh()
             offset = address - start_address
             registers[offset : offset + count] = self.image.read(address, count)
             return None
@@ -114,8 +153,7 @@ class SimulatedDevice(abc.ABC):
             changes = self.image.apply_write(address, [int(v) for v in set_values])
         except WriteRefused as exc:
             return exc.code
-        self.refresh()
-        self._apply(changes)
+        self._accept(changes)
         return None
 
     def go_silent(self) -> None:
@@ -142,15 +180,47 @@ class SimulatedDevice(abc.ABC):
 
 
 class PhysicsDevice(SimulatedDevice):
-    """A device whose measured points come from a physics model."""
+    """A SunSpec device whose measured points come from a physics model, with revert timers."""
 
     image: SunSpecImage
-    physics: PvPhysics | BatteryPhysics
+    physics: PvPhysics | BatteryPhysics | MeterPhysics
 
-    def __init__(self, spec: PvLegacySpec | Pv1547Spec | BatterySpec, clock: SimClock) -> None:
+    def __init__(
+        self, spec: PvLegacySpec | Pv1547Spec | BatterySpec | MeterSpec, clock: SimClock
+    ) -> None:
         self.phases = 2 if spec.grid.split_phase else 3
         super().__init__(spec, clock)
+        self.timers = RevertTimers(self._revert_rules())
         self.refresh()
+
+    def _revert_rules(self) -> tuple[RevertRule, ...]:
+        """The revert timers of the device's controls (none by default)."""
+        return ()
+
+    @abc.abstractmethod
+    def _publish(self) -> None:
+        """Write the physics' measurements into the image."""
+
+    def refresh(self) -> None:
+        """Step the physics to now, reverting on the way every control whose timer runs out
+        (at its expiry time), and publish the measurements."""
+        with self.clock.held() as now:
+            for expired_at, changes in self.timers.expire(self.image, now):
+                self.physics.step(expired_at)
+                self._apply(changes)
+            self.physics.step(now)
+            self.timers.show_remaining(self.image, now)
+            self._publish()
+
+    def _accept(self, changes: list[PointChange]) -> None:
+        """Restart the revert timers the writes touch, then apply them."""
+        self.timers.restart(self.image, changes, self.physics.t)
+        self._apply(changes)
+
+    def restart(self) -> None:
+        """Power-cycle (see SimulatedDevice.restart); revert timers stop, their count resets."""
+        self.timers = RevertTimers(self.timers.rules)
+        super().restart()
 
     def set_voltage(self, v: float | None) -> None:
         """Force the grid voltage (V), or None to return to nominal."""
@@ -161,7 +231,7 @@ class PhysicsDevice(SimulatedDevice):
     def snapshot(self) -> DeviceState:
         """The physics state now."""
 
-    def _state(self, *, var: float, state: str, wh_absorbed: float) -> DeviceState:
+    def _state(self, *, var: float, state: str, connected: bool, wh_absorbed: float) -> DeviceState:
         """What every physics device reports; kinds add the rest with dataclasses.replace."""
         p = self.physics
         return DeviceState(
@@ -173,10 +243,11 @@ class PhysicsDevice(SimulatedDevice):
             v=p.v,
             hz=p.hz,
             state=state,
-            connected=p.controls.connected,
+            connected=connected,
             fault=self.fault,
             wh_injected=p.wh_injected,
             wh_absorbed=wh_absorbed,
+            reverts=self.timers.expired,
         )
 
     def _value(self, model_id: int, name: str) -> float:

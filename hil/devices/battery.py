@@ -6,6 +6,7 @@ import dataclasses
 
 from hil.devices.base import DeviceState, PhysicsDevice, make_grid
 from hil.devices.models import inverter_103_ac, inverter_103_fixed, model, nameplate, scale_factor
+from hil.devices.revert import RevertRule, fixed
 from hil.image import PointChange, SunSpecImage
 from hil.physics import BatteryControls, BatteryPhysics, BatteryRatings, ChargeState, SimClock
 from hil.spec import BatterySpec
@@ -38,6 +39,19 @@ class BatteryInverter(PhysicsDevice):
 
     def _reset_controls(self) -> None:
         self.physics.controls = BatteryControls()
+
+    def _revert_rules(self) -> tuple[RevertRule, ...]:
+        """124 InOutWRte_RvrtTms: charge/discharge rate and mode fall back to idle."""
+        return (
+            RevertRule(
+                124,
+                ("StorCtl_Mod", "InWRte", "OutWRte", "InOutWRte"),
+                "InOutWRte_RvrtTms",
+                "StorCtl_Mod",
+                fixed({"StorCtl_Mod": 0, "InWRte": 0, "OutWRte": 0}),
+                enable_mask=0b11,  # CHARGE, DISCHARGE
+            ),
+        )
 
     def _power_on_image(self) -> SunSpecImage:
         s, r = self.spec, self.ratings
@@ -116,9 +130,8 @@ class BatteryInverter(PhysicsDevice):
         )
         return image
 
-    def refresh(self) -> None:
+    def _publish(self) -> None:
         p, s = self.physics, self.spec
-        p.step(self.clock.now())
         a = abs(p.w) / (self.phases * p.v)
         soc = min(max(p.soc_pct, 0.0), 100.0)
         low, _ = p.soc_limits()
@@ -180,7 +193,12 @@ class BatteryInverter(PhysicsDevice):
         self.refresh()
         p, c = self.physics, self.physics.controls
         return dataclasses.replace(
-            self._state(var=0.0, state=ChargeState(p.charge_state).name, wh_absorbed=p.wh_absorbed),
+            self._state(
+                var=0.0,
+                state=ChargeState(p.charge_state).name,
+                connected=c.connected,
+                wh_absorbed=p.wh_absorbed,
+            ),
             soc_pct=p.soc_pct,
             w_set=c.w_set,
             soc_limits_pct=p.soc_limits(),

@@ -7,7 +7,7 @@ import math
 from sunspec2.device import Model
 
 from hil.image import Value
-from hil.spec import BatterySpec, Pv1547Spec, PvLegacySpec
+from hil.spec import BatterySpec, MeterSpec, Pv1547Spec, PvLegacySpec
 
 ENABLED = 1
 SQRT3 = math.sqrt(3.0)
@@ -31,7 +31,7 @@ def model(model_id: int, **counts: int) -> Model:
     return built
 
 
-def nameplate(spec: PvLegacySpec | Pv1547Spec | BatterySpec) -> dict[str, Value]:
+def nameplate(spec: PvLegacySpec | Pv1547Spec | BatterySpec | MeterSpec) -> dict[str, Value]:
     """Model 1 (common) points."""
     return {
         "Mn": spec.manufacturer,

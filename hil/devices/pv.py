@@ -5,35 +5,13 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from hil.devices.base import DeviceState, PhysicsDevice, make_grid
+from hil.devices.base import DeviceState, PhysicsDevice, make_grid, make_profile
 from hil.devices.models import scale_factor
-from hil.physics import (
-    ClearSkyProfile,
-    ConstantProfile,
-    Profile,
-    PvControls,
-    PvPhysics,
-    PvRatings,
-    SimClock,
-    TableProfile,
-)
+from hil.physics import PvControls, PvPhysics, PvRatings, SimClock
 from hil.spec import Pv1547Spec, PvLegacySpec
 
 # Cat B volt-var curve (IEEE 1547-2018): V in % of VRef, var in % of VArMax
 CAT_B_VOLT_VAR = ((92.0, 44.0), (98.0, 0.0), (102.0, 0.0), (108.0, -44.0))
-
-
-def profile(spec: PvLegacySpec | Pv1547Spec) -> Profile:
-    """The available-power profile a PV spec describes (default: constant at w_rtg)."""
-    p = spec.profile
-    if p is None:
-        return ConstantProfile(spec.w_rtg)
-    if p.kind == "constant":
-        return ConstantProfile(p.w)
-    if p.kind == "table":
-        return TableProfile(tuple(p.points), p.loop)
-    peak = spec.w_rtg if p.peak_w is None else p.peak_w
-    return ClearSkyProfile(peak, p.day_s, p.start_h, p.sunrise_h, p.sunset_h)
 
 
 class PvInverter(PhysicsDevice):
@@ -46,7 +24,11 @@ class PvInverter(PhysicsDevice):
         va = spec.va_rtg or spec.w_rtg
         self.ratings = PvRatings(spec.w_rtg, va, spec.var_rtg or 0.44 * va)
         self.physics = PvPhysics(
-            self.ratings, profile(spec), make_grid(spec.grid), spec.tau_s, clock.now()
+            self.ratings,
+            make_profile(spec.profile, spec.w_rtg),
+            make_grid(spec.grid),
+            spec.tau_s,
+            clock.now(),
         )
         self.w_sf = scale_factor(max(va, self.ratings.var_rtg) * 1.2, 0)
         self.a_sf = scale_factor(va / spec.grid.v_nom * 1.2, -2, signed=False)
@@ -66,7 +48,7 @@ class PvInverter(PhysicsDevice):
         self.refresh()
         p, c = self.physics, self.physics.controls
         return dataclasses.replace(
-            self._state(var=p.var, state=p.state.name, wh_absorbed=0.0),
+            self._state(var=p.var, state=p.state.name, connected=c.connected, wh_absorbed=0.0),
             available_w=p.available_w,
             w_lim_pct=c.w_lim_pct,
             pf=c.pf,

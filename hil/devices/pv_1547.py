@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 from collections.abc import Mapping
 
+from hil.devices.base import DeviceState
+from hil.devices.curves import stored_curve, volt_var_reversion
 from hil.devices.models import ENABLED, as_float, line_voltage, model, nameplate, scale_factor
 from hil.devices.pv import CAT_B_VOLT_VAR, PvInverter
+from hil.devices.revert import RevertRule, copied
 from hil.image import PointChange, SunSpecImage, Value
-from hil.physics import PvState
+from hil.physics import PvState, SimClock
 from hil.spec import Pv1547Spec
 
 # 701 InvSt for each PV operating state
 _INVST_701 = {PvState.OFF: 0, PvState.SLEEPING: 1, PvState.MPPT: 3, PvState.THROTTLED: 4}
 # Cat B watt-var curve, generation side: W in % of WMax, var in % of VArMax
 _CAT_B_WATT_VAR = ((20.0, 0.0), (50.0, 0.0), (100.0, -44.0))
+# 704 controls and the points that take their reversion values when the control's RvrtTms
+# expires (besides <control>Ena <- <control>EnaRvrt)
+_REVERSION_704 = {
+    "PFWInj": {"PFWInj.PF": "PFWInjRvrt.PF", "PFWInj.Ext": "PFWInjRvrt.Ext"},
+    "PFWAbs": {"PFWAbs.PF": "PFWAbsRvrt.PF", "PFWAbs.Ext": "PFWAbsRvrt.Ext"},
+    "WMaxLimPct": {"WMaxLimPct": "WMaxLimPctRvrt"},
+    "WSet": {"WSet": "WSetRvrt", "WSetPct": "WSetPctRvrt"},
+    "VarSet": {"VarSet": "VarSetRvrt", "VarSetPct": "VarSetPctRvrt"},
+}
 
 
 class Pv1547Inverter(PvInverter):
@@ -22,6 +34,31 @@ class Pv1547Inverter(PvInverter):
 
     kind = "pv_1547"
     spec: Pv1547Spec
+
+    def __init__(self, spec: Pv1547Spec, clock: SimClock) -> None:
+        self.controller_hb_t: float | None = None  # simulated time of the last ControllerHb write
+        super().__init__(spec, clock)
+
+    def _reset_controls(self) -> None:
+        super()._reset_controls()
+        self.controller_hb_t = None
+
+    def _revert_rules(self) -> tuple[RevertRule, ...]:
+        """704 <control>RvrtTms: the control takes its reversion values; 705 RvrtTms: the
+        volt-var curve reverts to RvrtCrv (any write to 705 restarts that timer)."""
+        rules = [
+            RevertRule(
+                704,
+                (ctl,),
+                f"{ctl}RvrtTms",
+                f"{ctl}Ena",
+                copied(704, {f"{ctl}Ena": f"{ctl}EnaRvrt", **points}),
+                rem=f"{ctl}RvrtRem",
+            )
+            for ctl, points in _REVERSION_704.items()
+        ]
+        rules.append(RevertRule(705, ("",), "RvrtTms", "Ena", volt_var_reversion, rem="RvrtRem"))
+        return tuple(rules)
 
     def _power_on_image(self) -> SunSpecImage:
         s, r = self.spec, self.ratings
@@ -148,6 +185,7 @@ class Pv1547Inverter(PvInverter):
         image.update(
             715, {"LocRemCtl": 0, "DERHb": 0, "ControllerHb": 0, "AlarmReset": 0, "OpCtl": 1}
         )
+        image.bound(705, "RvrtCrv", 0, n_crv)
         return image
 
     @staticmethod
@@ -182,9 +220,8 @@ class Pv1547Inverter(PvInverter):
             values[f"{crv}.ReadOnly"] = 1 if c == 1 else 0
         image.update(model_id, values)
 
-    def refresh(self) -> None:
+    def _publish(self) -> None:
         p = self.physics
-        p.step(self.clock.now())
         ac = self._ac()
         n = self.phases
         v_ll = line_voltage(p.v, n)
@@ -228,6 +265,8 @@ class Pv1547Inverter(PvInverter):
         for ch in changes:
             if ch.name == "AdptCrvReq" and ch.model_id in (705, 712):
                 self._adopt(ch.model_id, int(as_float(ch.value)))
+            if (ch.model_id, ch.name) == (715, "ControllerHb"):
+                self.controller_hb_t = self.physics.t
         c, get = self.physics.controls, self._value
         c.w_max = get(702, "WMax")
         var_max = get(702, "VarMaxInj")
@@ -266,21 +305,16 @@ class Pv1547Inverter(PvInverter):
 
     def _adopt(self, model_id: int, n: int) -> None:
         """AdptCrvReq=n: copy curve n into the active curve 1 if it is valid, then report."""
-        img, get = self.image, self._value
         if n == 0:
             return
-        x = "V" if model_id == 705 else "W"
-        n_crv = int(get(model_id, "NCrv"))
-        n_pt = int(get(model_id, "NPt"))
-        ok = 2 <= n <= n_crv
-        if ok:
-            act_pt = int(get(model_id, f"Crv[{n}].ActPt"))
-            xs = [get(model_id, f"Crv[{n}].Pt[{k}].{x}") for k in range(1, act_pt + 1)]
-            ok = 1 <= act_pt <= n_pt and all(a < b for a, b in itertools.pairwise(xs))
-        if ok:
-            prefix = f"Crv[{n}]."
-            for name in img.point_names(model_id):
-                if name.startswith(prefix) and not name.endswith("ReadOnly"):
-                    rest = name.removeprefix(prefix)
-                    img.set(model_id, f"Crv[1].{rest}", img.get(model_id, name))
-        img.set(model_id, "AdptCrvRslt", 1 if ok else 2)  # COMPLETED / FAILED
+        curve = stored_curve(self.image, model_id, n)
+        if curve is not None:
+            self.image.update(model_id, curve)
+        self.image.set(model_id, "AdptCrvRslt", 2 if curve is None else 1)  # FAILED / COMPLETED
+
+    def snapshot(self) -> DeviceState:
+        state = super().snapshot()
+        hb_t = self.controller_hb_t
+        return dataclasses.replace(
+            state, controller_hb_age_s=None if hb_t is None else state.t_s - hb_t
+        )

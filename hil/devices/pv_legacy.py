@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hil.devices.models import ENABLED, inverter_103_ac, inverter_103_fixed, model, nameplate
 from hil.devices.pv import CAT_B_VOLT_VAR, PvInverter
+from hil.devices.revert import RevertRule, disabling
 from hil.image import PointChange, SunSpecImage, Value
 from hil.physics import PvState
 from hil.spec import PvLegacySpec
@@ -111,11 +112,20 @@ class PvLegacyInverter(PvInverter):
                 curve[f"V{k}"] = v_pct
                 curve[f"VAr{k}"] = var_pct
             image.update(126, {f"curve[{c}].{name}": value for name, value in curve.items()})
+        image.bound(126, "ActCrv", 0, n_curves)  # 0: no active curve
         return image
 
-    def refresh(self) -> None:
+    def _revert_rules(self) -> tuple[RevertRule, ...]:
+        """123 *_RvrtTms and 126 RvrtTms: the control is disabled when its timer runs out."""
+        return (
+            disabling(123, "WMaxLim", "WMaxLimPct_RvrtTms", "WMaxLim_Ena"),
+            disabling(123, "OutPFSet", "OutPFSet_RvrtTms", "OutPFSet_Ena"),
+            disabling(123, "VAr", "VArPct_RvrtTms", "VArPct_Ena"),
+            disabling(126, "", "RvrtTms", "ModEna"),  # any point of 126
+        )
+
+    def _publish(self) -> None:
         p = self.physics
-        p.step(self.clock.now())
         ac = self._ac()
         dc_w = max(p.w, 0.0) / PV_DC_EFFICIENCY
         self.image.update(
@@ -156,8 +166,9 @@ class PvLegacyInverter(PvInverter):
                 name, ref = pct_and_base[mode]
                 c.var_set = get(123, name) / 100.0 * ref
         c.volt_var = None
-        if int(get(126, "ModEna")) & 1:
-            crv = f"curve[{int(get(126, 'ActCrv'))}]"
+        active = int(get(126, "ActCrv"))
+        if int(get(126, "ModEna")) & 1 and active:
+            crv = f"curve[{active}]"
             dept = {1: c.w_max, 2: get(121, "VArMaxQ1"), 3: r.var_rtg}.get(
                 int(get(126, f"{crv}.DeptRef")), r.var_rtg
             )

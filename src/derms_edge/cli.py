@@ -1,4 +1,4 @@
-"""The ``derms-edge`` command: run, check-config, discover, hil."""
+"""The ``derms-edge`` command: run, monitor, check-config, discover, asyncapi, hil."""
 
 from __future__ import annotations
 
@@ -74,6 +74,8 @@ def _run(args: argparse.Namespace) -> int:
     if logging.getLogger().level > logging.DEBUG:
         # the gateway reports every device failure itself, once, in its own words
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+        # one line per control step and event wake-up is noise; its warnings still show
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
     from derms_edge.daemon import serve
 
     asyncio.run(serve(config))
@@ -99,6 +101,12 @@ def _discover(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     found = asyncio.run(run_scan(args.host, args.port, unit_ids, args.timeout, sys.stdout))
     return EXIT_OK if found else EXIT_FAILURE
+
+
+def _asyncapi(args: argparse.Namespace) -> int:
+    from derms_edge.northbound.asyncapi import DEFAULT_OUTPUT, main
+
+    return main(output=args.output or DEFAULT_OUTPUT, check=args.check)
 
 
 def _hil(rig_argv: list[str]) -> int:
@@ -139,6 +147,15 @@ def parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=0.5, help="seconds to wait for each unit id"
     )
     discover.set_defaults(func=_discover)
+
+    asyncapi = commands.add_parser(
+        "asyncapi", help="write the AsyncAPI document of the MQTT contract from the payload models"
+    )
+    asyncapi.add_argument(
+        "--check", action="store_true", help="only compare: exit 1 if the file is out of date"
+    )
+    asyncapi.add_argument("--output", type=Path, help="default: docs/asyncapi.yaml")
+    asyncapi.set_defaults(func=_asyncapi)
 
     commands.add_parser(
         "hil", help="start the hardware-in-the-loop rig: derms-edge hil --help (= python -m hil)"

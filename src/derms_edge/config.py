@@ -196,7 +196,7 @@ def _default_roles() -> dict[str, RoleSection]:
 
 class ControlSection(_Strict):
     dispatcher_timeout_s: float = Field(900.0, gt=0)
-    """Silence from every role for longer than this applies the default control."""
+    """A role silent for longer than this has its events aborted; the default control applies."""
     efficiency: float = Field(0.95, gt=0, le=1)
     """One-way charge and discharge efficiency for SoC projections."""
     interval_s: float = Field(1.0, gt=0, le=60)

@@ -14,7 +14,9 @@ from derms_edge.config import Config
 from derms_edge.devices.coordinator import DeviceCoordinator
 from derms_edge.devices.factory import build_coordinator
 from derms_edge.devices.modbus import LinkPool
-from derms_edge.model import Capability
+from derms_edge.dispatch import Dispatcher
+from derms_edge.errors import ControlRefused
+from derms_edge.model import Capability, SetpointName
 from derms_edge.northbound.messages import CapabilityMessage, StatusMessage, TelemetryMessage
 from derms_edge.northbound.mqtt import MqttSession, Publication
 from derms_edge.northbound.topics import Topics
@@ -30,8 +32,16 @@ class Gateway:
         self.topics = Topics(config.mqtt.prefix, config.gateway.id)
         self._kinds = {device.id: device.kind for device in config.devices}
         self._links = LinkPool()
+        revert_s = config.control.revert_s
         self.coordinators: dict[str, DeviceCoordinator] = {
-            device.id: build_coordinator(device, self._links, self._publish_capability)
+            device.id: build_coordinator(
+                device,
+                self._links,
+                self._publish_capability,
+                on_refused=self._refused,
+                keepalive_s=revert_s / 3 if revert_s > 0 else None,
+                revert_s=revert_s,
+            )
             for device in config.devices
         }
         self.mqtt = MqttSession(
@@ -40,7 +50,12 @@ class Gateway:
             will=self._status(online=False),
         )
         self.mqtt.on_connected(self._announce)
+        self.dispatcher = Dispatcher(config, self.coordinators, self.mqtt.publish, self.topics)
+        self.mqtt.subscribe(self.topics.inbound_filters(config.mqtt.groups), self.dispatcher.handle)
         self.seq = 0
+
+    def _refused(self, device_id: str, name: SetpointName, refusal: ControlRefused) -> None:
+        self.dispatcher.on_refused(device_id, name, refusal)
 
     def _status(self, *, online: bool) -> Publication:
         message = StatusMessage(
@@ -110,6 +125,7 @@ class Gateway:
                 for device_id, coordinator in self.coordinators.items():
                     group.create_task(coordinator.run(), name=f"device:{device_id}")
                 group.create_task(self._telemetry_loop(), name="telemetry")
+                group.create_task(self.dispatcher.run(), name="control")
                 await stop.wait()
                 raise _Stop
         except* _Stop:

@@ -265,14 +265,16 @@ class Dispatcher:
             self.controller.set_default(role, None)
             self.store.save_default(role, None)
             return
+        now = self._clock()
         control = parse_default(payload)
         if isinstance(control, Invalid):
-            log.warning("default_control/%s refused: %s", role, control.detail)
+            self._answer([_refused_default(role, Reason.INVALID, control.detail, now)], [], now)
             return
         value = control.to_control()
         forbidden = sorted(value.types - self.roles[role].allow)
         if forbidden:
-            log.warning("default_control/%s refused: may not send %s", role, ", ".join(forbidden))
+            detail = f"role {role} may not send {', '.join(forbidden)}"
+            self._answer([_refused_default(role, Reason.UNAUTHORIZED, detail, now)], [], now)
             return
         self.controller.set_default(role, value)
         self.store.save_default(role, value)
@@ -337,3 +339,8 @@ def _active_value(in_force: InForce) -> ActiveValue:
 
 def _invalid(invalid: Invalid, now: datetime) -> Response:
     return Response(invalid.mrid or "", Status.REJECTED, now, Reason.INVALID, invalid.detail)
+
+
+def _refused_default(role: str, reason: Reason, detail: str, now: datetime) -> Response:
+    """A refused default control is answered like an event, without an mrid."""
+    return Response("", Status.REJECTED, now, reason, f"default_control/{role}: {detail}")

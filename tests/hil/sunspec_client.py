@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
-from sunspec2.device import Model
+from sunspec2.device import Model, Point
 
 MARKER = [0x5375, 0x6E53]
 CHUNK = 100
+
+
+def point(model: Model, name: str) -> Point:
+    """A point by its name in the rig's images: 'W', 'PFWInj.PF', 'Crv[2].Pt[1].V'."""
+    group: Any = model
+    *path, leaf = name.split(".")
+    for part in path:
+        gname, _, index = part.partition("[")
+        group = group.groups[gname]
+        if index:
+            group = group[int(index.rstrip("]")) - 1]
+    found: Point = group.points[leaf]
+    return found
 
 
 class ModbusError(Exception):
@@ -85,20 +99,25 @@ class SunSpecClient:
         return model
 
     async def write_points(self, model_id: int, values: dict[str, float]) -> None:
-        """Write top-level points (engineering units) one by one, encoded by pysunspec2."""
+        """Write points (engineering units) one by one, in order, encoded by pysunspec2."""
         model = await self.model(model_id)
         for name, value in values.items():
-            point = model.points[name]
-            point.cvalue = value
-            data = point.get_mb()
+            written = point(model, name)
+            written.cvalue = value
+            data = written.get_mb()
             regs = [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
-            await self.write(self.addresses[model_id] + point.offset, regs)
+            await self.write(self.addresses[model_id] + written.offset, regs)
 
     async def value(self, model_id: int, name: str) -> float | int | str | None:
         """One point in engineering units."""
         model = await self.model(model_id)
-        value: float | int | str | None = model.points[name].cvalue
+        value: float | int | str | None = point(model, name).cvalue
         return value
+
+    async def values(self, model_id: int, names: list[str]) -> dict[str, float | int | str | None]:
+        """Several points of one model, read at once, in engineering units."""
+        model = await self.model(model_id)
+        return {name: point(model, name).cvalue for name in names}
 
 
 async def times_out(client: SunSpecClient, address: int) -> bool:

@@ -15,6 +15,7 @@ from hil.physics import (
     ClearSkyProfile,
     ConstantProfile,
     Grid,
+    MeterPhysics,
     PvPhysics,
     PvRatings,
     SimClock,
@@ -32,6 +33,30 @@ def test_sim_clock_runs_at_its_speed() -> None:
     clock = SimClock(speed=30, source=lambda: wall[0])
     wall[0] = 102.0
     assert clock.now() == 60.0
+
+
+def test_sim_clock_holds_one_instant_inside_the_block() -> None:
+    wall = [0.0]
+    clock = SimClock(speed=10, source=lambda: wall[0])
+    with clock.held() as now:
+        wall[0] = 1.0
+        with clock.held() as inner:
+            assert (now, inner, clock.now()) == (0.0, 0.0, 0.0)
+    assert clock.now() == 10.0
+
+
+def test_meter_splits_energy_by_the_sign_of_the_net_power() -> None:
+    site = [(0.0, 0.0)]
+    meter = MeterPhysics(ConstantProfile(1000), Grid(), lambda: site[0])
+    site[0] = (2000.0, -300.0)  # the site ramps from 0 to 2000 W over 10 s
+    meter.step(10.0)
+    # net export -1000 + 200 t W: imports 2500 W·s until 5 s, exports 2500 W·s after
+    assert meter.wh_absorbed == pytest.approx(2500 / 3600)
+    assert meter.wh_injected == pytest.approx(2500 / 3600)
+    assert (meter.w, meter.var, meter.load_w) == (1000.0, -300.0, 1000.0)
+    meter.load_set = 3000.0
+    meter.step(11.0)
+    assert meter.w == -1000.0
 
 
 @pytest.mark.parametrize(("w_set", "soc_after"), [(-1000.0, 59.5), (1000.0, 50 - 10 / 0.95)])

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sunspec2
@@ -15,19 +13,11 @@ import sunspec2
 from hil.physics import interpolate
 from hil.rig import RigThread
 from hil.spec import RigSpec, load_rig_spec
+from tests.hil.harness import HOST, rig, run
 from tests.hil.sunspec_client import ModbusError, SunSpecClient, times_out
 
 FIXTURES = Path("/work/shared/fixtures/sunspec-real")
 RIGS = Path(__file__).parents[2] / "hil" / "rigs"
-HOST = "127.0.0.1"
-
-
-def rig(*devices: dict[str, Any], speed: float = 1.0) -> RigSpec:
-    return RigSpec.model_validate({"speed": speed, "devices": list(devices)})
-
-
-def run(coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    asyncio.run(coro())
 
 
 @pytest.mark.parametrize(
@@ -340,6 +330,8 @@ def test_demo_rig_is_valid() -> None:
         ("inv1", "pv_legacy", 1502),
         ("bat1", "battery", 1503),
         ("inv2", "pv_1547", 1504),
+        ("ev1", "evse", 1506),
+        ("meter1", "meter", 1505),
     ]
 
 

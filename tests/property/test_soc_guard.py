@@ -53,7 +53,7 @@ storage_event = st.tuples(
     true_efficiency=st.floats(0.80, 1.0),
     events=st.lists(storage_event, min_size=1, max_size=8),
 )
-def test_soc_never_leaves_reserve_and_max(  # noqa: PLR0917 (hypothesis passes by name)
+def test_soc_never_leaves_reserve_and_max(
     capacity_wh: float,
     reserve_pct: float,
     max_pct: float,

@@ -10,18 +10,21 @@ from collections.abc import Callable
 import pytest
 
 from derms_edge.devices.coordinator import DeviceCoordinator, backoff_delay
-from derms_edge.errors import DeviceException, DeviceTimeout
-from derms_edge.model import Capability, DeviceState, Quality
+from derms_edge.errors import ControlRefused, DeviceException, DeviceTimeout
+from derms_edge.model import Capability, DeviceState, Quality, SetpointName, SetpointValue
 
 
 class FakeDriver:
     """A driver whose answers the test scripts; counts its calls."""
 
-    def __init__(self, script: list[object]) -> None:
+    def __init__(self, script: list[object], refuse: float | None = None) -> None:
         self.script = script
+        self.refuse = refuse
         self.connects = 0
         self.polls = 0
         self.closed = False
+        self.writes: list[tuple[SetpointName, SetpointValue | None]] = []
+        self.keepalives = 0
 
     async def connect(self) -> Capability:
         self.connects += 1
@@ -37,6 +40,17 @@ class FakeDriver:
 
     async def close(self) -> None:
         self.closed = True
+
+    def supports(self) -> frozenset[SetpointName]:
+        return frozenset({SetpointName.MAX_W_PCT, SetpointName.VAR})
+
+    async def write(self, name: SetpointName, value: SetpointValue | None) -> None:
+        if value is not None and value == self.refuse:
+            raise ControlRefused("inv1", "704.WMaxLimPct", f"Modbus exception 3 for {value}")
+        self.writes.append((name, value))
+
+    async def keepalive(self) -> None:
+        self.keepalives += 1
 
 
 class Clock:
@@ -143,3 +157,55 @@ def test_backoff_is_capped_and_jittered(attempt: int) -> None:
     delay = backoff_delay(attempt, 1.0, 60.0)
     expected = min(60.0, 2.0**attempt)
     assert expected / 2 <= delay <= expected
+
+
+def test_setpoints_written_at_once_released_and_rewritten_after_reconnect() -> None:
+    driver = FakeDriver([DeviceState(w=1.0)] * 3 + [DeviceTimeout("gone")])
+    coord = coordinator(driver)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(coord.run())
+        while coord.polls < 1:
+            await asyncio.sleep(0.001)
+        assert driver.writes == []  # nobody asked for control: the device is not written to
+        coord.command({SetpointName.MAX_W_PCT: 40.0})
+        await asyncio.sleep(0.005)  # well inside the poll interval: commands do not wait for it
+        assert driver.writes == [(SetpointName.MAX_W_PCT, 40.0)]
+        assert coord.applied == {SetpointName.MAX_W_PCT: 40.0}
+        while driver.connects < 2 or coord.quality() is not Quality.OK:
+            await asyncio.sleep(0.001)
+        assert (SetpointName.MAX_W_PCT, 40.0) in driver.writes[1:]  # the device forgot: again
+        coord.command({})
+        while (SetpointName.MAX_W_PCT, None) not in driver.writes[-1:]:
+            await asyncio.sleep(0.001)
+        task.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_setpoint_is_reported_once_and_not_retried() -> None:
+    refused: list[tuple[str, SetpointName, ControlRefused]] = []
+    driver = FakeDriver([], refuse=150.0)
+    coord = DeviceCoordinator(
+        "inv1",
+        driver,
+        poll_interval_s=0.01,
+        stale_after_s=0.03,
+        backoff_max_s=0.05,
+        on_refused=lambda *args: refused.append(args),
+        keepalive_s=0.02,
+    )
+
+    async def scenario() -> None:
+        task = asyncio.create_task(coord.run())
+        while coord.polls < 1:
+            await asyncio.sleep(0.001)
+        coord.command({SetpointName.MAX_W_PCT: 150.0, SetpointName.VAR: -100.0})
+        await asyncio.sleep(0.1)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert len(refused) == 1 and refused[0][1] is SetpointName.MAX_W_PCT
+    assert "704.WMaxLimPct" in str(refused[0][2])
+    assert coord.applied == {SetpointName.VAR: -100.0}
+    assert driver.keepalives >= 2  # kept alive while a setpoint is in force

@@ -55,7 +55,12 @@ SITE = "site"
 
 # which setpoint a control type needs on a device, by device kind
 _NEEDS: dict[ControlType, tuple[SetpointName, ...]] = {
-    ControlType.MAX_W_PCT: (SetpointName.MAX_W_PCT, SetpointName.EVSE_MAX_A),
+    # a battery without a limit point is still curtailed: its storage setpoint is capped
+    ControlType.MAX_W_PCT: (
+        SetpointName.MAX_W_PCT,
+        SetpointName.EVSE_MAX_A,
+        SetpointName.STORAGE_W,
+    ),
     ControlType.VOLT_VAR: (SetpointName.VOLT_VAR, SetpointName.VAR),
     ControlType.FIXED_PF: (SetpointName.FIXED_PF,),
     ControlType.STORAGE_W: (SetpointName.STORAGE_W,),
@@ -319,6 +324,13 @@ class Controller:
             if event.devices is not None and len(able) < len(targets):
                 unable = ", ".join(d.id for d in targets if not d.can(control_type))
                 return f"{control_type}: {unable} cannot do it"
+        amps = event.control.evse_max_a
+        for device in _targets(event, devices):
+            if amps is not None and device.max_a is not None and amps > device.max_a:
+                return (
+                    f"evse_max_a {amps:g} A is above {device.id}'s maximum "
+                    f"{device.max_a:g} A per phase"
+                )
         value = event.control.storage_w
         for device in _targets(event, devices):
             if value is None or not device.can(ControlType.STORAGE_W):
@@ -433,7 +445,7 @@ class Controller:
             if silent_s <= self.dispatcher_timeout_s:
                 continue
             for record in self._live(role):
-                if record.status is Status.STARTED:
+                if record.status is Status.STARTED or record.event.start <= now:
                     move(
                         record,
                         Status.ABORTED,
@@ -514,12 +526,19 @@ class Controller:
             default = self._default(control_type)
             if default is not None:
                 result[control_type] = default
-        reactive = [t for t in REACTIVE if t in result]
-        if len(reactive) == 2:  # one reactive mode at a time: the stronger source's
+        if all(t in result for t in REACTIVE):  # one reactive mode at a time: the stronger's
             vv, pf = (result[t].source for t in REACTIVE)
-            keep_pf = _rank(pf, self.roles) < _rank(vv, self.roles)
-            del result[ControlType.VOLT_VAR if keep_pf else ControlType.FIXED_PF]
+            del result[ControlType.VOLT_VAR if self._stronger(pf, vv) else ControlType.FIXED_PF]
         return result
+
+    def _stronger(self, a: Source, b: Source) -> bool:
+        """Whether source ``a`` beats ``b``: events before defaults, then IEEE 2030.5 rules
+        between events (primacy, creation time), role primacy between defaults."""
+        if (a.kind == "event") != (b.kind == "event"):
+            return a.kind == "event"
+        if a.mrid is not None and b.mrid is not None:
+            return self.records[a.mrid].event.beats(self.records[b.mrid].event)
+        return _role_primacy(a, self.roles) < _role_primacy(b, self.roles)
 
     def _default(self, control_type: ControlType) -> InForce | None:
         """The default of the strongest role that sets this control, else the config's."""
@@ -553,7 +572,9 @@ class Controller:
             amps = _evse_amps(device, in_force)
             if amps is not None:
                 result[SetpointName.EVSE_MAX_A] = amps
-        elif limit is not None:
+        elif limit is not None and (
+            device.supports is None or SetpointName.MAX_W_PCT in device.supports
+        ):
             result[SetpointName.MAX_W_PCT] = float(_num(limit.value))
         curve = in_force.get(ControlType.VOLT_VAR)
         if curve is not None:
@@ -729,12 +750,9 @@ def _evse_amps(device: DeviceView, in_force: dict[ControlType, InForce]) -> floa
     return value
 
 
-def _rank(source: Source, roles: Mapping[str, Role]) -> tuple[int, int]:
-    """Events before defaults, then by role primacy."""
-    primacy = (
-        roles[source.role].primacy if source.role is not None and source.role in roles else 256
-    )
-    return (0 if source.kind == "event" else 1, primacy)
+def _role_primacy(source: Source, roles: Mapping[str, Role]) -> int:
+    """The primacy of a source's role; the configuration's own default comes last."""
+    return roles[source.role].primacy if source.role is not None and source.role in roles else 256
 
 
 def _applies(event: Event, device_id: str) -> bool:

@@ -100,6 +100,7 @@ class DeviceCoordinator:
         on_capability: Callable[[str, Capability], None] | None = None,
         on_refused: Callable[[str, SetpointName, ControlRefused], None] | None = None,
         keepalive_s: float | None = None,
+        hold_when_idle: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.device_id = device_id
@@ -110,6 +111,9 @@ class DeviceCoordinator:
         self._on_capability = on_capability
         self._on_refused = on_refused
         self._keepalive_s = keepalive_s
+        self._hold_when_idle = hold_when_idle
+        """Release every control at connect and keep the released state alive (a charger's
+        watchdog drops to its safe current unless its limit is refreshed)."""
         self._clock = clock
         self._desired: dict[SetpointName, SetpointValue] = {}
         self._applied: dict[SetpointName, object] = {}
@@ -210,7 +214,7 @@ class DeviceCoordinator:
                 self._applied[name] = value
         if (
             self._keepalive_s is not None
-            and self._applied
+            and (self._applied or self._hold_when_idle)
             and self._clock() - self._last_keepalive >= self._keepalive_s
         ):
             await self.driver.keepalive()
@@ -219,8 +223,10 @@ class DeviceCoordinator:
     async def _connect(self) -> None:
         self.capability = await self.driver.connect()
         self.connected = True
-        # the device may have restarted or still hold an old gateway's setpoints: rewrite all
-        self._applied = dict.fromkeys(self.driver.supports(), _UNKNOWN)
+        # the device may have restarted and forgotten: rewrite what is wanted, release what we
+        # wrote before; a device nobody asked us to control is never written to
+        names = set(self.driver.supports()) if self._hold_when_idle else set()
+        self._applied = dict.fromkeys(names | set(self._applied) | set(self._desired), _UNKNOWN)
         self._refused = {}
         if self._on_capability is not None:
             self._on_capability(self.device_id, self.capability)

@@ -44,6 +44,7 @@ class MqttSession:
             CallbackAPIVersion.VERSION2,
             client_id=config.client_id or client_id,
             protocol=paho.MQTTv311,
+            clean_session=False,  # the broker keeps QoS 1 controls sent while we are away
         )
         if config.username is not None:
             self._client.username_pw_set(config.username, config.password)

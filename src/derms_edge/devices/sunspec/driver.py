@@ -1,16 +1,27 @@
-"""The SunSpec driver: discovers a device's models, then reads and maps what its kind needs."""
+"""The SunSpec driver: discovers a device's models, reads what its kind needs, writes setpoints."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 
 from derms_edge.config import DeviceKind
 from derms_edge.devices.modbus import MAX_READ_REGISTERS, RegisterTransport
 from derms_edge.devices.sunspec.codec import decode
+from derms_edge.devices.sunspec.controls import (
+    AwaitAdoption,
+    ControlTarget,
+    adoption_done,
+    control_models,
+    plan_heartbeat,
+    plan_setpoint,
+    supported,
+)
 from derms_edge.devices.sunspec.discovery import DiscoveryResult, ModelHeader, discover
 from derms_edge.devices.sunspec.mapping import (
-    ModelValues,
     nameplate_models,
     poll_models,
     to_capability,
@@ -18,20 +29,26 @@ from derms_edge.devices.sunspec.mapping import (
 )
 from derms_edge.devices.sunspec.models import ModelLayout, PointValue, build_layout
 from derms_edge.devices.sunspec.plan import model_spans, plan_reads
-from derms_edge.errors import DeviceProtocolError
-from derms_edge.model import Capability, DeviceState
+from derms_edge.devices.sunspec.writes import PointWrite, WriteRequest, differing, group_writes
+from derms_edge.errors import ControlRefused, DeviceException, DeviceProtocolError
+from derms_edge.model import Capability, DeviceState, SetpointName, SetpointValue
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASES = (40000, 0, 50000)
+ADOPT_TIMEOUT_S = 10.0
+"""How long a 705 device may take to adopt a curve."""
+ADOPT_POLL_S = 0.2
 
 
 class SunSpecDriver:
-    """Reads one SunSpec device through a register transport.
+    """Reads and controls one SunSpec device through a register transport.
 
-    ``connect()`` walks the model chain, reads the nameplate models once and builds the
-    layouts; ``poll()`` then reads only the models the device's kind needs, in as few
-    contiguous requests as possible.
+    ``connect()`` walks the model chain, reads the nameplate and control models once and
+    builds the layouts; ``poll()`` then reads only the models the device's kind needs, in as
+    few contiguous requests as possible. ``write()`` puts a setpoint in force (see
+    `controls`) and reads back every register written; ``keepalive()`` rewrites the revert
+    timers of the setpoints in force and beats 715 ControllerHb.
     """
 
     def __init__(
@@ -40,15 +57,25 @@ class SunSpecDriver:
         kind: DeviceKind,
         name: str,
         base_address: int | None = None,
+        *,
+        revert_s: float = 0.0,
+        max_w_pct_fallback: float | None = None,
     ) -> None:
         self._transport = transport
         self._kind = kind
         self._name = name
         self._bases = (base_address,) if base_address is not None else DEFAULT_BASES
+        self._revert_s = revert_s
+        self._max_w_pct_fallback = max_w_pct_fallback
         self._headers: dict[int, ModelHeader] = {}
         self._layouts: dict[int, ModelLayout] = {}
+        self._chain: tuple[int, ...] = ()
+        self._registers: dict[int, list[int]] = {}
+        self._values: dict[int, dict[str, PointValue]] = {}
         self._polled: tuple[int, ...] = ()
         self._reads: list[tuple[int, int]] = []
+        self._supported: frozenset[SetpointName] = frozenset()
+        self._in_force: dict[SetpointName, tuple[PointWrite, ...]] = {}
         self._reported: set[str] = set()
         self.discovery: DiscoveryResult | None = None
 
@@ -68,7 +95,7 @@ class SunSpecDriver:
                 f"{self._name}: none of the models a {self._kind} needs is present "
                 f"(device has {', '.join(map(str, chain))})"
             )
-        wanted = tuple(dict.fromkeys((*nameplate_models(chain), *polled)))
+        wanted = tuple(dict.fromkeys((*nameplate_models(chain), *control_models(chain), *polled)))
         registers = await self._read_models(wanted)
         self._layouts = {}
         for model_id in wanted:
@@ -78,10 +105,14 @@ class SunSpecDriver:
             if layout.mismatch:
                 self._report(layout.mismatch)
             self._layouts[model_id] = layout
+        self._chain = tuple(chain)
+        self._registers = {m: registers[m] for m in self._layouts}
+        self._values = self._decode(self._registers)
         self._polled = polled
         self._reads = plan_reads(model_spans(result.models, polled), max_count=MAX_READ_REGISTERS)
-        values = self._decode(registers)
-        return to_capability(values, chain)
+        self._in_force = {}
+        self._supported = supported(self._target())
+        return to_capability(self._values, chain)
 
     @property
     def reads(self) -> tuple[tuple[int, int], ...]:
@@ -90,14 +121,120 @@ class SunSpecDriver:
 
     async def poll(self) -> DeviceState:
         """Read the polled models and map them to one reading; raise DeviceError on failure."""
-        if not self._reads:
-            raise RuntimeError(f"{self._name}: poll() before connect()")
+        self._check_connected("poll")
         registers = await self._read_models(self._polled, self._reads)
         return to_state(self._kind, self._decode(registers))
 
     async def close(self) -> None:
         """Release the transport."""
         await self._transport.close()
+
+    def supports(self) -> frozenset[SetpointName]:
+        """The setpoints this device's models can carry, as learnt at connect (empty before)."""
+        return self._supported
+
+    async def write(self, name: SetpointName, value: SetpointValue | None) -> None:
+        """Put one setpoint in force (None releases it) and read back every register written.
+
+        All writes are encoded before the first is sent. Raise ControlRefused naming the point
+        when the setpoint is not supported, the value cannot be encoded, the device answers a
+        Modbus exception or reads back something else; DeviceError when it cannot be reached.
+        """
+        self._check_connected("write")
+        plan = plan_setpoint(self._target(), name, value)
+        for step in plan.steps:
+            if isinstance(step, AwaitAdoption):
+                await self._await_adoption(step)
+            else:
+                await self._write_points(step)
+        if value is None or not plan.refresh:
+            self._in_force.pop(name, None)
+        else:
+            self._in_force[name] = plan.refresh
+
+    async def keepalive(self) -> None:
+        """Rewrite the revert timers of the setpoints in force and increment 715 ControllerHb."""
+        self._check_connected("keepalive")
+        writes = [write for timers in self._in_force.values() for write in timers]
+        heartbeat = plan_heartbeat(self._target())
+        if heartbeat is not None:
+            writes.append(heartbeat)
+        if writes:
+            await self._write_points(writes)
+
+    def _check_connected(self, call: str) -> None:
+        if not self._reads:
+            raise RuntimeError(f"{self._name}: {call}() before connect()")
+
+    def _target(self) -> ControlTarget:
+        return ControlTarget(
+            device=self._name,
+            models=self._chain,
+            layouts=self._layouts,
+            values=self._values,
+            storage=self._kind == "battery",
+            revert_s=self._revert_s,
+            max_w_pct_fallback=self._max_w_pct_fallback,
+        )
+
+    async def _write_points(self, writes: Sequence[PointWrite]) -> None:
+        """Send the writes in as few FC16 requests as possible, then read them all back."""
+        requests = group_writes(writes)
+        for request in requests:
+            with self._refused_as(request.label):
+                await self._transport.write(self._address(request), request.registers)
+        for model_id in dict.fromkeys(request.model_id for request in requests):
+            await self._read_back(model_id, [r for r in requests if r.model_id == model_id])
+
+    async def _read_back(self, model_id: int, requests: list[WriteRequest]) -> None:
+        """Read back one model's written registers; a register that differs refuses the write."""
+        header = self._headers[model_id]
+        spans = [(self._address(r), len(r.registers)) for r in requests]
+        with self._refused_as(", ".join(r.label for r in requests)):
+            for address, count in plan_reads(spans, MAX_READ_REGISTERS, MAX_READ_REGISTERS):
+                registers = await self._transport.read(address, count)
+                self._store(model_id, address - header.address, registers)
+        points = [point for request in requests for point in request.points]
+        for wrong in differing(points, self._registers[model_id]):
+            read = self._values[model_id].get(wrong.path)
+            raise ControlRefused(self._name, wrong.point, f"wrote {wrong.value}, read back {read}")
+
+    async def _await_adoption(self, step: AwaitAdoption) -> None:
+        """Poll the curve model until the device has adopted the staged curve."""
+        deadline = time.monotonic() + ADOPT_TIMEOUT_S
+        point = f"{step.model_id}.AdptCrvRslt"
+        while True:
+            with self._refused_as(point):
+                registers = await self._read_models((step.model_id,))
+            self._store(step.model_id, 0, registers[step.model_id])
+            values = self._values[step.model_id]
+            if adoption_done(self._name, step, self._registers[step.model_id], values):
+                return
+            if time.monotonic() >= deadline:
+                raise ControlRefused(
+                    self._name,
+                    point,
+                    f"curve {step.curve} not adopted within {ADOPT_TIMEOUT_S:g} s "
+                    f"(AdptCrvRslt {values.get('AdptCrvRslt')})",
+                )
+            await asyncio.sleep(ADOPT_POLL_S)
+
+    @contextlib.contextmanager
+    def _refused_as(self, point: str) -> Iterator[None]:
+        """A Modbus exception answer becomes a ControlRefused naming the points."""
+        try:
+            yield
+        except DeviceException as exc:
+            raise ControlRefused(self._name, point, str(exc)) from exc
+
+    def _address(self, request: WriteRequest) -> int:
+        return self._headers[request.model_id].address + request.offset
+
+    def _store(self, model_id: int, offset: int, registers: Sequence[int]) -> None:
+        """Keep registers read from a model (from ``offset``) and decode the model again."""
+        kept = self._registers[model_id]
+        kept[offset : offset + len(registers)] = registers
+        self._values[model_id] = decode(self._layouts[model_id], kept)
 
     async def _read_models(
         self, model_ids: Iterable[int], reads: Sequence[tuple[int, int]] | None = None
@@ -118,7 +255,7 @@ class SunSpecDriver:
                 blocks.append((address, registers))
         return {h.model_id: _slice(blocks, h.address, h.length + 2) for h in headers}
 
-    def _decode(self, registers: dict[int, list[int]]) -> ModelValues:
+    def _decode(self, registers: dict[int, list[int]]) -> dict[int, dict[str, PointValue]]:
         values: dict[int, dict[str, PointValue]] = {}
         for model_id, regs in registers.items():
             layout = self._layouts.get(model_id)

@@ -1,0 +1,230 @@
+"""Benchmark: dispatch latency, from an MQTT publish to the register write at the device.
+
+    python bench/dispatch_bench.py [--count 1000] [--write docs/benchmarks.md]
+
+A real Mosquitto, the HIL rig's IEEE 1547 PV inverter (in this process, so the moment a
+write reaches the simulated device is stamped on the same monotonic clock) and the real
+daemon (`derms-edge run`, its own process). Each dispatch is a new event from the DSO with
+a new curtailment value for the inverter; it is timed from just before the publish to the
+write of 704 WMaxLimPct arriving at the simulated device.
+
+The floor, measured in the same run: the raw transport round trip the dispatch cannot
+avoid, i.e. one MQTT publish-to-receive through the same broker plus one raw pymodbus
+write of the same register to the same simulated device, sample by sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from pymodbus.client import AsyncModbusTcpClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hil.devices import SimulatedDevice
+from hil.image import PointChange, SunSpecImage
+from hil.rig import RigThread
+from hil.spec import RigSpec
+from tests.support.gateway import start_gateway, write_config
+from tests.support.servers import Mosquitto
+
+ROOT = "derms/v1/bench-site"
+
+
+class WriteStamps:
+    """Stamps every client write that reaches the simulated device, by the value written."""
+
+    def __init__(self, device: SimulatedDevice) -> None:
+        self.lock = threading.Condition()
+        self.seen: dict[int, float] = {}
+        assert isinstance(device.image, SunSpecImage)
+        address = device.image.address(704, "WMaxLimPct")
+        image = device.image
+        original = image.apply_write
+
+        def apply_write(start: int, values: Sequence[int]) -> list[PointChange]:
+            if start <= address < start + len(values):
+                with self.lock:
+                    self.seen[int(values[address - start])] = time.monotonic()
+                    self.lock.notify_all()
+            return original(start, values)
+
+        image.apply_write = apply_write  # type: ignore[method-assign]
+
+    def wait(self, raw: int, timeout_s: float = 10.0) -> float:
+        deadline = time.monotonic() + timeout_s
+        with self.lock:
+            while raw not in self.seen:
+                if not self.lock.wait(deadline - time.monotonic()):
+                    raise TimeoutError(f"no write of {raw} arrived")
+            return self.seen.pop(raw)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def mqtt_floor(port: int, count: int) -> list[float]:
+    """One-way publish-to-receive through the broker, QoS 1, same payload size."""
+    got = threading.Event()
+    received: list[float] = []
+    sub = paho.Client(CallbackAPIVersion.VERSION2)
+
+    def on_message(*_: Any) -> None:
+        received.append(time.monotonic())
+        got.set()
+
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", port)
+    sub.subscribe("bench/floor", qos=1)
+    sub.loop_start()
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    time.sleep(0.5)
+    samples = []
+    payload = b"x" * 160
+    for _ in range(count):
+        got.clear()
+        t0 = time.monotonic()
+        pub.publish("bench/floor", payload, qos=1)
+        got.wait(5)
+        samples.append(received[-1] - t0)
+    for client in (pub, sub):
+        client.disconnect()
+        client.loop_stop()
+    return samples
+
+
+def modbus_floor(port: int, address: int, stamps: WriteStamps, count: int) -> list[float]:
+    """One raw pymodbus write of WMaxLimPct (enable left off) until it reaches the device."""
+
+    async def run() -> list[float]:
+        client = AsyncModbusTcpClient("127.0.0.1", port=port)
+        await client.connect()
+        samples = []
+        for i in range(count):
+            raw = 100 + i % 400
+            t0 = time.monotonic()
+            await client.write_registers(address, [raw], device_id=1)
+            samples.append(await asyncio.to_thread(stamps.wait, raw) - t0)
+        client.close()
+        return samples
+
+    return asyncio.run(run())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--write", type=Path, help="append the figures to this Markdown file")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="dispatch-bench-"))
+    broker = Mosquitto(work).start()
+    spec = RigSpec.model_validate(
+        {"devices": [{"id": "inv1", "type": "pv_1547", "w_rtg": 10000, "tau_s": 0}]}
+    )
+    with RigThread(spec) as rig:
+        device = rig.call(lambda r: r.device("inv1"))
+        stamps = WriteStamps(device)
+        config = write_config(
+            work / "bench.yaml",
+            gateway={"id": "bench-site", "state_dir": str(work / "state")},
+            mqtt={"port": broker.port},
+            devices=[
+                {
+                    "id": "inv1",
+                    "kind": "inverter",
+                    "protocol": "sunspec",
+                    "host": "127.0.0.1",
+                    "port": rig.port("inv1"),
+                    "poll_interval_s": 1.0,
+                }
+            ],
+            telemetry={"interval_s": 5},
+            control={"revert_s": 0, "dispatcher_timeout_s": 86400},
+        )
+        gateway = start_gateway(config, work / "gateway.log")
+        client = paho.Client(CallbackAPIVersion.VERSION2)
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        time.sleep(4.0)  # the gateway connected and read the inverter
+        latencies = []
+        try:
+            for i in range(args.count):
+                pct = 10 + (i % 80)  # a new value every time, WMaxLimPct_SF -1: raw = 10 x %
+                event = {
+                    "mrid": f"bench-{i}",
+                    "devices": ["inv1"],
+                    "duration_s": 86400,
+                    "creation_time": datetime.now(UTC).isoformat(),
+                    "control": {"max_w_pct": pct},
+                }
+                t0 = time.monotonic()
+                client.publish(f"{ROOT}/controls/dso", json.dumps(event), qos=1)
+                latencies.append(stamps.wait(pct * 10) - t0)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+            gateway.stop()
+        assert isinstance(device.image, SunSpecImage)
+        address = device.image.address(704, "WMaxLimPct")
+        mqtt = mqtt_floor(broker.port, args.count)
+        modbus = modbus_floor(rig.port("inv1"), address, stamps, args.count)
+    broker.stop()
+    floor = [a + b for a, b in zip(mqtt, modbus, strict=True)]
+    rows = [
+        ("gateway: publish to register write", latencies),
+        ("floor: MQTT publish-to-receive", mqtt),
+        ("floor: one raw pymodbus write", modbus),
+        ("floor: MQTT + one Modbus write", floor),
+    ]
+    ratio = statistics.median(latencies) / statistics.median(floor)
+    lines = [
+        "## Dispatch latency: MQTT publish to the register write at the device",
+        "",
+        f"Command: `python bench/dispatch_bench.py --count {args.count} --write "
+        "docs/benchmarks.md`.",
+        f"Machine: {platform.machine()}, Python {platform.python_version()}, "
+        f"{datetime.now(UTC):%Y-%m-%d}.",
+        "",
+        f"{args.count} dispatches, each a new DSO event with a new `max_w_pct` for an IEEE "
+        "1547 PV inverter on the HIL rig, timed from before the publish to the arrival of "
+        "the 704 `WMaxLimPct` write at the simulated device (same monotonic clock).",
+        "",
+        "| path | median ms | p99 ms |",
+        "|---|---|---|",
+        *(
+            f"| {name} | {statistics.median(v) * 1e3:.2f} | {percentile(v, 0.99) * 1e3:.2f} |"
+            for name, v in rows
+        ),
+        "",
+        f"Median dispatch latency / median floor: **{ratio:.2f}x** (aim: within 2x).",
+        "",
+    ]
+    print("\n".join(lines))
+    if args.write is not None:
+        with args.write.open("a", encoding="utf-8") as doc:
+            doc.write("\n" + "\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

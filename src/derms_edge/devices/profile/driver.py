@@ -1,0 +1,221 @@
+"""The driver of an EV charger described by a register profile: read, limit, keep the limit alive.
+
+Such chargers take a current limit per phase and hold it for a validity (watchdog) time, after
+which they fall back to their own safe current: the gateway writes the limit, reads it back,
+and writes it again every ``refresh_s``, or at once when a poll shows the charger lost it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from derms_edge.config import EvseProfile, RegisterPoint
+from derms_edge.devices.modbus import RegisterTransport
+from derms_edge.devices.profile.codec import decode, decode_reads, encode, plan, size
+from derms_edge.errors import ControlRefused, DeviceException, DeviceProtocolError
+from derms_edge.model import (
+    Capability,
+    DeviceState,
+    OperatingState,
+    SetpointName,
+    SetpointValue,
+)
+from derms_edge.northbound.commands import MIN_EVSE_A
+
+log = logging.getLogger(__name__)
+
+NOMINAL_V = 230.0
+"""Line-to-neutral voltage assumed for the power rating when the profile maps no voltage, V."""
+CHARGING_W = 100.0
+"""Power drawn above which the charger counts as charging, W (well under 6 A on one phase)."""
+FLOAT32_TOLERANCE = 1e-6
+"""Relative difference a float32 read-back may show."""
+_LIMIT, _VALIDITY = "current_limit", "validity"
+
+
+@dataclass(frozen=True, slots=True)
+class HeldLimit:
+    """What the charger held at the last read: its limit register and remaining validity."""
+
+    limit_a: float | None
+    """Current limit register, A per phase."""
+    validity_s: float | None
+    """Remaining validity of the limit, s (None: the profile maps no validity)."""
+    at: float
+    """Monotonic time the read started, s."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    amps: float
+    at: float
+
+
+class ProfileDriver:
+    """Reads one EV charger through a register profile and writes its current limit.
+
+    ``connect()`` reads every mapped register once; ``poll()`` reads them again in the same
+    few requests. The charger's power rating (``Capability.w_max``) is phases x V x max_a,
+    with V the voltage measured at connect, or 230 V when no voltage is mapped or it reads 0.
+    """
+
+    def __init__(
+        self,
+        transport: RegisterTransport,
+        profile: EvseProfile,
+        name: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._transport = transport
+        self._profile = profile
+        self._name = name
+        self._clock = clock
+        self._limit_point = f"register {profile.current_limit.address}"
+        points: dict[str, RegisterPoint] = {k: v for k, v in profile.measurements.items()}
+        points[_LIMIT] = profile.current_limit
+        if profile.validity is not None:
+            points[_VALIDITY] = profile.validity
+        self._points = points
+        self._reads = plan(points.values())
+        self._connected = False
+        self._written: _Written | None = None
+        self.held: HeldLimit | None = None
+        """The limit the charger held at the last connect or poll."""
+
+    @property
+    def reads(self) -> tuple[tuple[int, int], ...]:
+        """The (address, count) requests of one poll."""
+        return tuple(self._reads)
+
+    async def connect(self) -> Capability:
+        """Read every mapped register once; raise DeviceError if the charger does not answer."""
+        values = await self._read()
+        if values[_LIMIT] is None:
+            raise DeviceProtocolError(f"{self._name}: {self._limit_point} (current limit) is NaN")
+        self._connected = True
+        p = self._profile
+        v = values.get("v") or NOMINAL_V
+        return Capability(model=p.name, w_max=p.phases * v * p.max_a)
+
+    async def poll(self) -> DeviceState:
+        """One reading; ``a`` is the total current (phases x the current per phase)."""
+        values = await self._read()
+        w, a = values.get("w"), values.get("a")
+        return DeviceState(
+            w=w,
+            va=values.get("va"),
+            v=values.get("v"),
+            hz=values.get("hz"),
+            a=None if a is None else a * self._profile.phases,
+            soc_pct=values.get("soc_pct"),
+            wh_imported=values.get("wh_imported"),
+            state=_state(w, a, values.get("v"), self._profile.phases),
+        )
+
+    async def close(self) -> None:
+        """Release the transport."""
+        self._connected = False
+        await self._transport.close()
+
+    def supports(self) -> frozenset[SetpointName]:
+        """The current limit, once connected."""
+        return frozenset({SetpointName.EVSE_MAX_A}) if self._connected else frozenset()
+
+    async def write(self, name: SetpointName, value: SetpointValue | None) -> None:
+        """Put a current limit (A per phase) in force; ``None`` writes the charger's max_a.
+
+        Either is then kept alive by `keepalive` (the safe current is for when the gateway
+        is gone). A value the charger cannot take (above max_a, between 0 and 6 A) is
+        refused here, never changed: ControlRefused names the register and both numbers.
+        """
+        if name is not SetpointName.EVSE_MAX_A:
+            raise ControlRefused(self._name, name.value, "this charger takes only evse_max_a")
+        max_a = self._profile.max_a
+        if value is None:
+            amps = max_a
+        elif isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            raise ControlRefused(self._name, self._limit_point, f"{value!r} is not a current")
+        else:
+            amps = float(value)
+        if amps > max_a:
+            reason = f"{amps:g} A is above the charger's max_a {max_a:g} A"
+            raise ControlRefused(self._name, self._limit_point, reason)
+        if not (amps == 0 or amps >= MIN_EVSE_A):
+            reason = f"{amps:g} A cannot be signalled: 0 pauses, else {MIN_EVSE_A:g}..{max_a:g} A"
+            raise ControlRefused(self._name, self._limit_point, reason)
+        await self._put(amps)
+
+    async def keepalive(self) -> None:
+        """Write the last limit again when refresh_s has passed, or the charger lost it."""
+        written = self._written
+        if written is None:
+            return
+        if self._clock() - written.at < self._profile.refresh_s:
+            held = self._lost(written)
+            if held is None:
+                return
+            log.warning(
+                "%s: the charger lost %g A (limit %s A, validity %s s); writing it again",
+                self._name,
+                written.amps,
+                held.limit_a,
+                held.validity_s,
+            )
+        await self._put(written.amps)
+
+    def _lost(self, written: _Written) -> HeldLimit | None:
+        """The last read, if it was taken after the write and shows another limit or no validity."""
+        held = self.held
+        if held is None or held.at < written.at:
+            return None
+        if held.validity_s == 0 or held.limit_a is None:
+            return held
+        return None if _same(self._profile.current_limit, held.limit_a, written.amps) else held
+
+    async def _put(self, amps: float) -> None:
+        """Write the limit register, read it back, remember it."""
+        point = self._profile.current_limit
+        registers = encode(point, amps, self._profile.word_order)
+        at = self._clock()
+        try:
+            await self._transport.write(point.address, registers)
+            back = decode(
+                point,
+                await self._transport.read(point.address, size(point)),
+                self._profile.word_order,
+            )
+        except DeviceException as exc:
+            raise ControlRefused(self._name, self._limit_point, f"{amps:g} A: {exc}") from exc
+        if back is None or not _same(point, back, amps):
+            reason = f"wrote {amps:g} A, read back {back} A"
+            raise ControlRefused(self._name, self._limit_point, reason)
+        self._written = _Written(amps, at)
+
+    async def _read(self) -> dict[str, float | None]:
+        """Every mapped register, by measurement name (and the limit and validity)."""
+        at = self._clock()
+        blocks = [
+            (address, await self._transport.read(address, count)) for address, count in self._reads
+        ]
+        values = decode_reads(self._points, blocks, self._profile.word_order)
+        self.held = HeldLimit(values[_LIMIT], values.get(_VALIDITY), at)
+        return values
+
+
+def _same(point: RegisterPoint, read: float, written: float) -> bool:
+    """Whether a read-back value is the written one, as far as the register resolves it."""
+    if point.type == "float32":
+        return math.isclose(read, written, rel_tol=FLOAT32_TOLERANCE, abs_tol=1e-9)
+    return abs(read - written) <= abs(point.scale) / 2
+
+
+def _state(w: float | None, a: float | None, v: float | None, phases: int) -> OperatingState:
+    """CHARGING while power is consumed (from W, else from the current), IDLE otherwise."""
+    if w is None and a is not None:
+        w = -phases * (v or NOMINAL_V) * a
+    return OperatingState.CHARGING if w is not None and w < -CHARGING_W else OperatingState.IDLE
