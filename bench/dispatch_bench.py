@@ -8,6 +8,9 @@ daemon (`derms-edge run`, its own process). Each dispatch is a new event from th
 a new curtailment value for the inverter; it is timed from just before the publish to the
 write of 704 WMaxLimPct arriving at the simulated device.
 
+It runs twice: with Mosquitto's default `set_tcp_nodelay false` and with it true (Nagle on
+the broker's sockets holds a small forward behind the gateway's delayed ACK, ~40 ms).
+
 The floor, measured in the same run: the raw transport round trip the dispatch cannot
 avoid, i.e. one MQTT publish-to-receive through the same broker plus one raw pymodbus
 write of the same register to the same simulated device, sample by sample.
@@ -129,15 +132,13 @@ def modbus_floor(port: int, address: int, stamps: WriteStamps, count: int) -> li
     return asyncio.run(run())
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--count", type=int, default=1000)
-    parser.add_argument("--write", type=Path, help="append the figures to this Markdown file")
-    args = parser.parse_args()
+def measure(count: int, *, nodelay: bool) -> tuple[list[float], list[float], list[float]]:
+    """(dispatch latencies, MQTT floor, Modbus floor), s, through a fresh broker and gateway."""
     work = Path(tempfile.mkdtemp(prefix="dispatch-bench-"))
-    broker = Mosquitto(work).start()
+    broker = Mosquitto(work)
+    if nodelay:  # Mosquitto's default (false) lets Nagle hold a reply behind a delayed ACK
+        broker.config.write_text(broker.config.read_text() + "set_tcp_nodelay true\n")
+    broker.start()
     spec = RigSpec.model_validate(
         {"devices": [{"id": "inv1", "type": "pv_1547", "w_rtg": 10000, "tau_s": 0}]}
     )
@@ -168,7 +169,7 @@ def main() -> int:
         time.sleep(4.0)  # the gateway connected and read the inverter
         latencies = []
         try:
-            for i in range(args.count):
+            for i in range(count):
                 pct = 10 + (i % 80)  # a new value every time, WMaxLimPct_SF -1: raw = 10 x %
                 event = {
                     "mrid": f"bench-{i}",
@@ -186,28 +187,29 @@ def main() -> int:
             gateway.stop()
         assert isinstance(device.image, SunSpecImage)
         address = device.image.address(704, "WMaxLimPct")
-        mqtt = mqtt_floor(broker.port, args.count)
-        modbus = modbus_floor(rig.port("inv1"), address, stamps, args.count)
+        mqtt = mqtt_floor(broker.port, count)
+        modbus = modbus_floor(rig.port("inv1"), address, stamps, count)
     broker.stop()
+    return latencies, mqtt, modbus
+
+
+def report(count: int, nodelay: bool) -> list[str]:
+    """Measure one broker setting and render its Markdown table."""
+    latencies, mqtt, modbus = measure(count, nodelay=nodelay)
     floor = [a + b for a, b in zip(mqtt, modbus, strict=True)]
+    tenth = max(1, len(latencies) // 10)
     rows = [
         ("gateway: publish to register write", latencies),
+        (f"gateway: first {tenth} dispatches", latencies[:tenth]),
+        (f"gateway: last {tenth} dispatches", latencies[-tenth:]),
         ("floor: MQTT publish-to-receive", mqtt),
         ("floor: one raw pymodbus write", modbus),
         ("floor: MQTT + one Modbus write", floor),
     ]
     ratio = statistics.median(latencies) / statistics.median(floor)
-    lines = [
-        "## Dispatch latency: MQTT publish to the register write at the device",
-        "",
-        f"Command: `python bench/dispatch_bench.py --count {args.count} --write "
-        "docs/benchmarks.md`.",
-        f"Machine: {platform.machine()}, Python {platform.python_version()}, "
-        f"{datetime.now(UTC):%Y-%m-%d}.",
-        "",
-        f"{args.count} dispatches, each a new DSO event with a new `max_w_pct` for an IEEE "
-        "1547 PV inverter on the HIL rig, timed from before the publish to the arrival of "
-        "the 704 `WMaxLimPct` write at the simulated device (same monotonic clock).",
+    setting = "true" if nodelay else "false (Mosquitto's default)"
+    return [
+        f"### Broker with `set_tcp_nodelay {setting}`",
         "",
         "| path | median ms | p99 ms |",
         "|---|---|---|",
@@ -218,6 +220,31 @@ def main() -> int:
         "",
         f"Median dispatch latency / median floor: **{ratio:.2f}x** (aim: within 2x).",
         "",
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--write", type=Path, help="append the figures to this Markdown file")
+    args = parser.parse_args()
+    lines = [
+        "## Dispatch latency: MQTT publish to the register write at the device",
+        "",
+        f"Command: `python bench/dispatch_bench.py --count {args.count} --write "
+        "docs/benchmarks.md`.",
+        f"Machine: {platform.machine()}, Python {platform.python_version()}, "
+        f"{datetime.now(UTC):%Y-%m-%d}.",
+        "",
+        f"{args.count} dispatches, each a new DSO event with a new `max_w_pct` for an IEEE "
+        "1547 PV inverter on the HIL rig, timed from before the publish to the arrival of "
+        "the 704 `WMaxLimPct` write at the simulated device (same monotonic clock); once "
+        "with Mosquitto as installed, once with `set_tcp_nodelay true`.",
+        "",
+        *report(args.count, nodelay=False),
+        *report(args.count, nodelay=True),
     ]
     print("\n".join(lines))
     if args.write is not None:

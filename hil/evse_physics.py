@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from hil.physics import Grid, _lag, _substeps
+from hil.physics import Grid, lag, substeps
 
 MIN_SIGNAL_A = 6.0
 """Lowest current a Mode-3 PWM signal can offer; below it the charger pauses (0 A)."""
@@ -144,10 +144,10 @@ class EvsePhysics:
 
     def _integrate(self, end: float) -> None:
         """Integrate up to end, over which only a full battery changes the target."""
-        n, h = _substeps(end - self.t)
+        n, h = substeps(end - self.t)
         capacity_ws = self.vehicle.wh * 3600.0
         for i in range(n):
-            self.a, amp_seconds = _lag(self.a, self.target_a(), h, self.tau_s)
+            self.a, amp_seconds = lag(self.a, self.target_a(), h, self.tau_s)
             energy_ws = self.ratings.phases * self.v * amp_seconds
             self.wh += energy_ws / 3600.0
             self.soc_pct += CHARGING_EFFICIENCY * energy_ws / capacity_ws * 100.0

@@ -121,7 +121,7 @@ def interpolate(points: Sequence[tuple[float, float]], x: float) -> float:
     return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
 
 
-def _lag(y: float, target: float, h: float, tau: float) -> tuple[float, float]:
+def lag(y: float, target: float, h: float, tau: float) -> tuple[float, float]:
     """First-order response over h seconds: the new value and its exact integral (W·s)."""
     if tau <= 0:
         return target, target * h
@@ -129,7 +129,8 @@ def _lag(y: float, target: float, h: float, tau: float) -> tuple[float, float]:
     return target + (y - target) * decay, target * h + (y - target) * tau * (1.0 - decay)
 
 
-def _substeps(dt: float) -> tuple[int, float]:
+def substeps(dt: float) -> tuple[int, float]:
+    """Split dt into n equal steps of at most MAX_STEP_S (at most MAX_SUBSTEPS of them)."""
     n = min(max(1, math.ceil(dt / MAX_STEP_S)), MAX_SUBSTEPS)
     return n, dt / n
 
@@ -251,12 +252,12 @@ class PvPhysics:
         if dt <= 0:
             return
         self.v, self.hz = self.grid.sample()
-        n, h = _substeps(dt)
+        n, h = substeps(dt)
         for i in range(1, n + 1):
             self.available_w = max(self.profile.available_w(self.t + h * i), 0.0)
             target = min(self.available_w, self.w_cap())
-            self.w, energy = _lag(self.w, target, h, self.tau_s)
-            self.var, _ = _lag(self.var, self._var_target(target), h, self.tau_s)
+            self.w, energy = lag(self.w, target, h, self.tau_s)
+            self.var, _ = lag(self.var, self._var_target(target), h, self.tau_s)
             self.wh_injected += max(energy, 0.0) / 3600.0
         self.t = t
 
@@ -359,14 +360,14 @@ class BatteryPhysics:
         if dt <= 0:
             return
         self.v, self.hz = self.grid.sample()
-        n, h = _substeps(dt)
+        n, h = substeps(dt)
         capacity_ws = self.ratings.wh_rtg * 3600.0
         eta = self.ratings.efficiency
         for _ in range(n):
             if self.blocked() or not self.controls.connected:
                 self.w = 0.0
             target = self.w_target()
-            self.w, energy = _lag(self.w, target, h, self.tau_s)
+            self.w, energy = lag(self.w, target, h, self.tau_s)
             stored = -energy / eta if energy > 0 else -energy * eta
             self.soc_pct += stored / capacity_ws * 100.0
             self.wh_injected += max(energy, 0.0) / 3600.0
@@ -439,7 +440,7 @@ class MeterPhysics:
             return
         self.v, self.hz = self.grid.sample()
         site_w, self.var = self.site()
-        n, h = _substeps(dt)
+        n, h = substeps(dt)
         for i in range(n):
             mid = (i + 0.5) / n  # midpoint rule: exact while load and site power are linear
             net_w = self.site_w + (site_w - self.site_w) * mid - self._load_at(self.t + mid * dt)

@@ -201,9 +201,10 @@ class ControlSection(_Strict):
     """One-way charge and discharge efficiency for SoC projections."""
     interval_s: float = Field(1.0, gt=0, le=60)
     """Control loop period: edge volt-var, export limit, SoC watch, device heartbeats."""
-    revert_s: float = Field(60.0, ge=0, le=86400)
+    revert_s: float = Field(60.0, ge=0, le=65534)
     """Device revert timers (RvrtTms): the device falls back after this long without the
-    gateway; refreshed every revert_s / 3. 0 disables them."""
+    gateway; refreshed every revert_s / 3. 0 disables them. At most 65534 s: the legacy
+    timers (123, 124, 126) are uint16 and 65535 means "not implemented"."""
     roles: dict[Identifier, RoleSection] = Field(default_factory=_default_roles, min_length=1)
     default: ControlPayload = ControlPayload()
     """Applies when no event is active; the retained default_control topic overrides it."""

@@ -21,6 +21,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from derms_edge.config import Config, ProfileDevice, SunSpecDevice
 from derms_edge.control.engine import (
     SITE,
+    TERMINAL,
     Controller,
     Decision,
     DeviceView,
@@ -294,6 +295,11 @@ class Dispatcher:
     def _answer(self, responses: list[Response], changed: list[Record], now: datetime) -> None:
         """Persist first, then say it: a response is never ahead of the store."""
         self.store.save(changed, now)
+        for record in changed:
+            if record.status in TERMINAL:  # its start and end wake-ups are not needed any more
+                for label in ("start", "end"):
+                    if self._scheduler.get_job(f"{record.event.mrid}:{label}") is not None:
+                        self._scheduler.remove_job(f"{record.event.mrid}:{label}")
         for response in responses:
             level = logging.WARNING if response.status is Status.REJECTED else logging.INFO
             log.log(

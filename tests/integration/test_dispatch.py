@@ -21,8 +21,8 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hil.devices import PhysicsDevice
 from hil.devices.evse import EvCharger, EvseState
+from hil.physics import PvPhysics
 from hil.rig import Rig, RigThread
 from hil.spec import RigSpec
 from tests.support.gateway import start_gateway, write_config
@@ -380,9 +380,9 @@ def test_volt_var_native_in_the_device(dso: Dispatcher, probe: MqttProbe, rig: R
     response(probe, "vv-native", "started")
 
     def curve() -> Any:
-        device = rig.call(lambda r: r.physics_device("inv2"))
-        assert isinstance(device, PhysicsDevice)
-        return rig.call(lambda r: r.physics_device("inv2").physics.controls.volt_var)
+        return rig.call(
+            lambda r: cast(PvPhysics, r.physics_device("inv2").physics).controls.volt_var
+        )
 
     points = eventually(curve, what="a volt-var curve active in inv2")
     assert [round(v / 230.0, 3) for v, _ in points] == [0.92, 0.98, 1.02, 1.08]

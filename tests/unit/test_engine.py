@@ -339,3 +339,21 @@ def test_restart_resumes_without_second_started(tmp_path: Path) -> None:
     assert statuses(decision.responses) == [("short", Status.COMPLETED, None)]
     assert decision.setpoints["inv1"][SetpointName.MAX_W_PCT] == 50.0
     reopened.close()
+
+
+def test_store_keeps_every_control_field(tmp_path: Path) -> None:
+    control = Control(
+        max_w_pct=50.0,
+        export_limit_w=5000.0,
+        volt_var=VoltVarCurve(((0.92, 44.0), (1.08, -44.0)), 1.01, 7.0, "edge"),
+        fixed_pf=FixedPf(0.95, "absorb"),
+        storage_w=-3000.0,
+        evse_max_a=16.0,
+    )
+    store = ScheduleStore(tmp_path / "schedule.sqlite")
+    store.save([Record(event("all", control=control), Status.SCHEDULED)], T0)
+    store.save_default("dso", control)
+    (record,) = store.load(T0)
+    assert record.event == event("all", control=control)
+    assert store.load_defaults() == {"dso": control}
+    store.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from derms_edge.control.events import ControlType, ControlValue, Event
+from derms_edge.control.events import ControlType, Event, number
 
 LIMITS = frozenset({ControlType.MAX_W_PCT, ControlType.EXPORT_LIMIT_W, ControlType.EVSE_MAX_A})
 """Control types that are upper limits: the lowest value in force from any role holds."""
@@ -28,11 +28,6 @@ def strongest(events: Iterable[Event]) -> Event | None:
     return best
 
 
-def _number(value: ControlValue) -> float:
-    assert isinstance(value, float | int)  # limit types are numbers (validated at the boundary)
-    return float(value)
-
-
 def resolve(events: Iterable[Event], control_type: ControlType) -> Event | None:
     """The event whose value of ``control_type`` is in force among active, applicable events."""
     candidates = [e for e in events if control_type in e.control.types]
@@ -44,7 +39,7 @@ def resolve(events: Iterable[Event], control_type: ControlType) -> Event | None:
     winners = [w for w in map(strongest, by_role.values()) if w is not None]
     if not winners:
         return None
-    return min(winners, key=lambda e: (_number(e.control.items()[control_type]), e.primacy))
+    return min(winners, key=lambda e: (number(e.control.items()[control_type]), e.primacy))
 
 
 def _covers_devices(new: Event, old: Event) -> bool:

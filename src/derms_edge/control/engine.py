@@ -18,6 +18,7 @@ from typing import Protocol
 from derms_edge.control.arbitration import REACTIVE, displaces, resolve
 from derms_edge.control.curves import EdgeVoltVar
 from derms_edge.control.events import (
+    MIN_EVSE_A,
     Control,
     ControlType,
     ControlValue,
@@ -26,6 +27,7 @@ from derms_edge.control.events import (
     Response,
     Status,
     VoltVarCurve,
+    number,
     superseded_by,
 )
 from derms_edge.control.export_limit import ExportLimiter, Inverter
@@ -181,6 +183,9 @@ class Controller:
     within two of them (the device's response lag included)."""
     config_default: Control = field(default_factory=Control)
     records: dict[str, Record] = field(default_factory=dict)
+    """Every event known (finished ones too: repeats and duplicate mrids are answered)."""
+    _open: dict[str, Record] = field(default_factory=dict)
+    """The scheduled and started records: what each step looks at."""
     defaults: dict[str, Control] = field(default_factory=dict)
     heard: dict[str, datetime] = field(default_factory=dict)
     _edge: dict[str, EdgeVoltVar] = field(default_factory=dict)
@@ -196,6 +201,7 @@ class Controller:
         """Records from the schedule store after a restart; every role counts as heard now."""
         for record in records:
             self.records[record.event.mrid] = record
+            self._track(record)
         for role in self.roles:
             self.heard.setdefault(role, now)
 
@@ -223,6 +229,7 @@ class Controller:
             return [refusal], []
         record = Record(event, Status.SCHEDULED)
         self.records[event.mrid] = record
+        self._track(record)
         responses = [
             Response(event.mrid, Status.RECEIVED, now),
             Response(
@@ -258,6 +265,7 @@ class Controller:
                 )
             ], []
         record.status = Status.CANCELLED
+        self._track(record)
         return [Response(mrid, Status.CANCELLED, now)], [record]
 
     def set_default(self, role: str, control: Control | None) -> None:
@@ -388,10 +396,8 @@ class Controller:
         """The storage setpoint in force over time on one battery, from the schedule."""
         events = [
             r.event
-            for r in self.records.values()
-            if r.status in (Status.SCHEDULED, Status.STARTED)
-            and r.event.control.storage_w is not None
-            and _applies(r.event, device.id)
+            for r in self._open.values()
+            if r.event.control.storage_w is not None and _applies(r.event, device.id)
         ]
         if extra is not None:
             events.append(extra)
@@ -416,11 +422,12 @@ class Controller:
             record: Record, status: Status, reason: str | None = None, detail: str | None = None
         ) -> None:
             record.status = status
+            self._track(record)
             responses.append(Response(record.event.mrid, status, now, reason, detail))
             changed.append(record)
 
         self._lifecycle(devices, now, move)
-        active_events = [r.event for r in self.records.values() if r.status is Status.STARTED]
+        active_events = [r.event for r in self._open.values() if r.status is Status.STARTED]
         active: dict[str, dict[ControlType, InForce]] = {}
         setpoints: dict[str, dict[SetpointName, SetpointValue]] = {}
         for device in devices.values():
@@ -432,8 +439,7 @@ class Controller:
         site = self._site(active_events)
         if site is not None:
             active[SITE] = {ControlType.EXPORT_LIMIT_W: site}
-            assert isinstance(site.value, float | int)
-            self._limit_export(float(site.value), devices, active, setpoints, dt_s)
+            self._limit_export(number(site.value), devices, active, setpoints, dt_s)
         else:
             self.limiter.reset()
         return Decision(setpoints, active, responses, changed)
@@ -482,13 +488,15 @@ class Controller:
                 else:
                     move(record, Status.STARTED)
 
+    def _track(self, record: Record) -> None:
+        """Keep the open index in step with a record's status."""
+        if record.status in TERMINAL:
+            self._open.pop(record.event.mrid, None)
+        else:
+            self._open[record.event.mrid] = record
+
     def _live(self, role: str | None = None) -> list[Record]:
-        return [
-            r
-            for r in self.records.values()
-            if r.status in (Status.SCHEDULED, Status.STARTED)
-            and (role is None or r.event.role == role)
-        ]
+        return [r for r in self._open.values() if role is None or r.event.role == role]
 
     def _activation_refusal(
         self, event: Event, devices: Mapping[str, DeviceView], now: datetime
@@ -575,7 +583,7 @@ class Controller:
         elif limit is not None and (
             device.supports is None or SetpointName.MAX_W_PCT in device.supports
         ):
-            result[SetpointName.MAX_W_PCT] = float(_num(limit.value))
+            result[SetpointName.MAX_W_PCT] = number(limit.value)
         curve = in_force.get(ControlType.VOLT_VAR)
         if curve is not None:
             assert isinstance(curve.value, VoltVarCurve)
@@ -628,7 +636,7 @@ class Controller:
         now: datetime,
     ) -> float | None:
         """The storage setpoint the SoC limits and any curtailment allow; None = no control."""
-        w = float(_num(storage.value))
+        w = number(storage.value)
         event = self._event_of(storage)
         limits = device.battery_limits()
         if not device.soc_known or limits is None:
@@ -660,7 +668,7 @@ class Controller:
         if limit is not None and held > 0 and device.capability is not None:
             w_max = device.capability.discharge_w_max or device.capability.w_max
             if w_max is not None:
-                held = min(held, _num(limit.value) / 100.0 * w_max)
+                held = min(held, number(limit.value) / 100.0 * w_max)
         return held
 
     def _event_of(self, in_force: InForce) -> str | None:
@@ -694,7 +702,7 @@ class Controller:
             own = setpoints[device.id].get(SetpointName.MAX_W_PCT)
             w_now = device.state.w if device.state is not None and device.state.w else 0.0
             generators[device.id] = Inverter(
-                cap.w_max, max(w_now, 0.0), float(_num(own)) if own is not None else 100.0
+                cap.w_max, max(w_now, 0.0), number(own) if own is not None else 100.0
             )
         if not generators:
             return
@@ -721,6 +729,7 @@ class Controller:
             record = self.records.get(mrid) if mrid is not None else None
             if record is not None and record.status is Status.STARTED:
                 record.status = Status.ABORTED
+                self._track(record)
                 return [Response(record.event.mrid, Status.ABORTED, now, reason, detail)], [record]
         return [], []
 
@@ -733,19 +742,14 @@ class _Move(Protocol):
     ) -> None: ...
 
 
-def _num(value: ControlValue | SetpointValue) -> float:
-    assert isinstance(value, float | int)
-    return float(value)
-
-
 def _evse_amps(device: DeviceView, in_force: dict[ControlType, InForce]) -> float | None:
     """A charger's current limit: its own limit, capped by a curtailment (% of its maximum)."""
     amps = in_force.get(ControlType.EVSE_MAX_A)
     limit = in_force.get(ControlType.MAX_W_PCT)
-    value = None if amps is None else _num(amps.value)
+    value = None if amps is None else number(amps.value)
     if limit is not None and device.max_a is not None:
-        cap = _num(limit.value) / 100.0 * device.max_a
-        cap = 0.0 if cap < 6.0 else cap  # IEC 61851: below 6 A the only safe value is pause
+        cap = number(limit.value) / 100.0 * device.max_a
+        cap = 0.0 if cap < MIN_EVSE_A else cap  # IEC 61851: below 6 A the only safe value is pause
         value = cap if value is None else min(value, cap)
     return value
 

@@ -25,6 +25,11 @@ class ControlType(StrEnum):
     """EV charger current limit per phase, A (0 = pause, else at least 6)."""
 
 
+MIN_EVSE_A = 6.0
+"""IEC 61851: below 6 A a charger cannot signal a current, so 0 (pause) or at least 6 A."""
+MAX_EVSE_A = 80.0
+"""The highest current limit IEC 61851 PWM can signal, A."""
+
 VoltVarMode = Literal["auto", "native", "edge"]
 Excitation = Literal["inject", "absorb"]
 
@@ -49,6 +54,13 @@ class FixedPf:
 
 
 ControlValue = float | VoltVarCurve | FixedPf
+
+
+def number(value: ControlValue) -> float:
+    """A numeric control value (limits, setpoints) as a float; curves and PFs are not."""
+    if not isinstance(value, float | int):
+        raise TypeError(f"expected a number, not {value!r}")
+    return float(value)
 
 
 def value_data(value: ControlValue) -> Any:

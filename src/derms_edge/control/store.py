@@ -15,14 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from derms_edge.control.engine import Record
-from derms_edge.control.events import (
-    Control,
-    Event,
-    FixedPf,
-    Status,
-    VoltVarCurve,
-    value_data,
-)
+from derms_edge.control.events import Control, Event, Status, value_data
+from derms_edge.northbound.commands import ControlPayload
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -116,24 +110,8 @@ def control_to_json(control: Control) -> dict[str, Any]:
 
 
 def control_from_json(data: dict[str, Any]) -> Control:
-    """The inverse of control_to_json (for data this store wrote)."""
-    curve = data.get("volt_var")
-    pf = data.get("fixed_pf")
-    return Control(
-        max_w_pct=data.get("max_w_pct"),
-        export_limit_w=data.get("export_limit_w"),
-        volt_var=VoltVarCurve(
-            tuple((float(v), float(q)) for v, q in curve["points"]),
-            curve["v_ref_pu"],
-            curve["response_time_s"],
-            curve["mode"],
-        )
-        if curve is not None
-        else None,
-        fixed_pf=FixedPf(pf["pf"], pf["excitation"]) if pf is not None else None,
-        storage_w=data.get("storage_w"),
-        evse_max_a=data.get("evse_max_a"),
-    )
+    """The inverse of control_to_json, through the contract's own validation."""
+    return ControlPayload.model_validate(data).to_control()
 
 
 def event_to_json(event: Event) -> dict[str, Any]:

@@ -75,10 +75,6 @@ def backoff_delay(attempt: int, base_s: float, cap_s: float) -> float:
     return random.uniform(delay / 2, delay)
 
 
-_UNKNOWN = object()
-"""What a device holds for a setpoint after (re)connecting: not known, so it is rewritten."""
-
-
 class DeviceCoordinator:
     """Polls one device at its interval, keeps its last good reading, applies its setpoints.
 
@@ -116,7 +112,9 @@ class DeviceCoordinator:
         watchdog drops to its safe current unless its limit is refreshed)."""
         self._clock = clock
         self._desired: dict[SetpointName, SetpointValue] = {}
-        self._applied: dict[SetpointName, object] = {}
+        self._applied: dict[SetpointName, SetpointValue] = {}
+        self._unsure: set[SetpointName] = set()
+        """Names whose value in the device is not known (after a connect): written again."""
         self._refused: dict[SetpointName, SetpointValue | None] = {}
         self._last_keepalive = 0.0
         self._wake = asyncio.Event()
@@ -147,11 +145,7 @@ class DeviceCoordinator:
     @property
     def applied(self) -> dict[SetpointName, SetpointValue]:
         """The setpoints written to the device and read back since it last connected."""
-        return {
-            name: value  # type: ignore[misc]
-            for name, value in self._applied.items()
-            if value is not _UNKNOWN and value is not None
-        }
+        return dict(self._applied)
 
     async def run(self) -> None:
         """Poll and apply forever; returns only when cancelled."""
@@ -192,9 +186,9 @@ class DeviceCoordinator:
 
     async def _apply(self) -> None:
         """Write what differs between the desired and the applied setpoints; keep them alive."""
-        for name in list(dict.fromkeys([*self._applied, *self._desired])):
+        for name in list(dict.fromkeys([*self._unsure, *self._applied, *self._desired])):
             value = self._desired.get(name)
-            if self._applied.get(name) == value or (value is None and name not in self._applied):
+            if name not in self._unsure and self._applied.get(name) == value:
                 continue
             if name in self._refused and self._refused[name] == value:
                 continue  # refused before: not again until the control changes
@@ -208,6 +202,7 @@ class DeviceCoordinator:
                 continue
             self.writes += 1
             self._refused.pop(name, None)
+            self._unsure.discard(name)
             if value is None:
                 self._applied.pop(name, None)
             else:
@@ -226,7 +221,8 @@ class DeviceCoordinator:
         # the device may have restarted and forgotten: rewrite what is wanted, release what we
         # wrote before; a device nobody asked us to control is never written to
         names = set(self.driver.supports()) if self._hold_when_idle else set()
-        self._applied = dict.fromkeys(names | set(self._applied) | set(self._desired), _UNKNOWN)
+        self._unsure = names | set(self._applied) | set(self._desired)
+        self._applied = {}
         self._refused = {}
         if self._on_capability is not None:
             self._on_capability(self.device_id, self.capability)

@@ -22,10 +22,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from derms_edge.config import MqttSection, TelemetrySection
-from derms_edge.control.events import Reason, Status
+from derms_edge.control.events import MAX_EVSE_A, MIN_EVSE_A, Reason, Status
 from derms_edge.northbound.commands import (
-    MAX_EVSE_A,
-    MIN_EVSE_A,
     CancelPayload,
     ControlPayload,
     EventPayload,

@@ -11,7 +11,7 @@ import itertools
 import json
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import (
     AwareDatetime,
@@ -24,14 +24,13 @@ from pydantic import (
 )
 
 from derms_edge.control.curves import CATEGORY_CURVES
-from derms_edge.control.events import Control, FixedPf, VoltVarCurve
+from derms_edge.control.events import MAX_EVSE_A, MIN_EVSE_A, Control, FixedPf, VoltVarCurve
+
+M = TypeVar("M", bound=BaseModel)
 
 Mrid = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
 """An event's id: 1 to 64 printable ASCII characters without spaces."""
 DeviceId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-MIN_EVSE_A = 6.0
-"""IEC 61851: below 6 A a charger cannot signal a current, so 0 (pause) or at least 6 A."""
-MAX_EVSE_A = 80.0
 
 
 class _Inbound(BaseModel):
@@ -209,44 +208,34 @@ def _json(payload: bytes) -> Any | Invalid:
         )
 
 
+def _validate(model: type[M], data: Any, where: str = "") -> M | Invalid:
+    """Validate parsed JSON; on failure an Invalid that keeps the mrid when there is one."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        mrid = data.get("mrid") if isinstance(data, dict) else None
+        return Invalid(mrid if isinstance(mrid, str) else None, _describe(error, where))
+
+
 def parse_events(payload: bytes) -> list[EventPayload | Invalid]:
     """One event or a JSON array of events; each element is validated on its own."""
     data = _json(payload)
     if isinstance(data, Invalid):
         return [data]
-    items = data if isinstance(data, list) else [data]
-    if not items:
+    if not isinstance(data, list):
+        return [_validate(EventPayload, data)]
+    if not data:
         return [Invalid(None, "payload is an empty array")]
-    results: list[EventPayload | Invalid] = []
-    for index, item in enumerate(items):
-        where = f"[{index}]" if isinstance(data, list) else ""
-        mrid = item.get("mrid") if isinstance(item, dict) else None
-        try:
-            results.append(EventPayload.model_validate(item))
-        except ValidationError as error:
-            known = mrid if isinstance(mrid, str) else None
-            results.append(Invalid(known, _describe(error, where)))
-    return results
+    return [_validate(EventPayload, item, f"[{index}]") for index, item in enumerate(data)]
 
 
 def parse_cancel(payload: bytes) -> CancelPayload | Invalid:
     """A cancel request."""
     data = _json(payload)
-    if isinstance(data, Invalid):
-        return data
-    try:
-        return CancelPayload.model_validate(data)
-    except ValidationError as error:
-        mrid = data.get("mrid") if isinstance(data, dict) else None
-        return Invalid(mrid if isinstance(mrid, str) else None, _describe(error))
+    return data if isinstance(data, Invalid) else _validate(CancelPayload, data)
 
 
 def parse_default(payload: bytes) -> ControlPayload | Invalid:
     """A default control; an empty retained payload clears it (handled by the caller)."""
     data = _json(payload)
-    if isinstance(data, Invalid):
-        return data
-    try:
-        return ControlPayload.model_validate(data)
-    except ValidationError as error:
-        return Invalid(None, _describe(error))
+    return data if isinstance(data, Invalid) else _validate(ControlPayload, data)

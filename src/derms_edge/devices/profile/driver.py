@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from derms_edge.config import EvseProfile, RegisterPoint
+from derms_edge.control.events import MIN_EVSE_A
 from derms_edge.devices.modbus import RegisterTransport
 from derms_edge.devices.profile.codec import decode, decode_reads, encode, plan, size
 from derms_edge.errors import ControlRefused, DeviceException, DeviceProtocolError
@@ -24,7 +25,6 @@ from derms_edge.model import (
     SetpointName,
     SetpointValue,
 )
-from derms_edge.northbound.commands import MIN_EVSE_A
 
 log = logging.getLogger(__name__)
 
