@@ -125,6 +125,7 @@ def config(rig: RigThread, broker: Mosquitto, workdir: Path) -> Path:
             "host": "127.0.0.1",
             "port": rig.port(device_id),
             "poll_interval_s": 0.5,
+            "backoff_max_s": 2,
             **extra,
         }
 
@@ -519,6 +520,20 @@ def test_default_control_and_dispatcher_timeout(
     eventually(lambda: pv(rig, "inv1").w_lim_pct == 90, what="back to the default")
     dso.send("default_control/dso", b"", retain=True)
     eventually(lambda: pv(rig, "inv1").w_lim_pct is None, what="default cleared")
+
+
+def test_an_event_for_offline_devices_does_not_start(
+    dso: Dispatcher, probe: MqttProbe, rig: RigThread
+) -> None:
+    rig.call(lambda r: r.device("inv1").go_silent())
+    try:
+        time.sleep(2.5)  # a poll timed out: inv1 is offline
+        dso.event("unreachable", {"max_w_pct": 50}, devices=["inv1"])
+        rejected = response(probe, "unreachable", "rejected")
+        assert rejected["reason"] == "device_offline" and "inv1" in rejected["detail"]
+    finally:
+        rig.call(lambda r: r.device("inv1").clear_faults())
+    time.sleep(4.0)  # back online (backoff at most 2 s) before the next test
 
 
 def test_kill_9_mid_event_resumes_and_devices_revert_on_their_own(

@@ -357,3 +357,12 @@ def test_store_keeps_every_control_field(tmp_path: Path) -> None:
     assert record.event == event("all", control=control)
     assert store.load_defaults() == {"dso": control}
     store.close()
+
+
+def test_an_event_whose_devices_are_all_offline_does_not_start() -> None:
+    core = controller()
+    accept(core, event("e", devices=("inv1",)))
+    offline = replace(PV, quality=Quality.OFFLINE)
+    decision = step(core, T0, views(offline))
+    assert ("e", Status.REJECTED, Reason.DEVICE_OFFLINE) in statuses(decision.responses)
+    assert decision.setpoints["inv1"] == {}
