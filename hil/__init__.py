@@ -1,4 +1,4 @@
-"""Hardware-in-the-loop rig: simulated SunSpec Modbus devices for testing the gateway."""
+"""Hardware-in-the-loop rig: simulated SunSpec Modbus and OPC UA devices for testing the gateway."""
 
 from hil.devices import DeviceState, Fault, PhysicsDevice, SimulatedDevice
 from hil.rig import Rig, RigThread

@@ -1,4 +1,5 @@
-"""`python -m hil`: serve a rig of simulated SunSpec devices until SIGINT or SIGTERM."""
+"""`python -m hil`: serve a rig of simulated SunSpec (Modbus) and OPC UA devices until SIGINT
+or SIGTERM."""
 
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ async def _serve(rig_path: Path, speed: float | None) -> None:
             print(
                 f"{device.id} {device.kind} {rig.host(device.id)}:{rig.port(device.id)}"
                 f" unit={device.unit_id} base={device.base} models={models}",
+                flush=True,
+            )
+        for device_id, opcua in rig.opcua_devices.items():
+            print(
+                f"{device_id} {opcua.kind} {rig.endpoint(device_id)} pki={rig.pki_dir}",
                 flush=True,
             )
         await stop.wait()

@@ -1,14 +1,16 @@
 """Pure physics of a Mode-3 EV charger (IEC 61851) and the car plugged into it.
 
 The charger signals a current per phase: the written limit while its validity runs, the
-safe current after it expires, 0 for anything below 6 A (pause). The car draws the smaller
-of that and its own maximum through a first-order lag until its battery is full.
+safe current after it expires, 0 for anything below 6 A (pause). Without a watchdog
+(validity_s = math.inf) the limit holds until changed, max_a from power-on. The car draws
+the smaller of that and its own maximum through a first-order lag until its battery is full.
 Units are SI: A per phase, V line to neutral, W consumed (positive), Wh, %, s.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 from hil.physics import Grid, lag, substeps
@@ -34,7 +36,11 @@ class EvseRatings:
     phases: int
     max_a: float
     validity_s: float
-    """How long a written limit stays in force, s."""
+    """How long a written limit stays in force, s; math.inf: no watchdog."""
+
+    def power_on_expiry(self, t: float) -> float:
+        """When the power-on limit expires: at once with a watchdog, never without one."""
+        return t if math.isfinite(self.validity_s) else math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +79,16 @@ class EvsePhysics:
         self.v, self.hz = grid.sample()
         self.limit_a = ratings.max_a
         self.safe_a = safe_a
-        self.valid_until = t0
+        self.valid_until = ratings.power_on_expiry(t0)
         self.wh = 0.0
         """AC energy delivered to the car since power-on, Wh."""
 
     def power_on(self) -> None:
-        """Settings and the energy counter back to power-on: limit max_a, validity expired."""
+        """Settings and the energy counter back to power-on: limit max_a, validity expired
+        (or, without a watchdog, max_a in force)."""
         self.limit_a = self.ratings.max_a
         self.safe_a = self.power_on_safe_a
-        self.valid_until = self.t
+        self.valid_until = self.ratings.power_on_expiry(self.t)
         self.wh = 0.0
 
     def write_limit(self, amps: float) -> None:

@@ -1,21 +1,42 @@
-"""A rig of simulated devices behind Modbus TCP listeners, in asyncio or in a background thread."""
+"""A rig of simulated devices behind Modbus TCP listeners and OPC UA servers, in asyncio or in
+a background thread.
+
+asyncua is imported only when the spec has OPC UA devices.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from hil.devices import DeviceState, PhysicsDevice, SimulatedDevice, build_device
+from hil.devices import (
+    DeviceState,
+    EvCharger,
+    EvseState,
+    PhysicsDevice,
+    SimulatedDevice,
+    build_device,
+)
+from hil.opcua.devices import OpcUaDevice, build_opcua_device
+from hil.opcua.pki import OpcUaPki, ensure_pki
 from hil.physics import SimClock
 from hil.server import ModbusGateway
-from hil.spec import MeterSpec, RigSpec, load_rig_spec
+from hil.spec import MeterSpec, OpcUaSpec, RigSpec, load_rig_spec
+
+if TYPE_CHECKING:
+    from hil.opcua.server import OpcUaServer
 
 T = TypeVar("T")
+OPCUA_START_S = 3.0
+"""Allowance per OPC UA server when waiting for a RigThread to start, s: one starts in about
+0.1 s, but the first start on a machine builds asyncua's address-space cache (about 2 s)."""
 
 
 def _as_spec(spec: RigSpec | str | Path) -> RigSpec:
@@ -26,7 +47,8 @@ class Rig:
     """Builds every device of a spec and serves them; `async with Rig(spec) as rig:`.
 
     `clock` replaces the rig's own SimClock (at `speed` or the spec's), e.g. with one a test
-    moves by hand.
+    moves by hand. `devices` holds the Modbus units, `opcua_devices` the OPC UA devices, each
+    served by its own server in `opcua_servers`.
     """
 
     def __init__(
@@ -38,40 +60,90 @@ class Rig:
     ) -> None:
         self.spec = _as_spec(spec)
         self.clock = clock or SimClock(self.spec.speed if speed is None else speed)
-        built: dict[str, SimulatedDevice] = {}
+        built: dict[str, SimulatedDevice | OpcUaDevice] = {}
         for d in sorted(self.spec.devices, key=lambda d: isinstance(d, MeterSpec)):
-            built[d.id] = build_device(d, self.clock, built)  # meters last: they measure others
-        self.devices = {d.id: built[d.id] for d in self.spec.devices}
+            if isinstance(d, OpcUaSpec):
+                built[d.id] = build_opcua_device(d, self.clock)
+            else:  # meters last: they measure others
+                built[d.id] = build_device(d, self.clock, built)
+        self.devices: dict[str, SimulatedDevice] = {}
+        self.opcua_devices: dict[str, OpcUaDevice] = {}
+        for d in self.spec.devices:
+            device = built[d.id]
+            if isinstance(device, OpcUaDevice):
+                self.opcua_devices[d.id] = device
+            else:
+                self.devices[d.id] = device
         groups: dict[tuple[str, int, str], list[SimulatedDevice]] = {}
         for d in self.spec.devices:
-            key = (d.host, d.port, d.gateway or ("" if d.port else d.id))
-            groups.setdefault(key, []).append(self.devices[d.id])
+            if not isinstance(d, OpcUaSpec):
+                key = (d.host, d.port, d.gateway or ("" if d.port else d.id))
+                groups.setdefault(key, []).append(self.devices[d.id])
         self.gateways = [
             ModbusGateway(host, port, devs) for (host, port, _), devs in groups.items()
         ]
         self._gateway_of = {d.id: g for g in self.gateways for d in g.devices}
+        self.opcua_servers = self._opcua_servers()
+        self.pki_dir = self.spec.pki_dir
+        """Where the OPC UA certificates are (None before the first start without a pki_dir)."""
+        self._own_pki_dir = False
         self._tick: asyncio.Task[None] | None = None
 
+    def _opcua_servers(self) -> dict[str, OpcUaServer]:
+        """A server per OPC UA device (importing asyncua only if there is one)."""
+        if not self.opcua_devices:
+            return {}
+        from hil.opcua.server import OpcUaServer
+
+        specs = {d.id: d for d in self.spec.devices if isinstance(d, OpcUaSpec)}
+        return {
+            i: OpcUaServer(
+                device,
+                specs[i].host,
+                specs[i].port,
+                users=specs[i].users,
+                publish_s=self.spec.tick_s,
+            )
+            for i, device in self.opcua_devices.items()
+        }
+
     async def start(self) -> None:
-        """Start every listener (and the tick, if the spec asks for one)."""
+        """Start every listener and OPC UA server (and the tick, if the spec asks for one)."""
         try:
             for gateway in self.gateways:
                 await gateway.start()
+            for device_id, server in self.opcua_servers.items():
+                pki_dir = self._pki_dir()
+                pki = await asyncio.to_thread(ensure_pki, pki_dir, device_id, server.host)
+                await server.start(pki)
         except BaseException:
             await self.stop()
             raise
         if self.spec.tick_s is not None:
             self._tick = asyncio.create_task(self._run_tick(self.spec.tick_s), name="hil-tick")
 
+    def _pki_dir(self) -> Path:
+        """The spec's PKI directory, or a temporary one the rig makes (and removes at stop)."""
+        if self.pki_dir is None:
+            self.pki_dir = Path(tempfile.mkdtemp(prefix="derms-edge-hil-pki-"))
+            self._own_pki_dir = True
+        return self.pki_dir
+
     async def stop(self) -> None:
-        """Stop the tick and every listener."""
+        """Stop the tick, every OPC UA server and listener; remove a PKI directory the rig
+        made."""
         if self._tick is not None:
             self._tick.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick
             self._tick = None
+        for server in self.opcua_servers.values():
+            await server.stop()
         for gateway in self.gateways:
             await gateway.stop()
+        if self._own_pki_dir and self.pki_dir is not None:
+            shutil.rmtree(self.pki_dir, ignore_errors=True)
+            self.pki_dir, self._own_pki_dir = None, False
 
     async def __aenter__(self) -> Rig:
         await self.start()
@@ -91,9 +163,22 @@ class Rig:
             for device in self.devices.values():
                 device.refresh()
 
-    def device(self, device_id: str) -> SimulatedDevice:
-        """The simulated device with that id."""
-        return self.devices[device_id]
+    def device(self, device_id: str) -> SimulatedDevice | OpcUaDevice:
+        """The simulated device with that id (a Modbus unit or an OPC UA device)."""
+        if device_id in self.devices:
+            return self.devices[device_id]
+        return self.opcua_device(device_id)
+
+    def opcua_device(self, device_id: str) -> OpcUaDevice:
+        """The OPC UA device with that id."""
+        return self._opcua_server(device_id).device
+
+    def snapshot(self, device_id: str) -> DeviceState | EvseState:
+        """The physics state of any device but a replay, now."""
+        device = self.device(device_id)
+        if not isinstance(device, PhysicsDevice | EvCharger | OpcUaDevice):
+            raise TypeError(f"{device_id} is a {device.kind} device without physics")
+        return device.snapshot()
 
     def physics_device(self, device_id: str) -> PhysicsDevice:
         """The simulated device with that id, which must not be a replay."""
@@ -104,11 +189,52 @@ class Rig:
 
     def host(self, device_id: str) -> str:
         """The host a device listens on."""
-        return self._gateway_of[device_id].host
+        if device_id in self._gateway_of:
+            return self._gateway_of[device_id].host
+        return self._opcua_server(device_id).host
 
     def port(self, device_id: str) -> int:
         """The TCP port a device answers on (the bound port once started)."""
-        return self._gateway_of[device_id].port
+        if device_id in self._gateway_of:
+            return self._gateway_of[device_id].port
+        return self._opcua_server(device_id).port
+
+    def endpoint(self, device_id: str) -> str:
+        """An OPC UA device's endpoint URL, opc.tcp://<host>:<port>/derms-edge/hil/<id>."""
+        return self._opcua_server(device_id).endpoint
+
+    def pki(self, device_id: str) -> OpcUaPki:
+        """The certificates of an OPC UA device's server and of the gateway client."""
+        pki = self._opcua_server(device_id).pki
+        if pki is None:
+            raise RuntimeError(f"{device_id}: the rig has not started, there is no PKI yet")
+        return pki
+
+    async def restart(
+        self, device_id: str, down_s: float = 0.0, shift_namespaces: bool = False
+    ) -> None:
+        """Restart an OPC UA device's server: every connection drops, the port is closed for
+        down_s (wall s), then the server listens again on the same port.
+
+        Like a real controller restart, the setpoint returns to its power-on value when the
+        server stops (charger max_a, battery 0 W); the physics (car, SoC, energy) carries on.
+        shift_namespaces registers one more dummy namespace before the device's, so its
+        namespace index goes up by one (node ids by namespace URI still resolve).
+        """
+        server = self._opcua_server(device_id)
+        await server.stop()
+        server.device.power_on()
+        await asyncio.sleep(down_s)
+        if shift_namespaces:
+            server.shifted_namespaces += 1
+        await server.start()
+
+    def _opcua_server(self, device_id: str) -> OpcUaServer:
+        if device_id in self.opcua_servers:
+            return self.opcua_servers[device_id]
+        if device_id in self.devices:
+            raise KeyError(f"{device_id} is a Modbus device, not an OPC UA device")
+        raise KeyError(f"the rig has no device {device_id!r}")
 
 
 class RigThread:
@@ -143,7 +269,8 @@ class RigThread:
         self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
         self._thread.name = "hil-rig"
         self._thread.start()
-        if not self._ready.wait(self._timeout_s):
+        opcua = sum(isinstance(d, OpcUaSpec) for d in self.spec.devices)
+        if not self._ready.wait(self._timeout_s + OPCUA_START_S * opcua):
             raise TimeoutError("rig did not start")
         if self._error is not None:
             self._thread.join()
@@ -184,14 +311,21 @@ class RigThread:
 
     def call(self, func: Callable[[Rig], T]) -> T:
         """func(rig), run on the rig's loop; its result or exception comes back here."""
+
+        async def run(rig: Rig) -> T:
+            return func(rig)
+
+        return self.call_async(run)
+
+    def call_async(
+        self, func: Callable[[Rig], Coroutine[Any, Any, T]], timeout_s: float | None = None
+    ) -> T:
+        """await func(rig) on the rig's loop; its result or exception comes back here."""
         loop, rig = self._loop, self._rig
         if loop is None or rig is None:
             raise RuntimeError("RigThread is not running")
-
-        async def run() -> T:
-            return func(rig)
-
-        return asyncio.run_coroutine_threadsafe(run(), loop).result(self._timeout_s)
+        future = asyncio.run_coroutine_threadsafe(func(rig), loop)
+        return future.result(self._timeout_s if timeout_s is None else timeout_s)
 
     def state(self, device_id: str) -> DeviceState:
         """The physics state of a device now."""
@@ -204,3 +338,20 @@ class RigThread:
     def host(self, device_id: str) -> str:
         """The host a device listens on."""
         return self.call(lambda rig: rig.host(device_id))
+
+    def snapshot(self, device_id: str) -> DeviceState | EvseState:
+        """The physics state of any device but a replay (Modbus or OPC UA), now."""
+        return self.call(lambda rig: rig.snapshot(device_id))
+
+    def endpoint(self, device_id: str) -> str:
+        """An OPC UA device's endpoint URL."""
+        return self.call(lambda rig: rig.endpoint(device_id))
+
+    def pki(self, device_id: str) -> OpcUaPki:
+        """The certificates of an OPC UA device's server and of the gateway client."""
+        return self.call(lambda rig: rig.pki(device_id))
+
+    def restart(self, device_id: str, down_s: float = 0.0, shift_namespaces: bool = False) -> None:
+        """Restart an OPC UA device's server (see Rig.restart) and wait until it listens."""
+        timeout_s = down_s + self._timeout_s + OPCUA_START_S
+        self.call_async(lambda rig: rig.restart(device_id, down_s, shift_namespaces), timeout_s)

@@ -104,37 +104,41 @@ class Pv1547Spec(_PvSpec):
     vv_curves: int = Field(default=3, ge=2, le=8, description="curves in models 705 and 712")
 
 
-class BatterySpec(_DerSpec):
-    """Battery inverter with models 1, 103, 124, 713, 802."""
+class _BatteryPhysicsSpec(_Spec):
+    """What BatteryPhysics needs, shared by the SunSpec and the OPC UA battery."""
 
-    type: Literal["battery"]
     wh_rtg: float = Field(default=10000.0, gt=0)
     w_cha_max: float = Field(default=5000.0, gt=0)
     w_discha_max: float = Field(default=5000.0, gt=0)
-    va_rtg: float | None = Field(
-        default=None, gt=0, description="default: max(w_cha_max, w_discha_max)"
-    )
-    v_bat: float = Field(default=400.0, gt=0, description="battery (DC) voltage, V")
     efficiency: float = Field(default=0.95, gt=0, le=1, description="one-way")
     soc_pct: float = Field(default=50.0, ge=0, le=100)
     soc_min_pct: float = Field(default=5.0, ge=0, le=100)
     soc_max_pct: float = Field(default=100.0, ge=0, le=100)
+    tau_s: float = Field(default=1.0, ge=0, description="first-order response time constant, s")
+    grid: GridSpec = GridSpec()
 
     @model_validator(mode="after")
-    def _soc_range(self) -> BatterySpec:
+    def _soc_range(self) -> _BatteryPhysicsSpec:
         if not self.soc_min_pct < self.soc_max_pct:
             raise ValueError("soc_min_pct must be below soc_max_pct")
         return self
 
 
-class EvseSpec(_DeviceSpec):
-    """Modbus EV charger (vendor map like Alfen NG9xx) with a car plugged in."""
+class BatterySpec(_DerSpec, _BatteryPhysicsSpec):
+    """Battery inverter with models 1, 103, 124, 713, 802."""
 
-    type: Literal["evse"]
+    type: Literal["battery"]
+    va_rtg: float | None = Field(
+        default=None, gt=0, description="default: max(w_cha_max, w_discha_max)"
+    )
+    v_bat: float = Field(default=400.0, gt=0, description="battery (DC) voltage, V")
+
+
+class _EvsePhysicsSpec(_Spec):
+    """What EvsePhysics needs besides the watchdog, shared by the Modbus and the OPC UA charger."""
+
     phases: Literal[1, 3] = 3
     max_a: float = Field(default=32.0, ge=6, le=80, description="highest limit, A per phase")
-    validity_s: float = Field(default=60.0, gt=0, description="a written limit lasts this long")
-    safe_a: float = Field(default=6.0, ge=0, description="signalled after the validity, A")
     grid: GridSpec = GridSpec()
     plugged_at_s: float | None = Field(
         default=0.0, ge=0, description="car plugged in from this simulated s on; None: no car"
@@ -143,6 +147,14 @@ class EvseSpec(_DeviceSpec):
     ev_soc_pct: float = Field(default=30.0, ge=0, le=100)
     ev_max_a: float = Field(default=32.0, gt=0, description="the car's own limit, A per phase")
     tau_s: float = Field(default=1.0, ge=0, description="first-order response time constant, s")
+
+
+class EvseSpec(_DeviceSpec, _EvsePhysicsSpec):
+    """Modbus EV charger (vendor map like Alfen NG9xx) with a car plugged in."""
+
+    type: Literal["evse"]
+    validity_s: float = Field(default=60.0, gt=0, description="a written limit lasts this long")
+    safe_a: float = Field(default=6.0, ge=0, description="signalled after the validity, A")
 
     @model_validator(mode="after")
     def _safe_current(self) -> EvseSpec:
@@ -180,10 +192,38 @@ class ReplaySpec(_DeviceSpec):
     )
 
 
-DeviceSpec = Annotated[
-    PvLegacySpec | Pv1547Spec | BatterySpec | EvseSpec | MeterSpec | ReplaySpec,
-    Field(discriminator="type"),
-]
+class _OpcUaDeviceSpec(_Spec):
+    """One asyncua server per device at opc.tcp://host:port/derms-edge/hil/<id>."""
+
+    id: str = Field(
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="letters, digits, _ and -: it is part of the endpoint URL and the node ids",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(
+        default=0, ge=0, le=65535, description="0: a free port picked at start, kept on restart"
+    )
+    users: dict[str, str] | None = Field(
+        default=None, description="username: password; when set, anonymous sessions are refused"
+    )
+
+
+class OpcUaEvseSpec(_OpcUaDeviceSpec, _EvsePhysicsSpec):
+    """OPC UA EV charger with a car; the current-limit setpoint holds until changed."""
+
+    type: Literal["opcua_evse"]
+
+
+class OpcUaBatterySpec(_OpcUaDeviceSpec, _BatteryPhysicsSpec):
+    """OPC UA battery (BMS-style nodes) with the SunSpec battery's physics."""
+
+    type: Literal["opcua_battery"]
+
+
+OpcUaSpec = OpcUaEvseSpec | OpcUaBatterySpec
+ModbusSpec = PvLegacySpec | Pv1547Spec | BatterySpec | EvseSpec | MeterSpec | ReplaySpec
+DeviceSpec = Annotated[ModbusSpec | OpcUaSpec, Field(discriminator="type")]
 
 
 class RigSpec(_Spec):
@@ -193,6 +233,11 @@ class RigSpec(_Spec):
     tick_s: float | None = Field(
         default=None, gt=0, description="step every device this often (wall s)"
     )
+    pki_dir: Path | None = Field(
+        default=None,
+        description="certificates of the OPC UA servers and the gateway (default: a temporary "
+        "directory made at rig start); missing files are generated, present ones kept",
+    )
     devices: list[DeviceSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -200,9 +245,17 @@ class RigSpec(_Spec):
         ids = [d.id for d in self.devices]
         if len(set(ids)) != len(ids):
             raise ValueError("device ids must be unique")
-        units = [(d.host, d.port, d.unit_id) for d in self.devices if d.port]
+        units = [
+            (d.host, d.port, d.unit_id)
+            for d in self.devices
+            if d.port and not isinstance(d, OpcUaSpec)
+        ]
         if len(set(units)) != len(units):
             raise ValueError("two devices share host, port and unit_id")
+        modbus = {(host, port) for host, port, _ in units}
+        opcua = [(d.host, d.port) for d in self.devices if d.port and isinstance(d, OpcUaSpec)]
+        if len(set(opcua)) != len(opcua) or modbus & set(opcua):
+            raise ValueError("an OPC UA device needs a host and port of its own")
         return self
 
     @model_validator(mode="after")
@@ -225,13 +278,15 @@ def resolve_file(file: Path, relative_to: Path) -> Path:
 
 
 def load_rig_spec(path: str | Path) -> RigSpec:
-    """Read and validate a rig YAML file, resolving replay files against its directory."""
+    """Read and validate a rig YAML file, resolving replay files and pki_dir against its
+    directory."""
     path = Path(path)
     spec = RigSpec.model_validate(yaml.safe_load(path.read_text()))
+    pki_dir = spec.pki_dir if spec.pki_dir is None else path.parent / spec.pki_dir
     devices = [
         d.model_copy(update={"file": resolve_file(d.file, path.parent)})
         if isinstance(d, ReplaySpec)
         else d
         for d in spec.devices
     ]
-    return spec.model_copy(update={"devices": devices})
+    return spec.model_copy(update={"devices": devices, "pki_dir": pki_dir})

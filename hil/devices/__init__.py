@@ -5,13 +5,13 @@ from collections.abc import Mapping
 from hil.devices.base import DeviceState, Fault, PhysicsDevice, SimulatedDevice
 from hil.devices.battery import BatteryInverter
 from hil.devices.evse import EvCharger, EvseState
-from hil.devices.meter import Meter
+from hil.devices.meter import Meter, PowerSource
 from hil.devices.models import scale_factor
 from hil.devices.pv_1547 import Pv1547Inverter
 from hil.devices.pv_legacy import PvLegacyInverter
 from hil.devices.replay import ReplayDevice
 from hil.physics import SimClock
-from hil.spec import BatterySpec, DeviceSpec, EvseSpec, MeterSpec, Pv1547Spec, PvLegacySpec
+from hil.spec import BatterySpec, EvseSpec, MeterSpec, ModbusSpec, Pv1547Spec, PvLegacySpec
 
 __all__ = [
     "BatteryInverter",
@@ -21,6 +21,7 @@ __all__ = [
     "Fault",
     "Meter",
     "PhysicsDevice",
+    "PowerSource",
     "Pv1547Inverter",
     "PvLegacyInverter",
     "ReplayDevice",
@@ -31,9 +32,12 @@ __all__ = [
 
 
 def build_device(
-    spec: DeviceSpec, clock: SimClock, built: Mapping[str, SimulatedDevice] | None = None
+    spec: ModbusSpec,
+    clock: SimClock,
+    built: Mapping[str, SimulatedDevice | PowerSource] | None = None,
 ) -> SimulatedDevice:
-    """The simulated device a spec describes; a meter measures devices already `built`."""
+    """The simulated Modbus device a spec describes; a meter measures devices already
+    `built`."""
     if isinstance(spec, PvLegacySpec):
         return PvLegacyInverter(spec, clock)
     if isinstance(spec, Pv1547Spec):

@@ -25,9 +25,9 @@ from hil.physics import (
 )
 from hil.spec import (
     BatterySpec,
-    DeviceSpec,
     GridSpec,
     MeterSpec,
+    ModbusSpec,
     ProfileSpec,
     Pv1547Spec,
     PvLegacySpec,
@@ -93,7 +93,7 @@ class SimulatedDevice(abc.ABC):
 
     kind: str
 
-    def __init__(self, spec: DeviceSpec, clock: SimClock) -> None:
+    def __init__(self, spec: ModbusSpec, clock: SimClock) -> None:
         self.spec = spec
         self.id = spec.id
         self.unit_id = spec.unit_id

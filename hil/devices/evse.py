@@ -160,6 +160,27 @@ class EvseState:
     fault: Fault
 
 
+def evse_state(device_id: str, p: EvsePhysics, fault: Fault) -> EvseState:
+    """A snapshot of a charger's physics (W positive delivered to the grid)."""
+    return EvseState(
+        id=device_id,
+        t_s=p.t,
+        state=p.state.name,
+        plugged=p.plugged(),
+        w=-p.w,
+        a=p.a,
+        v=p.v,
+        hz=p.hz,
+        soc_pct=p.soc_pct,
+        wh=p.wh,
+        limit_a=p.limit_a,
+        safe_a=p.safe_a,
+        applied_a=p.applied_a,
+        validity_s=p.validity_s,
+        fault=fault,
+    )
+
+
 class EvCharger(SimulatedDevice):
     """An EV charger (not SunSpec) whose written current limit expires after validity_s."""
 
@@ -227,21 +248,4 @@ class EvCharger(SimulatedDevice):
     def snapshot(self) -> EvseState:
         """The charger and its car now."""
         self.refresh()
-        p = self.physics
-        return EvseState(
-            id=self.id,
-            t_s=p.t,
-            state=p.state.name,
-            plugged=p.plugged(),
-            w=-p.w,
-            a=p.a,
-            v=p.v,
-            hz=p.hz,
-            soc_pct=p.soc_pct,
-            wh=p.wh,
-            limit_a=p.limit_a,
-            safe_a=p.safe_a,
-            applied_a=p.applied_a,
-            validity_s=p.validity_s,
-            fault=self.fault,
-        )
+        return evse_state(self.id, self.physics, self.fault)

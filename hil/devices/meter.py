@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
 
 from hil.devices.base import DeviceState, PhysicsDevice, SimulatedDevice, make_grid, make_profile
 from hil.devices.evse import EvCharger
@@ -21,13 +22,26 @@ from hil.spec import MeterSpec
 PHASES = ("A", "B", "C")
 
 
-def site_power(device: SimulatedDevice) -> tuple[float, float]:
+@runtime_checkable
+class PowerSource(Protocol):
+    """A rig device that is not a Modbus unit but can be metered (the OPC UA devices)."""
+
+    id: str
+
+    def grid_power(self) -> tuple[float, float]:
+        """The (W, var) delivered to the grid now, its physics refreshed to now."""
+        ...
+
+
+def site_power(device: SimulatedDevice | PowerSource) -> tuple[float, float]:
     """The (W, var) a device delivers to the grid now, its physics refreshed to now."""
     if isinstance(device, PhysicsDevice):
         state = device.snapshot()
         return state.w, state.var
     if isinstance(device, EvCharger):
         return device.snapshot().w, 0.0  # the charger draws at unity power factor
+    if isinstance(device, PowerSource):
+        return device.grid_power()
     raise TypeError(f"{device.id}: a {device.kind} device has no power to meter")
 
 
@@ -40,7 +54,10 @@ class Meter(PhysicsDevice):
     physics: MeterPhysics
 
     def __init__(
-        self, spec: MeterSpec, clock: SimClock, devices: Mapping[str, SimulatedDevice]
+        self,
+        spec: MeterSpec,
+        clock: SimClock,
+        devices: Mapping[str, SimulatedDevice | PowerSource],
     ) -> None:
         missing = [d for d in spec.site if d not in devices]
         if missing:

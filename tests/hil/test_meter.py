@@ -117,8 +117,9 @@ def test_demo_meter_balances_the_whole_site() -> None:
     with RigThread(spec.model_copy(update={"devices": devices}), clock=clock) as rt:
 
         def balance(r: Rig) -> tuple[float, list[float], float]:
+            site_ids = ("inv1", "bat1", "inv2", "ev2", "bat2", "ev1")  # Modbus and OPC UA
             with r.clock.held():
-                site = [site_power(r.device(i))[0] for i in ("inv1", "bat1", "inv2", "ev1")]
+                site = [site_power(r.device(i))[0] for i in site_ids]
                 state = r.physics_device("meter1").snapshot()
             assert state.load_w is not None
             return state.w, site, state.load_w

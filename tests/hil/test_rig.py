@@ -331,6 +331,8 @@ def test_demo_rig_is_valid() -> None:
         ("bat1", "battery", 1503),
         ("inv2", "pv_1547", 1504),
         ("ev1", "evse", 1506),
+        ("ev2", "opcua_evse", 4841),
+        ("bat2", "opcua_battery", 4842),
         ("meter1", "meter", 1505),
     ]
 
