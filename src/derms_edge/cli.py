@@ -1,4 +1,4 @@
-"""The ``derms-edge`` command: run, monitor, check-config, discover, asyncapi, hil."""
+"""The ``derms-edge`` command: run, monitor, send, check-config, discover, asyncapi, hil."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 from derms_edge import __version__
-from derms_edge.config import Config, load_config
+from derms_edge.config import Config, OpcUaDevice, load_config
 from derms_edge.errors import ConfigError
 
 EXIT_OK = 0
@@ -39,9 +40,14 @@ def summary(config: Config) -> str:
         f"devices   {len(config.devices)}",
     ]
     for device in config.devices:
+        where = (
+            device.link
+            if isinstance(device, OpcUaDevice)
+            else f"{device.link} unit {device.unit_id}"
+        )
         lines.append(
             f"  {device.id:<16} {device.kind:<9} {device.protocol:<8} "
-            f"{device.link} unit {device.unit_id:<3} every {device.poll_interval_s:g} s"
+            f"{where} every {device.poll_interval_s:g} s"
         )
     return "\n".join(lines)
 
@@ -74,6 +80,8 @@ def _run(args: argparse.Namespace) -> int:
     if logging.getLogger().level > logging.DEBUG:
         # the gateway reports every device failure itself, once, in its own words
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+        # asyncua logs a traceback a second for a dead session until the driver closes it
+        logging.getLogger("asyncua").setLevel(logging.CRITICAL)
         # one line per control step and event wake-up is noise; its warnings still show
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
     from derms_edge.daemon import serve
@@ -92,6 +100,20 @@ def _monitor(args: argparse.Namespace) -> int:
 
 
 def _discover(args: argparse.Namespace) -> int:
+    opcua_only = ("username", "password", "security", "certificate", "private_key",
+                  "server_certificate", "mode")  # fmt: skip
+    if args.opcua is not None:
+        if args.host is not None:
+            print("discover: give --host (Modbus TCP) or --opcua, not both", file=sys.stderr)
+            return EXIT_INVALID
+        return _discover_opcua(args)
+    if args.host is None:
+        print("discover: give --host (Modbus TCP) or --opcua (OPC UA endpoint)", file=sys.stderr)
+        return EXIT_INVALID
+    given = [f"--{k.replace('_', '-')}" for k in opcua_only if getattr(args, k) is not None]
+    if given:
+        print(f"discover: {', '.join(given)} apply to --opcua only", file=sys.stderr)
+        return EXIT_INVALID
     from derms_edge.scan import parse_unit_ids, run_scan
 
     try:
@@ -99,8 +121,67 @@ def _discover(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"--unit-ids: {error}", file=sys.stderr)
         return EXIT_INVALID
-    found = asyncio.run(run_scan(args.host, args.port, unit_ids, args.timeout, sys.stdout))
+    timeout = 0.5 if args.timeout is None else args.timeout
+    found = asyncio.run(run_scan(args.host, args.port, unit_ids, timeout, sys.stdout))
     return EXIT_OK if found else EXIT_FAILURE
+
+
+def _discover_opcua(args: argparse.Namespace) -> int:
+    """Browse an OPC UA server: its variables and a configuration skeleton."""
+    from pydantic import ValidationError
+
+    from derms_edge.config import OpcUaSecurity
+
+    endpoint = urlparse(args.opcua)
+    if endpoint.scheme != "opc.tcp" or not endpoint.hostname:
+        print(f"--opcua: {args.opcua!r} is not opc.tcp://host[:port][/path]", file=sys.stderr)
+        return EXIT_INVALID
+    if args.password is not None and args.username is None:
+        print("discover: --password needs --username", file=sys.stderr)
+        return EXIT_INVALID
+    given = {
+        key: value
+        for key, value in (
+            ("policy", args.security),
+            ("mode", args.mode),
+            ("certificate", args.certificate),
+            ("private_key", args.private_key),
+            ("server_certificate", args.server_certificate),
+        )
+        if value is not None
+    }
+    try:
+        security = OpcUaSecurity.model_validate(given)
+    except ValidationError as error:
+        for item in error.errors(include_url=False):
+            message = item["msg"].removeprefix("Value error, ").replace("_", "-")
+            print(f"discover: --security: {message}", file=sys.stderr)
+        return EXIT_INVALID
+    from derms_edge.devices.opcua.browse import discover
+    from derms_edge.devices.opcua.connection import Target
+
+    # asyncua logs what it meets on the way (revised timeouts, closed sockets); discover
+    # reports the outcome itself
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+    timeout = 5.0 if args.timeout is None else args.timeout
+    target = Target("discover", args.opcua, security, args.username, args.password, timeout)
+    return asyncio.run(discover(target))
+
+
+def _send(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_INVALID
+    from derms_edge.northbound.commands import Invalid
+    from derms_edge.send import build_event, send
+
+    devices = args.devices.split(",") if args.devices else None
+    event = build_event(args.control, duration_s=args.duration_s, devices=devices, mrid=args.mrid)
+    if isinstance(event, Invalid):
+        print(f"send: not sent: {event.detail}", file=sys.stderr)
+        return EXIT_INVALID
+    config = _with_mqtt_port(config, args.mqtt_port)
+    return send(config, args.role, event, wait_s=args.wait_s)
 
 
 def _asyncapi(args: argparse.Namespace) -> int:
@@ -139,14 +220,45 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("config", type=Path)
     check.set_defaults(func=_check_config)
 
-    discover = commands.add_parser("discover", help="scan a Modbus TCP address for SunSpec devices")
-    discover.add_argument("--host", required=True)
+    discover = commands.add_parser(
+        "discover",
+        help="scan a Modbus TCP address for SunSpec devices, or browse an OPC UA server",
+    )
+    discover.add_argument("--host", help="Modbus TCP: the address to scan")
     discover.add_argument("--port", type=int, default=502)
     discover.add_argument("--unit-ids", default="1", help="e.g. 1, 1-247 or 1,3,10-20")
     discover.add_argument(
-        "--timeout", type=float, default=0.5, help="seconds to wait for each unit id"
+        "--timeout",
+        type=float,
+        help="seconds to wait for an answer (default 0.5 per Modbus unit id, 5 for OPC UA)",
+    )
+    opcua = discover.add_argument_group("OPC UA")
+    opcua.add_argument("--opcua", metavar="ENDPOINT", help="opc.tcp://host:port/path to browse")
+    opcua.add_argument("--username")
+    opcua.add_argument("--password")
+    opcua.add_argument("--security", choices=["None", "Basic256Sha256"], help="default None")
+    opcua.add_argument("--mode", choices=["Sign", "SignAndEncrypt"], help="default SignAndEncrypt")
+    opcua.add_argument("--certificate", type=Path, help="the gateway's certificate (DER/PEM)")
+    opcua.add_argument("--private-key", type=Path, help="its private key (PEM/DER)")
+    opcua.add_argument(
+        "--server-certificate", type=Path, help="refuse a server presenting another certificate"
     )
     discover.set_defaults(func=_discover)
+
+    sender = commands.add_parser(
+        "send", help="publish a control event as a role, and print the gateway's responses"
+    )
+    sender.add_argument("config", type=Path, help="the gateway's configuration (broker, topics)")
+    sender.add_argument("--role", default="dso", help="the role to send as (default: dso)")
+    sender.add_argument(
+        "--control", required=True, help="the control object, JSON: '{\"evse_max_w\": 4200}'"
+    )
+    sender.add_argument("--devices", help="comma-separated device ids (default: every device)")
+    sender.add_argument("--duration-s", type=float, default=3600.0, help="default: 3600")
+    sender.add_argument("--mrid", help="the event's id (default: a new one)")
+    sender.add_argument("--wait-s", type=float, default=10.0, help="wait this long for answers")
+    sender.add_argument("--mqtt-port", type=int, help="override mqtt.port of the file")
+    sender.set_defaults(func=_send)
 
     asyncapi = commands.add_parser(
         "asyncapi", help="write the AsyncAPI document of the MQTT contract from the payload models"

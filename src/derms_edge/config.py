@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from derms_edge.control.events import ControlType
+from derms_edge.devices.opcua.nodeid import NodeRef, parse_node_id
 from derms_edge.errors import ConfigError
 from derms_edge.northbound.commands import ControlPayload
 
@@ -55,31 +56,56 @@ class SerialSection(_Strict):
     bytesize: Literal[7, 8] = 8
 
 
-class _ModbusDevice(_Strict):
-    """What every Modbus device has: where it is, how often it is read, when it is stale."""
+class _Device(_Strict):
+    """What every device has: its id and kind, how often it is read, when it is stale."""
 
     id: Identifier
     kind: DeviceKind
-    host: str | None = None
-    port: int = Field(502, ge=1, le=65535)
-    serial: SerialSection | None = None
-    unit_id: int = Field(1, ge=0, le=247)
     poll_interval_s: float = Field(1.0, gt=0, le=3600)
     timeout_s: float = Field(1.0, gt=0, le=60)
     stale_after_s: float | None = Field(None, gt=0)
     """Readings older than this are reported stale; default three poll intervals."""
     backoff_max_s: float = Field(60.0, gt=0, le=3600)
 
+    @property
+    def stale_after(self) -> float:
+        """Age in seconds after which a reading is stale."""
+        return self.stale_after_s if self.stale_after_s is not None else 3 * self.poll_interval_s
+
+
+class StorageSettings(_Strict):
+    """The customer's side of a battery, whatever protocol it speaks."""
+
+    reserve_soc_pct: float | None = Field(None, ge=0, le=100)
+    """The customer's backup reserve: storage control never takes SoC below it (batteries)."""
+    efficiency: float | None = Field(None, gt=0, le=1)
+    """One-way charge and discharge efficiency; default control.efficiency (batteries)."""
+
+    @model_validator(mode="after")
+    def _storage_settings(self) -> Self:
+        if getattr(self, "kind", "battery") != "battery":
+            for key in ("reserve_soc_pct", "efficiency"):
+                if getattr(self, key) is not None:
+                    kind = getattr(self, "kind", "")
+                    raise ValueError(
+                        f"{key} applies to batteries only (this device is kind: {kind})"
+                    )
+        return self
+
+
+class _ModbusDevice(_Device):
+    """A Modbus device: where it is (TCP or serial) and its unit id."""
+
+    host: str | None = None
+    port: int = Field(502, ge=1, le=65535)
+    serial: SerialSection | None = None
+    unit_id: int = Field(1, ge=0, le=247)
+
     @model_validator(mode="after")
     def _one_link(self) -> Self:
         if (self.host is None) == (self.serial is None):
             raise ValueError("give either host (Modbus TCP) or serial (Modbus RTU), not both")
         return self
-
-    @property
-    def stale_after(self) -> float:
-        """Age in seconds after which a reading is stale."""
-        return self.stale_after_s if self.stale_after_s is not None else 3 * self.poll_interval_s
 
     @property
     def link(self) -> str:
@@ -89,22 +115,10 @@ class _ModbusDevice(_Strict):
         return f"{self.host}:{self.port}"
 
 
-class SunSpecDevice(_ModbusDevice):
+class SunSpecDevice(_ModbusDevice, StorageSettings):
     protocol: Literal["sunspec"]
     base_address: Literal[40000, 0, 50000] | None = None
     """Where the SunS marker is; omitted: discovered at 40000, 0 and 50000 in that order."""
-    reserve_soc_pct: float | None = Field(None, ge=0, le=100)
-    """The customer's backup reserve: storage control never takes SoC below it (batteries)."""
-    efficiency: float | None = Field(None, gt=0, le=1)
-    """One-way charge and discharge efficiency; default control.efficiency (batteries)."""
-
-    @model_validator(mode="after")
-    def _storage_settings(self) -> Self:
-        if self.kind != "battery":
-            for key in ("reserve_soc_pct", "efficiency"):
-                if getattr(self, key) is not None:
-                    raise ValueError(f"{key} applies to batteries only (this is a {self.kind})")
-        return self
 
 
 RegisterType = Literal["uint16", "int16", "uint32", "int32", "float32"]
@@ -166,7 +180,159 @@ class ProfileDevice(_ModbusDevice):
         return self
 
 
-Device = Annotated[SunSpecDevice | ProfileDevice, Field(discriminator="protocol")]
+OpcUaPointName = Literal[
+    # measurements, in every reading
+    "w", "var", "va", "pf", "v", "hz", "a", "soc_pct", "wh_exported", "wh_imported", "state",
+    # nameplate and limits, read at connect
+    "w_max", "va_max", "wh_rtg", "charge_w_max", "discharge_w_max",
+    "soc_min_pct", "soc_max_pct", "max_a",
+    # setpoints the gateway writes
+    "max_a_setpoint", "storage_w_setpoint", "max_w_pct_setpoint", "var_setpoint",
+]  # fmt: skip
+StateName = Literal[
+    "off", "sleeping", "starting", "running", "throttled", "shutting_down", "fault",
+    "standby", "charging", "discharging", "idle", "unknown",
+]  # fmt: skip
+
+SI_UNITS: dict[str, dict[str, float]] = {
+    "W": {"W": 1.0, "kW": 1e3, "MW": 1e6},
+    "var": {"var": 1.0, "kvar": 1e3, "Mvar": 1e6},
+    "VA": {"VA": 1.0, "kVA": 1e3, "MVA": 1e6},
+    "V": {"V": 1.0, "kV": 1e3},
+    "A": {"A": 1.0, "mA": 1e-3, "kA": 1e3},
+    "Hz": {"Hz": 1.0, "mHz": 1e-3},
+    "Wh": {"Wh": 1.0, "kWh": 1e3, "MWh": 1e6},
+    "%": {"%": 1.0},
+    "": {"": 1.0},
+}
+"""Per SI unit of the gateway, the units a node may be given in and their factors to it."""
+POINT_UNITS: dict[str, str] = {
+    "w": "W", "var": "var", "va": "VA", "pf": "", "v": "V", "hz": "Hz", "a": "A",
+    "soc_pct": "%", "wh_exported": "Wh", "wh_imported": "Wh", "state": "",
+    "w_max": "W", "va_max": "VA", "wh_rtg": "Wh", "charge_w_max": "W",
+    "discharge_w_max": "W", "soc_min_pct": "%", "soc_max_pct": "%", "max_a": "A",
+    "max_a_setpoint": "A", "storage_w_setpoint": "W", "max_w_pct_setpoint": "%",
+    "var_setpoint": "var",
+}  # fmt: skip
+"""The gateway's SI unit of each point."""
+
+
+class NodePoint(_Strict):
+    """One point of an OPC UA device: its node, and how its value becomes SI units.
+
+    Value in SI units = node value x scale x the unit's factor (kW -> 1000). Written the
+    other way round for setpoints. A plain string is the node id alone.
+    """
+
+    node: str
+    scale: float = 1.0
+    """A negative scale flips the sign (e.g. a charger that reports consumption positive)."""
+    unit: str | None = None
+    """The unit the node's value is in, if not the gateway's SI unit (kW, kWh, kV, mA, ...)."""
+    states: dict[str, StateName] | None = None
+    """For ``state`` only: the node's values (as text: "0", "2", "Charging") to states."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_node_id(cls, data: Any) -> Any:
+        return {"node": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        parse_node_id(self.node)  # a ValueError names what is wrong
+        if self.scale == 0:
+            raise ValueError("scale must not be 0")
+        return self
+
+    @property
+    def node_ref(self) -> NodeRef:
+        """The parsed node id."""
+        return parse_node_id(self.node)
+
+    def factor(self, point: str) -> float:
+        """SI value = node value x factor."""
+        return self.scale * SI_UNITS[POINT_UNITS[point]][self.unit or POINT_UNITS[point]]
+
+
+class OpcUaSecurity(_Strict):
+    """How the session is secured: OPC UA security policy, message mode and certificates."""
+
+    policy: Literal["None", "Basic256Sha256"] = "None"
+    mode: Literal["Sign", "SignAndEncrypt"] = "SignAndEncrypt"
+    """Basic256Sha256 only: sign the messages, or sign and encrypt them."""
+    certificate: Path | None = None
+    """The gateway's application instance certificate (DER or PEM); the server must trust it."""
+    private_key: Path | None = None
+    """The private key of that certificate (PEM)."""
+    server_certificate: Path | None = None
+    """The server certificate the gateway trusts (DER or PEM): a server presenting another one
+    is refused. Without it the session is encrypted but the server's identity is not checked."""
+
+    @model_validator(mode="after")
+    def _certificates(self) -> Self:
+        given = [
+            k for k in ("certificate", "private_key", "server_certificate") if getattr(self, k)
+        ]
+        if self.policy == "None" and given:
+            raise ValueError(f"{', '.join(given)} given, but policy is None (no security)")
+        if self.policy != "None" and (self.certificate is None or self.private_key is None):
+            raise ValueError(f"policy {self.policy} needs certificate and private_key")
+        return self
+
+
+_ENDPOINT = re.compile(
+    r"^opc\.tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[^:/\s]+)(?::(?P<port>\d+))?(?:/\S*)?$"
+)
+
+
+class OpcUaDevice(_Device, StorageSettings):
+    """A device that speaks OPC UA: an EV charger, a battery or a plant controller."""
+
+    protocol: Literal["opcua"]
+    endpoint: str
+    """opc.tcp://host:port/path"""
+    security: OpcUaSecurity = OpcUaSecurity()
+    username: str | None = None
+    password: str | None = None
+    nodes: dict[OpcUaPointName, NodePoint] = Field(min_length=1)
+    """The gateway's point names to the server's nodes."""
+    subscribe: bool = True
+    """Read through a subscription (data-change notifications); false: poll every interval."""
+    publishing_interval_ms: float = Field(500.0, ge=10, le=60000)
+    """The subscription's publishing (and sampling) interval."""
+    phases: Literal[1, 3] = 3
+    """EV chargers: phases in use."""
+    max_a: float | None = Field(None, ge=6, le=80)
+    """EV chargers: the highest current limit, A per phase (default: the max_a node, else 32)."""
+
+    @model_validator(mode="after")
+    def _opcua(self) -> Self:
+        if _ENDPOINT.fullmatch(self.endpoint) is None:
+            raise ValueError(f"endpoint {self.endpoint!r} is not opc.tcp://host[:port][/path]")
+        if self.password is not None and self.username is None:
+            raise ValueError("password is set but username is not")
+        for point, spec in self.nodes.items():
+            unit = spec.unit
+            units = SI_UNITS[POINT_UNITS[point]]
+            if unit is not None and unit not in units:
+                allowed = ", ".join(u for u in units if u) or "none (it has no unit)"
+                raise ValueError(f"nodes.{point}: unit {unit!r} is not one of {allowed}")
+            if spec.states is not None and point != "state":
+                raise ValueError(f"nodes.{point}: states applies to the state point only")
+        if self.kind != "evse" and self.max_a is not None:
+            raise ValueError(
+                f"max_a applies to EV chargers only (this device is kind: {self.kind})"
+            )
+        return self
+
+    @property
+    def link(self) -> str:
+        """Where the device is, for people: its endpoint."""
+        return self.endpoint
+
+
+Device = Annotated[SunSpecDevice | ProfileDevice | OpcUaDevice, Field(discriminator="protocol")]
+AnyDevice = SunSpecDevice | ProfileDevice | OpcUaDevice
 
 
 class RoleSection(_Strict):
@@ -236,6 +402,8 @@ class Config(_Strict):
             seen[device.id] = index
         links: dict[tuple[str, int], str] = {}
         for device in self.devices:
+            if isinstance(device, OpcUaDevice):
+                continue  # one OPC UA server may well hold several devices
             key = (device.link, device.unit_id)
             if key in links:
                 raise ValueError(
@@ -250,7 +418,7 @@ class Config(_Strict):
             raise ValueError(f"control.export_limit.meter: {meter!r} is not a kind: meter device")
         return self
 
-    def device(self, device_id: str) -> SunSpecDevice | ProfileDevice:
+    def device(self, device_id: str) -> AnyDevice:
         """The configured device with this id; KeyError if there is none."""
         return next(d for d in self.devices if d.id == device_id)
 
@@ -261,7 +429,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in ("sunspec", "modbus") or re.fullmatch(r"function-\w+\[.*\]", part):
+        elif part in ("sunspec", "modbus", "opcua") or re.fullmatch(r"function-\w+\[.*\]", part):
             continue  # discriminator tags and validator names are not keys in the file
         else:
             path += f".{part}" if path else part

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from derms_edge.config import Config, ProfileDevice, SunSpecDevice
+from derms_edge.config import AnyDevice, Config, OpcUaDevice, ProfileDevice, StorageSettings
 from derms_edge.control.engine import (
     SITE,
     TERMINAL,
@@ -34,7 +34,7 @@ from derms_edge.control.export_limit import ExportLimiter
 from derms_edge.control.store import ScheduleStore
 from derms_edge.devices.coordinator import DeviceCoordinator
 from derms_edge.errors import ControlRefused
-from derms_edge.model import SetpointName
+from derms_edge.model import Capability, SetpointName
 from derms_edge.northbound.commands import (
     EventPayload,
     Invalid,
@@ -165,21 +165,20 @@ class Dispatcher:
         for device in self._config.devices:
             coordinator = self._coordinators[device.id]
             reading = coordinator.reading
+            capability = coordinator.capability
+            storage = device if isinstance(device, StorageSettings) else None
+            max_a, phases = _charger(device, capability)
             views[device.id] = DeviceView(
                 id=device.id,
                 kind=device.kind,
                 quality=coordinator.quality(),
                 state=reading.state if reading is not None else None,
-                capability=coordinator.capability,
-                supports=coordinator.driver.supports()
-                if coordinator.capability is not None
-                else None,
-                reserve_soc_pct=device.reserve_soc_pct
-                if isinstance(device, SunSpecDevice)
-                else None,
-                efficiency=(device.efficiency if isinstance(device, SunSpecDevice) else None)
-                or efficiency,
-                max_a=device.profile.max_a if isinstance(device, ProfileDevice) else None,
+                capability=capability,
+                supports=coordinator.driver.supports() if capability is not None else None,
+                reserve_soc_pct=storage.reserve_soc_pct if storage is not None else None,
+                efficiency=(storage.efficiency if storage is not None else None) or efficiency,
+                max_a=max_a,
+                phases=phases,
             )
         return views
 
@@ -350,3 +349,13 @@ def _invalid(invalid: Invalid, now: datetime) -> Response:
 def _refused_default(role: str, reason: Reason, detail: str, now: datetime) -> Response:
     """A refused default control is answered like an event, without an mrid."""
     return Response("", Status.REJECTED, now, reason, f"default_control/{role}: {detail}")
+
+
+def _charger(device: AnyDevice, capability: Capability | None) -> tuple[float | None, int | None]:
+    """An EV charger's highest current limit (A per phase) and phases: configured, else read."""
+    if isinstance(device, ProfileDevice):
+        return device.profile.max_a, device.profile.phases
+    if isinstance(device, OpcUaDevice) and device.kind == "evse":
+        read = capability.max_a if capability is not None else None
+        return device.max_a or read, device.phases
+    return None, None

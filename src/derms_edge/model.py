@@ -95,6 +95,10 @@ class Capability:
     """Lowest state of charge the device allows, %."""
     soc_max_pct: float | None = None
     """Highest state of charge the device allows, %."""
+    max_a: float | None = None
+    """EV chargers: highest current limit, A per phase."""
+    phases: int | None = None
+    """EV chargers: phases in use (1 or 3)."""
     models: tuple[int, ...] = field(default=())
     """SunSpec models the device offers, in chain order."""
 

@@ -26,10 +26,21 @@ def _fmt(value: Any) -> str:
 
 
 def line(topic: str, payload: dict[str, Any]) -> str:
-    """One readable line for a status or telemetry message."""
+    """One readable line for a status, telemetry, response or active-controls message."""
+    ts = payload.get("ts", "")
     if topic.endswith("/status"):
         state = "online" if payload.get("online") else "OFFLINE"
-        return f"{payload.get('ts', '')}  gateway {state}, devices {payload.get('devices')}"
+        return f"{ts}  gateway {state}, devices {payload.get('devices')}"
+    if topic.endswith("/responses"):
+        why = " ".join(str(payload[k]) for k in ("reason", "detail") if payload.get(k))
+        return f"{ts}  event {payload.get('mrid')} {payload.get('status')} {why}".rstrip()
+    if topic.endswith("/active"):
+        controls = [
+            f"{device}.{name}={_fmt(held.get('value'))} ({held.get('mrid') or held.get('source')})"
+            for device, values in sorted(payload.get("devices", {}).items())
+            for name, held in sorted(values.items())
+        ]
+        return f"{ts}  active: {', '.join(controls) or 'none'}"
     cells = "  ".join(f"{name}={_fmt(payload.get(name))}" for name in COLUMNS)
     return (
         f"{payload.get('ts', '')}  #{payload.get('seq')}  {payload.get('device', '?'):<8} "
@@ -46,7 +57,8 @@ def monitor(config: Config, seconds: float | None, out: TextIO = sys.stdout) -> 
         client.username_pw_set(config.mqtt.username, config.mqtt.password)
 
     def on_connect(c: paho.Client, *_: Any) -> None:
-        c.subscribe([(topics.status, 1), (topics.telemetry("+"), 1)])
+        filters = [topics.status, topics.telemetry("+"), topics.responses, topics.active]
+        c.subscribe([(f, 1) for f in filters])
 
     client.on_connect = on_connect
     client.on_message = lambda _c, _u, m: inbox.put((m.topic, bytes(m.payload)))

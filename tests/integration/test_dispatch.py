@@ -25,9 +25,11 @@ from hil.devices.evse import EvCharger, EvseState
 from hil.physics import PvPhysics
 from hil.rig import Rig, RigThread
 from hil.spec import RigSpec
+from tests.support import waiting
 from tests.support.gateway import start_gateway, write_config
 from tests.support.mqtt_probe import Message, MqttProbe
 from tests.support.servers import Mosquitto, Process
+from tests.support.waiting import eventually
 
 ROOT = "derms/v1/dispatch-site"
 PROFILE = Path(__file__).parents[2] / "configs" / "profiles" / "hil-evse.yaml"
@@ -188,30 +190,11 @@ def dso(broker: Mosquitto, gateway: Process) -> Iterator[Dispatcher]:
 
 
 def response(probe: MqttProbe, mrid: str, status: str, timeout_s: float = 15.0) -> dict[str, Any]:
-    def matches(m: Message) -> bool:
-        if m.topic != f"{ROOT}/responses":
-            return False
-        data = m.json()
-        return bool(data["mrid"] == mrid and data["status"] == status)
-
-    message = probe.wait_for(matches, timeout_s)
-    data: dict[str, Any] = message.json()
-    return data
+    return waiting.response(probe, ROOT, mrid, status, timeout_s)
 
 
 def responses(probe: MqttProbe, mrid: str) -> list[str]:
     return [m.json()["status"] for m in probe.on(f"{ROOT}/responses") if m.json()["mrid"] == mrid]
-
-
-def eventually(check: Any, timeout_s: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached in {timeout_s} s: {what}")
-        time.sleep(0.1)
 
 
 def pv(rig: RigThread, device_id: str) -> Any:
@@ -477,6 +460,37 @@ def test_ev_charger_current_limit(dso: Dispatcher, probe: MqttProbe, rig: RigThr
     eventually(lambda: charger().limit_a == 16, what="charger limited to 16 A")
     eventually(lambda: abs(charger().a - 16) < 0.5, what="the car draws 16 A")
     response(probe, "ev-16", "completed")
+
+
+def test_ev_charger_power_cap_under_an_aggregator_current(
+    dso: Dispatcher, probe: MqttProbe, rig: RigThread
+) -> None:
+    # a 4.2 kW cap (EnWG 14a) on 3 phases at 230 V: 4200 / 690 = 6.09 A, written as 6.0 A
+    dso.event("cap-4k2", {"evse_max_w": 4200}, devices=["ev1"], duration_s=6)
+    dso.event("agg-32", {"evse_max_a": 32}, role="aggregator", devices=["ev1"], duration_s=6)
+    response(probe, "cap-4k2", "started")
+    response(probe, "agg-32", "started")
+
+    def charger() -> EvseState:
+        return rig.call(lambda r: cast(EvCharger, r.device("ev1")).snapshot())
+
+    eventually(lambda: charger().limit_a == 6.0, what="charger limited to 6.0 A")
+    eventually(lambda: abs(charger().w + 3 * 230 * 6.0) < 50, what="the car draws 4.14 kW")
+    assert -charger().w <= 4200
+    active = probe.wait_for(
+        lambda m: (
+            m.topic == f"{ROOT}/active"
+            and {"evse_max_w", "evse_max_a"} <= set(m.json()["devices"]["ev1"])
+        )
+    ).json()["devices"]["ev1"]
+    assert active["evse_max_w"] == {
+        "value": 4200,
+        "source": "event",
+        "mrid": "cap-4k2",
+        "role": "dso",
+    }
+    assert active["evse_max_a"]["mrid"] == "agg-32"
+    response(probe, "cap-4k2", "completed")
 
 
 def test_site_export_limit(dso: Dispatcher, probe: MqttProbe, rig: RigThread) -> None:

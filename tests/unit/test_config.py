@@ -8,6 +8,7 @@ import pytest
 
 from derms_edge.cli import main
 from derms_edge.config import load_config, parse_config
+from derms_edge.devices.opcua.nodeid import parse_node_id
 from derms_edge.errors import ConfigError
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
@@ -143,3 +144,100 @@ def test_run_refuses_an_invalid_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     bad.write_text("gateway: {id: g}\ndevices: []\n")
     assert main(["run", str(bad)]) == 2
     assert "devices: List should have at least 1 item" in capsys.readouterr().err
+
+
+OPCUA = {
+    "id": "ev2",
+    "kind": "evse",
+    "protocol": "opcua",
+    "endpoint": "opc.tcp://127.0.0.1:4841/derms-edge/hil/ev2",
+    "nodes": {
+        "w": {"node": "nsu=urn:derms-edge:hil:evse;s=ev2.ActualPower", "scale": -1},
+        "wh_imported": {"node": "nsu=urn:derms-edge:hil:evse;s=ev2.EnergyDelivered", "unit": "kWh"},
+        "max_a_setpoint": "ns=2;s=ev2.MaxCurrentSetpoint",
+    },
+}
+
+
+def opcua_problems(**changes: object) -> list[str]:
+    return problems({"gateway": {"id": "site-001"}, "devices": [{**OPCUA, **changes}]})
+
+
+def test_an_opcua_device_takes_node_ids_by_index_or_namespace_uri() -> None:
+    config = parse_config({"gateway": {"id": "site-001"}, "devices": [OPCUA]})
+    (device,) = config.devices
+    assert device.protocol == "opcua"
+    power = device.nodes["w"]
+    assert power.node_ref.namespace_uri == "urn:derms-edge:hil:evse"
+    assert power.node_ref.identifier == "ev2.ActualPower"
+    assert power.factor("w") == -1.0
+    assert device.nodes["wh_imported"].factor("wh_imported") == 1000.0
+    assert device.nodes["max_a_setpoint"].node_ref.namespace_index == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("i=2253", ("i", 2253, None, None)),
+        ("ns=3;i=1001", ("i", 1001, 3, None)),
+        ("ns=2;s=EVSE1.ActualPower", ("s", "EVSE1.ActualPower", 2, None)),
+        ("nsu=urn:vendor:evse;s=a;b", ("s", "a;b", None, "urn:vendor:evse")),
+        (
+            "ns=1;g=72962B91-FA75-4AE6-8D28-B404DC7DAF63",
+            ("g", "72962b91-fa75-4ae6-8d28-b404dc7daf63", 1, None),
+        ),
+        ("ns=1;b=M/RbKBsRVkePCePcx24oRA==", ("b", "M/RbKBsRVkePCePcx24oRA==", 1, None)),
+    ],
+)
+def test_node_ids_parse_in_every_text_form(text: str, expected: tuple[object, ...]) -> None:
+    ref = parse_node_id(text)
+    assert (ref.id_type, ref.identifier, ref.namespace_index, ref.namespace_uri) == expected
+
+
+@pytest.mark.parametrize(
+    ("node", "says"),
+    [
+        ("ns=2;x=foo", "is not a node id"),
+        ("ActualPower", "is not a node id"),
+        ("ns=2;i=abc", "a numeric identifier (i=) is 0..4294967295"),
+        ("ns=70000;s=a", "a namespace index is 0..65535"),
+        ("ns=1;g=not-a-guid", "g= takes a GUID"),
+        ("ns=1;b=***", "b= takes base64"),
+    ],
+)
+def test_a_bad_node_id_is_named_with_its_point(node: str, says: str) -> None:
+    (found,) = opcua_problems(nodes={"w": node})
+    assert found.startswith("devices[0].nodes.w")
+    assert says in found
+
+
+def test_opcua_settings_are_checked() -> None:
+    assert opcua_problems(endpoint="http://127.0.0.1:4841") == [
+        "devices[0]: endpoint 'http://127.0.0.1:4841' is not opc.tcp://host[:port][/path]"
+    ]
+    assert opcua_problems(nodes={"w": {"node": "i=1", "unit": "kWh"}}) == [
+        "devices[0]: nodes.w: unit 'kWh' is not one of W, kW, MW"
+    ]
+    assert opcua_problems(nodes={"v": {"node": "i=1", "states": {"1": "idle"}}}) == [
+        "devices[0]: nodes.v: states applies to the state point only"
+    ]
+    assert opcua_problems(nodes={"watts": "i=1"})[0].startswith("devices[0].nodes.watts")
+    assert opcua_problems(security={"policy": "Basic256Sha256"}) == [
+        "devices[0].security: policy Basic256Sha256 needs certificate and private_key"
+    ]
+    assert opcua_problems(security={"certificate": "c.der"}) == [
+        "devices[0].security: certificate given, but policy is None (no security)"
+    ]
+    assert opcua_problems(password="secret") == ["devices[0]: password is set but username is not"]
+    assert opcua_problems(reserve_soc_pct=20) == [
+        "devices[0]: reserve_soc_pct applies to batteries only (this device is kind: evse)"
+    ]
+    assert opcua_problems(kind="battery", max_a=16) == [
+        "devices[0]: max_a applies to EV chargers only (this device is kind: battery)"
+    ]
+
+
+def test_two_devices_may_share_one_opcua_server() -> None:
+    second = {**OPCUA, "id": "ev3"}
+    config = parse_config({"gateway": {"id": "site-001"}, "devices": [OPCUA, second]})
+    assert [d.link for d in config.devices] == [OPCUA["endpoint"]] * 2

@@ -49,6 +49,9 @@ class FakeDriver:
             raise ControlRefused("inv1", "704.WMaxLimPct", f"Modbus exception 3 for {value}")
         self.writes.append((name, value))
 
+    def sampled_at(self) -> float | None:
+        return None
+
     async def keepalive(self) -> None:
         self.keepalives += 1
 

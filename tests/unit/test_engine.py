@@ -349,6 +349,7 @@ def test_store_keeps_every_control_field(tmp_path: Path) -> None:
         fixed_pf=FixedPf(0.95, "absorb"),
         storage_w=-3000.0,
         evse_max_a=16.0,
+        evse_max_w=4200.0,
     )
     store = ScheduleStore(tmp_path / "schedule.sqlite")
     store.save([Record(event("all", control=control), Status.SCHEDULED)], T0)
@@ -366,3 +367,71 @@ def test_an_event_whose_devices_are_all_offline_does_not_start() -> None:
     decision = step(core, T0, views(offline))
     assert ("e", Status.REJECTED, Reason.DEVICE_OFFLINE) in statuses(decision.responses)
     assert decision.setpoints["inv1"] == {}
+
+
+CHARGER = DeviceView(
+    "ev1",
+    "evse",
+    Quality.OK,
+    DeviceState(w=-22000.0, v=231.0),
+    Capability(w_max=22000.0, max_a=32.0, phases=3),
+    frozenset({SetpointName.EVSE_MAX_A}),
+    max_a=32.0,
+    phases=3,
+)
+
+
+def charger_amps(control: Control, device: DeviceView = CHARGER, role: str = "dso") -> object:
+    core = controller()
+    accept(core, event("ev", role, control=control, devices=("ev1",)), views(device))
+    return step(core, T0, views(device)).setpoints["ev1"].get(SetpointName.EVSE_MAX_A)
+
+
+@pytest.mark.parametrize(
+    ("watts", "phases", "volts", "amps"),
+    [
+        (4200.0, 3, 231.0, 6.0),  # 4200 / (3 x 231) = 6.06 A, rounded down
+        (11000.0, 3, 230.0, 15.9),  # 15.94 A: down, so the cap holds
+        (4200.0, 1, 230.0, 18.2),  # 18.26 A on one phase
+        (4000.0, 3, 231.0, 0.0),  # 5.77 A cannot be signalled: pause
+        (50000.0, 3, 230.0, 32.0),  # above the rating: the charger's max_a
+        (0.0, 3, 230.0, 0.0),
+    ],
+)
+def test_evse_max_w_becomes_a_current_at_the_measured_voltage(
+    watts: float, phases: int, volts: float, amps: float
+) -> None:
+    device = replace(CHARGER, phases=phases, state=DeviceState(v=volts))
+    assert charger_amps(Control(evse_max_w=watts), device) == amps
+    if amps:
+        assert phases * volts * amps <= watts or amps == 32.0
+
+
+def test_evse_max_w_without_a_fresh_voltage_assumes_nominal_plus_ten_percent() -> None:
+    stale = replace(CHARGER, quality=Quality.STALE)
+    # 4200 / (3 x 253 V) = 5.53 A: under 6 A at the top of the band, so pause
+    assert charger_amps(Control(evse_max_w=4200.0), stale) == 0.0
+    unknown = replace(CHARGER, state=DeviceState(v=None), capability=Capability(v_nom=230.0))
+    assert charger_amps(Control(evse_max_w=11000.0), unknown) == 14.4  # 11000 / 759 V
+
+
+def test_the_lowest_of_current_power_and_curtailment_caps_holds() -> None:
+    assert charger_amps(Control(evse_max_a=16.0, evse_max_w=4200.0)) == 6.0
+    assert charger_amps(Control(evse_max_a=10.0, evse_max_w=11000.0)) == 10.0
+    assert charger_amps(Control(max_w_pct=25.0, evse_max_w=11000.0)) == 8.0  # 25 % of 32 A
+    core = controller()
+    devices = views(CHARGER)
+    accept(core, event("dso-cap", control=Control(evse_max_w=7000.0)), devices)
+    accept(core, event("agg-a", "aggregator", control=Control(evse_max_a=32.0)), devices)
+    # the aggregator's 32 A cannot lift the grid operator's 7 kW (10.1 A at 231 V)
+    assert step(core, T0, devices).setpoints["ev1"][SetpointName.EVSE_MAX_A] == 10.1
+
+
+def test_evse_max_w_is_not_applicable_to_inverters() -> None:
+    core = controller()
+    responses = accept(core, event("w", control=Control(evse_max_w=4200.0), devices=("inv1",)))
+    assert (
+        "w",
+        Status.REJECTED,
+        Reason.NOT_APPLICABLE,
+    ) in statuses(responses)

@@ -13,7 +13,14 @@ from datetime import datetime
 
 from derms_edge.control.events import ControlType, Event, number
 
-LIMITS = frozenset({ControlType.MAX_W_PCT, ControlType.EXPORT_LIMIT_W, ControlType.EVSE_MAX_A})
+LIMITS = frozenset(
+    {
+        ControlType.MAX_W_PCT,
+        ControlType.EXPORT_LIMIT_W,
+        ControlType.EVSE_MAX_A,
+        ControlType.EVSE_MAX_W,
+    }
+)
 """Control types that are upper limits: the lowest value in force from any role holds."""
 REACTIVE = (ControlType.VOLT_VAR, ControlType.FIXED_PF)
 """Reactive power modes: a device runs one at a time, the strongest event's."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +19,7 @@ from typing import Protocol
 from derms_edge.control.arbitration import REACTIVE, displaces, resolve
 from derms_edge.control.curves import EdgeVoltVar
 from derms_edge.control.events import (
+    MAX_EVSE_A,
     MIN_EVSE_A,
     Control,
     ControlType,
@@ -52,6 +54,8 @@ log = logging.getLogger(__name__)
 TERMINAL = frozenset(
     {Status.COMPLETED, Status.CANCELLED, Status.SUPERSEDED, Status.REJECTED, Status.ABORTED}
 )
+NOMINAL_V_LN = 230.0
+"""Line-to-neutral voltage assumed for a charger whose nominal voltage is unknown, V."""
 SITE = "site"
 """The key of site-wide controls (export_limit_w) in the active map."""
 
@@ -67,6 +71,7 @@ _NEEDS: dict[ControlType, tuple[SetpointName, ...]] = {
     ControlType.FIXED_PF: (SetpointName.FIXED_PF,),
     ControlType.STORAGE_W: (SetpointName.STORAGE_W,),
     ControlType.EVSE_MAX_A: (SetpointName.EVSE_MAX_A,),
+    ControlType.EVSE_MAX_W: (SetpointName.EVSE_MAX_A,),
 }
 _KINDS: dict[ControlType, frozenset[str]] = {
     ControlType.MAX_W_PCT: frozenset({"inverter", "battery", "evse"}),
@@ -74,6 +79,7 @@ _KINDS: dict[ControlType, frozenset[str]] = {
     ControlType.FIXED_PF: frozenset({"inverter", "battery"}),
     ControlType.STORAGE_W: frozenset({"battery"}),
     ControlType.EVSE_MAX_A: frozenset({"evse"}),
+    ControlType.EVSE_MAX_W: frozenset({"evse"}),
 }
 
 
@@ -101,6 +107,8 @@ class DeviceView:
     efficiency: float = 0.95
     max_a: float | None = None
     """EV chargers: the highest current limit, A per phase."""
+    phases: int | None = None
+    """EV chargers: phases in use."""
 
     def can(self, control_type: ControlType) -> bool:
         """Whether this device can carry a control of this type."""
@@ -743,15 +751,43 @@ class _Move(Protocol):
 
 
 def _evse_amps(device: DeviceView, in_force: dict[ControlType, InForce]) -> float | None:
-    """A charger's current limit: its own limit, capped by a curtailment (% of its maximum)."""
+    """A charger's current limit: its own limit, capped by a curtailment (% of its maximum)
+    and by a power cap (W converted at the measured voltage); the lowest holds."""
+    caps: list[float] = []
     amps = in_force.get(ControlType.EVSE_MAX_A)
+    if amps is not None:
+        caps.append(number(amps.value))
     limit = in_force.get(ControlType.MAX_W_PCT)
-    value = None if amps is None else number(amps.value)
     if limit is not None and device.max_a is not None:
-        cap = number(limit.value) / 100.0 * device.max_a
-        cap = 0.0 if cap < MIN_EVSE_A else cap  # IEC 61851: below 6 A the only safe value is pause
-        value = cap if value is None else min(value, cap)
-    return value
+        caps.append(signalled(number(limit.value) / 100.0 * device.max_a, device.max_a))
+    power = in_force.get(ControlType.EVSE_MAX_W)
+    if power is not None:
+        caps.append(amps_for_power(number(power.value), device))
+    return min(caps, default=None)
+
+
+def amps_for_power(w: float, device: DeviceView) -> float:
+    """The current limit per phase that keeps a charger at or under ``w``: I = P / (n x V_LN).
+
+    V is the measured line-to-neutral voltage while the reading is fresh; otherwise the
+    nominal voltage plus 10 % (the top of the EN 50160 band), so an unknown voltage can only
+    make the limit lower. Rounded down to 0.1 A and clamped to {0} or [6, max_a].
+    """
+    phases = device.phases or 3
+    state = device.state
+    if device.quality is Quality.OK and state is not None and state.v is not None and state.v > 0:
+        v = state.v
+    else:
+        v_nom = device.capability.v_nom if device.capability is not None else None
+        v = (v_nom or NOMINAL_V_LN) * 1.1
+    amps = math.floor(w / (phases * v) * 10.0 + 1e-9) / 10.0
+    return signalled(amps, device.max_a if device.max_a is not None else MAX_EVSE_A)
+
+
+def signalled(amps: float, max_a: float) -> float:
+    """The highest current at or under ``amps`` a charger can signal (IEC 61851): {0} or
+    [6, max_a]. Below 6 A the only value that respects a limit is pause."""
+    return 0.0 if amps < MIN_EVSE_A else min(amps, max_a)
 
 
 def _role_primacy(source: Source, roles: Mapping[str, Role]) -> int:

@@ -23,6 +23,9 @@ class ControlType(StrEnum):
     """Battery active power setpoint, W, positive = discharge."""
     EVSE_MAX_A = "evse_max_a"
     """EV charger current limit per phase, A (0 = pause, else at least 6)."""
+    EVSE_MAX_W = "evse_max_w"
+    """EV charger power cap, W (e.g. 4.2 kW under Germany's EnWG §14a); the charger's current
+    limit becomes P / (phases x measured V line to neutral)."""
 
 
 MIN_EVSE_A = 6.0
@@ -87,6 +90,7 @@ class Control:
     fixed_pf: FixedPf | None = None
     storage_w: float | None = None
     evse_max_a: float | None = None
+    evse_max_w: float | None = None
 
     def items(self) -> dict[ControlType, ControlValue]:
         """The control functions that are set, by type."""

@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from derms_edge.errors import ControlRefused, DeviceError
@@ -55,6 +55,14 @@ class DeviceDriver(Protocol):
 
     async def keepalive(self) -> None:
         """Refresh revert timers and the controller heartbeat while setpoints are in force."""
+        ...
+
+    def sampled_at(self) -> float | None:
+        """When the values of the last poll were measured (monotonic s); None: at the poll.
+
+        A driver fed by notifications (OPC UA) answers the time of the newest change, so a
+        device whose values stopped changing goes stale.
+        """
         ...
 
 
@@ -229,7 +237,10 @@ class DeviceCoordinator:
 
     async def _poll(self) -> None:
         state = await self.driver.poll()
-        self.reading = Reading(state, datetime.now(UTC), self._clock())
+        now = self._clock()
+        sampled = self.driver.sampled_at()
+        age = 0.0 if sampled is None else max(0.0, now - sampled)
+        self.reading = Reading(state, datetime.now(UTC) - timedelta(seconds=age), now - age)
         self.polls += 1
         if self.failing:
             log.info("%s: reading", self.device_id)

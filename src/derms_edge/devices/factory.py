@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from derms_edge.config import ProfileDevice, SunSpecDevice
+from derms_edge.config import AnyDevice, OpcUaDevice, ProfileDevice
 from derms_edge.devices.coordinator import DeviceCoordinator, DeviceDriver
 from derms_edge.devices.modbus import LinkPool
 from derms_edge.devices.profile import ProfileDriver
@@ -14,7 +14,7 @@ from derms_edge.model import Capability, SetpointName
 
 
 def build_coordinator(
-    device: SunSpecDevice | ProfileDevice,
+    device: AnyDevice,
     links: LinkPool,
     on_capability: Callable[[str, Capability], None] | None = None,
     *,
@@ -27,14 +27,21 @@ def build_coordinator(
     ``revert_s`` goes into the devices' revert timers (0: not used). ``keepalive_s`` is how
     often setpoints in force are kept alive (None: never). A register profile's charger is
     kept alive at least every ``refresh_s / 2`` whatever it is: its limit expires by itself.
+    An OPC UA device has its own session and needs no link; asyncua is imported only here,
+    when the configuration has one.
     """
+    driver: DeviceDriver
+    if isinstance(device, OpcUaDevice):
+        from derms_edge.devices.opcua.driver import OpcUaDriver
+
+        driver = OpcUaDriver(device)
+        return _coordinator(device, driver, on_capability, on_refused, keepalive_s)
     if device.serial is not None:
         link = links.serial(device.serial, device.timeout_s)
     else:
         assert device.host is not None  # the config allows host or serial, exactly one
         link = links.tcp(device.host, device.port, device.timeout_s)
     transport = link.unit(device.unit_id)
-    driver: DeviceDriver
     if isinstance(device, ProfileDevice):
         driver = ProfileDriver(transport, device.profile, device.id)
         half_refresh_s = device.profile.refresh_s / 2
@@ -43,6 +50,25 @@ def build_coordinator(
         driver = SunSpecDriver(
             transport, device.kind, device.id, device.base_address, revert_s=revert_s
         )
+    return _coordinator(
+        device,
+        driver,
+        on_capability,
+        on_refused,
+        keepalive_s,
+        hold_when_idle=isinstance(device, ProfileDevice),
+    )
+
+
+def _coordinator(
+    device: AnyDevice,
+    driver: DeviceDriver,
+    on_capability: Callable[[str, Capability], None] | None,
+    on_refused: Callable[[str, SetpointName, ControlRefused], None] | None,
+    keepalive_s: float | None,
+    *,
+    hold_when_idle: bool = False,
+) -> DeviceCoordinator:
     return DeviceCoordinator(
         device.id,
         driver,
@@ -52,5 +78,5 @@ def build_coordinator(
         on_capability=on_capability,
         on_refused=on_refused,
         keepalive_s=keepalive_s,
-        hold_when_idle=isinstance(device, ProfileDevice),
+        hold_when_idle=hold_when_idle,
     )

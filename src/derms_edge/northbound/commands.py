@@ -120,6 +120,14 @@ class ControlPayload(_Inbound):
         None, ge=0, le=MAX_EVSE_A, description="EV charger limit per phase, A: 0 (pause) or >= 6"
     )
 
+    evse_max_w: float | None = Field(
+        None,
+        ge=0,
+        le=1e6,
+        description="EV charger power cap, W: the current limit becomes "
+        "W / (phases x measured V line to neutral), rounded down to 0.1 A; under 6 A pauses",
+    )
+
     @field_validator("evse_max_a")
     @classmethod
     def _evse(cls, value: float | None) -> float | None:
@@ -141,6 +149,7 @@ class ControlPayload(_Inbound):
             else None,
             storage_w=self.storage_w,
             evse_max_a=self.evse_max_a,
+            evse_max_w=self.evse_max_w,
         )
 
 

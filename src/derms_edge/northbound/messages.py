@@ -101,6 +101,8 @@ class CapabilityMessage(_Payload):
     discharge_w_max: float | None = Field(None, description="W")
     soc_min_pct: float | None = Field(None, description="%")
     soc_max_pct: float | None = Field(None, description="%")
+    max_a: float | None = Field(None, description="EV chargers: highest current limit, A per phase")
+    phases: int | None = Field(None, description="EV chargers: phases in use")
     models: list[int] = Field(description="SunSpec model ids, in chain order")
 
     @classmethod

@@ -100,7 +100,9 @@ class ProfileDriver:
         self._connected = True
         p = self._profile
         v = values.get("v") or NOMINAL_V
-        return Capability(model=p.name, w_max=p.phases * v * p.max_a)
+        return Capability(
+            model=p.name, w_max=p.phases * v * p.max_a, max_a=p.max_a, phases=p.phases
+        )
 
     async def poll(self) -> DeviceState:
         """One reading; ``a`` is the total current (phases x the current per phase)."""
@@ -149,6 +151,10 @@ class ProfileDriver:
             reason = f"{amps:g} A cannot be signalled: 0 pauses, else {MIN_EVSE_A:g}..{max_a:g} A"
             raise ControlRefused(self._name, self._limit_point, reason)
         await self._put(amps)
+
+    def sampled_at(self) -> None:
+        """Modbus values are measured when they are read."""
+        return None
 
     async def keepalive(self) -> None:
         """Write the last limit again when refresh_s has passed, or the charger lost it."""

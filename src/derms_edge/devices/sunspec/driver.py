@@ -152,6 +152,10 @@ class SunSpecDriver:
         else:
             self._in_force[name] = plan.refresh
 
+    def sampled_at(self) -> None:
+        """Modbus values are measured when they are read."""
+        return None
+
     async def keepalive(self) -> None:
         """Rewrite the revert timers of the setpoints in force and increment 715 ControllerHb."""
         self._check_connected("keepalive")

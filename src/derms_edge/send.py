@@ -1,0 +1,106 @@
+"""``derms-edge send``: publish one control event as a role would, and print the answers.
+
+For installers and test engineers: the event is validated with the same model the gateway
+uses before anything is published, so a typo is named here and never reaches a device.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from derms_edge.config import Config
+from derms_edge.northbound.commands import EventPayload, Invalid, parse_events
+from derms_edge.northbound.topics import Topics
+
+EXIT_OK, EXIT_REFUSED, EXIT_INVALID = 0, 1, 2
+_FINAL = {"started", "completed", "cancelled", "superseded", "rejected", "aborted"}
+_REFUSED = {"rejected", "aborted"}
+
+
+def build_event(
+    control: str, *, duration_s: float, devices: list[str] | None, mrid: str | None
+) -> EventPayload | Invalid:
+    """The event as JSON text would give it, validated; Invalid names the field."""
+    try:
+        control_data = json.loads(control)
+    except json.JSONDecodeError as error:
+        return Invalid(mrid, f"--control is not JSON: {error.msg} at column {error.colno}")
+    data: dict[str, Any] = {
+        "mrid": mrid or f"cli-{uuid.uuid4().hex[:12]}",
+        "creation_time": datetime.now(UTC).isoformat(),
+        "duration_s": duration_s,
+        "control": control_data,
+    }
+    if devices:
+        data["devices"] = devices
+    (parsed,) = parse_events(json.dumps(data).encode())
+    return parsed
+
+
+def send(
+    config: Config,
+    role: str,
+    event: EventPayload,
+    *,
+    wait_s: float,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Publish ``event`` on the role's controls topic and print its responses until it starts
+    (or is refused) or ``wait_s`` passes. Exit code 0 unless it was rejected or aborted."""
+    topics = Topics(config.mqtt.prefix, config.gateway.id)
+    answers: queue.Queue[dict[str, Any]] = queue.Queue()
+    subscribed = queue.Queue[bool]()
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="")
+    if config.mqtt.username is not None:
+        client.username_pw_set(config.mqtt.username, config.mqtt.password)
+    client.on_connect = lambda c, *_: c.subscribe(topics.responses, qos=1)
+    client.on_subscribe = lambda *_: subscribed.put(True)
+
+    def on_message(_c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+        try:
+            answer = json.loads(message.payload)
+        except ValueError:
+            return
+        if isinstance(answer, dict) and answer.get("mrid") == event.mrid:
+            answers.put(answer)
+
+    client.on_message = on_message
+    client.connect_async(config.mqtt.host, config.mqtt.port)
+    client.loop_start()
+    try:
+        try:
+            subscribed.get(timeout=wait_s)
+        except queue.Empty:
+            print(f"no MQTT broker at {config.mqtt.host}:{config.mqtt.port}", file=out)
+            return EXIT_REFUSED
+        body = event.model_dump_json(exclude_none=True)
+        client.publish(topics.controls(role), body, qos=1).wait_for_publish(wait_s)
+        print(f"sent {event.mrid} to {topics.controls(role)}: {body}", file=out, flush=True)
+        return _follow(answers, wait_s, out)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _follow(answers: queue.Queue[dict[str, Any]], wait_s: float, out: TextIO) -> int:
+    deadline = time.monotonic() + wait_s
+    status = None
+    while status not in _FINAL:
+        try:
+            answer = answers.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            print(f"no further answer within {wait_s:g} s (last: {status})", file=out)
+            return EXIT_OK if status is not None else EXIT_REFUSED
+        status = answer.get("status")
+        why = " ".join(str(answer[k]) for k in ("reason", "detail") if answer.get(k))
+        print(f"  {answer.get('ts', '')}  {status}  {why}".rstrip(), file=out, flush=True)
+    return EXIT_REFUSED if status in _REFUSED else EXIT_OK

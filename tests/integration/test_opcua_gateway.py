@@ -1,0 +1,371 @@
+"""End to end over OPC UA: the real daemon reads the rig's OPC UA charger and battery (one
+without security, two over Basic256Sha256 SignAndEncrypt with certificates and a user),
+publishes their telemetry on a real Mosquitto, and puts DSO controls on their nodes.
+
+One gateway process serves the module. The rig's servers record every accepted client write
+with its Variant type, so each control is checked at the node, with the node's own type.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from hil.devices.evse import EvseState
+from hil.rig import RigThread
+from hil.spec import RigSpec
+from tests.support import waiting
+from tests.support.gateway import start_gateway, write_config
+from tests.support.mqtt_probe import MqttProbe
+from tests.support.servers import Mosquitto, Process
+from tests.support.waiting import eventually
+
+ROOT = "derms/v1/opcua-site"
+EVSE_NS = "urn:derms-edge:hil:evse"
+BATTERY_NS = "urn:derms-edge:hil:battery"
+USERS = {"gateway": "pa55-word"}
+
+RIG = {
+    "tick_s": 0.1,
+    "devices": [
+        {"id": "eva", "type": "opcua_evse", "max_a": 32, "ev_soc_pct": 30, "tau_s": 0.2},
+        {
+            "id": "evb",
+            "type": "opcua_evse",
+            "max_a": 32,
+            "phases": 3,
+            "ev_soc_pct": 40,
+            "tau_s": 0.2,
+            "users": USERS,
+        },
+        {
+            "id": "batc",
+            "type": "opcua_battery",
+            "wh_rtg": 10000,
+            "w_cha_max": 5000,
+            "w_discha_max": 5000,
+            "soc_pct": 50,
+            "soc_min_pct": 10,
+            "soc_max_pct": 90,
+            "tau_s": 0.2,
+            "users": USERS,
+        },
+    ],
+}
+
+
+def charger_nodes(device_id: str) -> dict[str, Any]:
+    def node(name: str) -> str:
+        return f"nsu={EVSE_NS};s={device_id}.{name}"
+
+    return {
+        "w": {"node": node("ActualPower"), "scale": -1},
+        "v": node("Voltage"),
+        "a": node("Current"),
+        "hz": node("Frequency"),
+        "soc_pct": node("EvSoC"),
+        "wh_imported": {"node": node("EnergyDelivered"), "unit": "kWh"},
+        "state": {
+            "node": node("Mode3State"),
+            "states": {"0": "idle", "1": "idle", "2": "charging"},
+        },
+        "max_a": node("MaxCurrent"),
+        "max_a_setpoint": node("MaxCurrentSetpoint"),
+    }
+
+
+def battery_nodes(device_id: str) -> dict[str, Any]:
+    def node(name: str) -> str:
+        return f"nsu={BATTERY_NS};s={device_id}.{name}"
+
+    return {
+        "w": {"node": node("ActivePower"), "scale": -1},
+        "v": node("Voltage"),
+        "hz": node("Frequency"),
+        "soc_pct": node("SoC"),
+        "state": {
+            "node": node("OperatingState"),
+            "states": {"Idle": "idle", "Charging": "charging", "Discharging": "discharging"},
+        },
+        "soc_min_pct": node("SoCMin"),
+        "soc_max_pct": node("SoCMax"),
+        "wh_rtg": node("CapacityWh"),
+        "charge_w_max": node("MaxChargePower"),
+        "discharge_w_max": node("MaxDischargePower"),
+        "storage_w_setpoint": {"node": node("PowerSetpoint"), "scale": -1},
+    }
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RigThread]:
+    spec = RigSpec.model_validate({**RIG, "pki_dir": str(tmp_path_factory.mktemp("pki"))})
+    with RigThread(spec) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def config(rig: RigThread, broker: Mosquitto, workdir: Path) -> Path:
+    def secure(device_id: str) -> dict[str, Any]:
+        pki = rig.pki(device_id)
+        return {
+            "security": {
+                "policy": "Basic256Sha256",
+                "mode": "SignAndEncrypt",
+                "certificate": str(pki.client_certificate),
+                "private_key": str(pki.client_private_key),
+                "server_certificate": str(pki.server_certificate),
+            },
+            "username": "gateway",
+            "password": USERS["gateway"],
+        }
+
+    def device(device_id: str, kind: str, nodes: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return {
+            "id": device_id,
+            "kind": kind,
+            "protocol": "opcua",
+            "endpoint": rig.endpoint(device_id),
+            "nodes": nodes,
+            "poll_interval_s": 0.5,
+            "publishing_interval_ms": 100,
+            "backoff_max_s": 1,
+            **extra,
+        }
+
+    wrong = charger_nodes("eva") | {"w": {"node": f"nsu={EVSE_NS};s=eva.ActualPowr", "scale": -1}}
+    return write_config(
+        workdir / "opcua.yaml",
+        gateway={"id": "opcua-site", "state_dir": str(workdir / "state")},
+        mqtt={"port": broker.port},
+        devices=[
+            device("eva", "evse", charger_nodes("eva")),
+            # the server says MaxCurrent 32 A: 40 A lets the gateway try what the server refuses
+            device("evb", "evse", charger_nodes("evb"), max_a=40, **secure("evb")),
+            device("batc", "battery", battery_nodes("batc"), reserve_soc_pct=20, **secure("batc")),
+            {**device("eva", "evse", wrong), "id": "typo"},  # on eva's server
+        ],
+        telemetry={"interval_s": 0.5},
+        control={"interval_s": 0.5, "revert_s": 0},
+    )
+
+
+@pytest.fixture(scope="module")
+def probe(broker: Mosquitto) -> Iterator[MqttProbe]:
+    listener = MqttProbe(
+        broker.port,
+        f"{ROOT}/responses",
+        f"{ROOT}/active",
+        f"{ROOT}/capability/+",
+        f"{ROOT}/telemetry/+",
+    )
+    yield listener
+    listener.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(config: Path, workdir: Path, probe: MqttProbe) -> Iterator[Process]:
+    process = start_gateway(config, workdir / "opcua.log")
+    for device_id in ("eva", "evb", "batc"):
+        probe.wait_for(lambda m, d=device_id: m.topic == f"{ROOT}/capability/{d}", timeout_s=20)
+    yield process
+    process.stop()
+
+
+class Dso:
+    def __init__(self, port: int) -> None:
+        self._client = paho.Client(CallbackAPIVersion.VERSION2)
+        self._client.connect("127.0.0.1", port)
+        self._client.loop_start()
+
+    def event(self, mrid: str, control: dict[str, Any], **fields: Any) -> None:
+        body = {"mrid": mrid, "duration_s": 30, "control": control, **fields}
+        self._client.publish(f"{ROOT}/controls/dso", json.dumps(body), qos=1).wait_for_publish(5)
+
+    def cancel(self, mrid: str) -> None:
+        payload = json.dumps({"mrid": mrid})
+        self._client.publish(f"{ROOT}/controls/dso/cancel", payload, qos=1).wait_for_publish(5)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+@pytest.fixture(scope="module")
+def dso(broker: Mosquitto, gateway: Process) -> Iterator[Dso]:
+    client = Dso(broker.port)
+    yield client
+    client.close()
+
+
+def response(probe: MqttProbe, mrid: str, status: str, timeout_s: float = 15.0) -> dict[str, Any]:
+    return waiting.response(probe, ROOT, mrid, status, timeout_s)
+
+
+def telemetry(probe: MqttProbe, device_id: str, after: float, quality: str = "ok") -> Any:
+    return probe.wait_for(
+        lambda m: m.topic == f"{ROOT}/telemetry/{device_id}" and m.json()["quality"] == quality,
+        after=after,
+    ).json()
+
+
+def writes(rig: RigThread, device_id: str) -> list[tuple[str, str, object]]:
+    return rig.call(lambda r: list(r.opcua_device(device_id).writes))
+
+
+def charger(rig: RigThread, device_id: str) -> EvseState:
+    state: EvseState = rig.snapshot(device_id)  # type: ignore[assignment]
+    return state
+
+
+def test_telemetry_on_mqtt_equals_the_servers_values(
+    rig: RigThread, probe: MqttProbe, gateway: Process
+) -> None:
+    for device_id in ("eva", "evb"):  # without security, and over SignAndEncrypt
+        message = telemetry(probe, device_id, time.monotonic())
+        truth = charger(rig, device_id)
+        assert message["w"] == pytest.approx(truth.w, rel=0.02)  # charging: negative
+        assert message["w"] < -20000  # 32 A on 3 phases
+        assert message["v"] == pytest.approx(truth.v, abs=0.01)
+        assert message["a"] == pytest.approx(3 * truth.a, rel=0.02)  # per phase x phases
+        assert message["hz"] == pytest.approx(truth.hz, abs=0.01)
+        assert message["soc_pct"] == pytest.approx(truth.soc_pct, abs=0.1)
+        assert message["wh_imported"] == pytest.approx(truth.wh, rel=0.05, abs=5)  # kWh node
+        assert message["state"] == "charging"
+    battery = telemetry(probe, "batc", time.monotonic())
+    truth_soc = rig.snapshot("batc").soc_pct
+    assert battery["soc_pct"] == pytest.approx(truth_soc, abs=0.1)
+    assert battery["state"] == "idle"
+    capability = probe.wait_for(lambda m: m.topic == f"{ROOT}/capability/batc").json()
+    assert capability["wh_rtg"] == 10000
+    assert (capability["soc_min_pct"], capability["soc_max_pct"]) == (10, 90)
+    ev = probe.wait_for(lambda m: m.topic == f"{ROOT}/capability/eva").json()
+    assert (ev["max_a"], ev["phases"]) == (32, 3)
+
+
+def test_a_wrong_node_id_is_named_and_the_device_stays_offline(
+    probe: MqttProbe, gateway: Process, workdir: Path
+) -> None:
+    assert telemetry(probe, "typo", time.monotonic(), "offline")["device"] == "typo"
+    log = (workdir / "opcua.log").read_text()
+    line = next(line for line in log.splitlines() if "typo" in line and "ActualPowr" in line)
+    assert "nodes.w" in line
+    assert "BadNodeIdUnknown" in line
+    assert gateway.alive()
+
+
+def test_evse_max_a_reaches_the_setpoint_node_as_a_float(
+    dso: Dso, probe: MqttProbe, rig: RigThread
+) -> None:
+    dso.event("ev-16", {"evse_max_a": 16}, devices=["eva"], duration_s=4)
+    response(probe, "ev-16", "started")
+    eventually(lambda: ("MaxCurrentSetpoint", "Float", 16.0) in writes(rig, "eva"))
+    eventually(lambda: abs(charger(rig, "eva").a - 16) < 0.3, what="the car draws 16 A")
+    response(probe, "ev-16", "completed")
+    # released: the charger's own maximum again
+    eventually(lambda: writes(rig, "eva")[-1] == ("MaxCurrentSetpoint", "Float", 32.0))
+
+
+def test_evse_max_w_on_the_secure_charger(dso: Dso, probe: MqttProbe, rig: RigThread) -> None:
+    # 4200 W / (3 x 230 V) = 6.09 A: 6.0 A keeps the cap
+    dso.event("cap-4k2", {"evse_max_w": 4200}, devices=["evb"], duration_s=4)
+    response(probe, "cap-4k2", "started")
+    eventually(lambda: ("MaxCurrentSetpoint", "Float", 6.0) in writes(rig, "evb"))
+    eventually(lambda: abs(charger(rig, "evb").w + 4140) < 60, what="the car draws 4.14 kW")
+    response(probe, "cap-4k2", "completed")
+
+
+def test_a_bad_status_aborts_the_event_with_its_name(
+    dso: Dso, probe: MqttProbe, rig: RigThread
+) -> None:
+    before = len(writes(rig, "evb"))
+    dso.event("too-much", {"evse_max_a": 36}, devices=["evb"], duration_s=10)
+    aborted = response(probe, "too-much", "aborted")
+    assert aborted["reason"] == "device_refused"
+    assert "BadOutOfRange" in aborted["detail"]
+    assert "nodes.max_a_setpoint" in aborted["detail"]
+    assert all(value != 36.0 for _, _, value in writes(rig, "evb")[before:])
+
+
+def test_storage_w_on_the_opcua_battery_reaches_an_int32_node(
+    dso: Dso, probe: MqttProbe, rig: RigThread
+) -> None:
+    soc = rig.snapshot("batc").soc_pct
+    dso.event("dis-2k", {"storage_w": 2000.4}, devices=["batc"], duration_s=3)
+    response(probe, "dis-2k", "started")
+    # discharge is negative at this battery's charge-positive node, and an integer
+    eventually(lambda: ("PowerSetpoint", "Int32", -2000) in writes(rig, "batc"))
+    eventually(lambda: rig.snapshot("batc").soc_pct < soc, what="the battery discharges")
+    response(probe, "dis-2k", "completed")
+    eventually(lambda: writes(rig, "batc")[-1] == ("PowerSetpoint", "Int32", 0))
+
+
+def test_the_soc_guard_holds_on_the_opcua_battery(
+    dso: Dso, probe: MqttProbe, rig: RigThread
+) -> None:
+    # 5 kW for an hour from about 50 % of 10 kWh would cross the 20 % reserve
+    dso.event("drain", {"storage_w": 5000}, devices=["batc"], duration_s=3600)
+    rejected = response(probe, "drain", "rejected")
+    assert rejected["reason"] == "soc_limit"
+    assert "reserve" in rejected["detail"]
+
+
+def test_a_server_restart_is_survived_and_the_control_rewritten(
+    dso: Dso, probe: MqttProbe, rig: RigThread
+) -> None:
+    dso.event("hold-10", {"evse_max_a": 10}, devices=["eva"], duration_s=60)
+    response(probe, "hold-10", "started")
+    eventually(lambda: ("MaxCurrentSetpoint", "Float", 10.0) in writes(rig, "eva"))
+    rig.restart("eva", down_s=2.0, shift_namespaces=True)  # forgets the setpoint, renumbers
+    after = time.monotonic()
+    eventually(
+        lambda: ("MaxCurrentSetpoint", "Float", 10.0) in writes(rig, "eva"),
+        what="the limit written again after the restart",
+    )
+    eventually(lambda: abs(charger(rig, "eva").a - 10) < 0.3, what="the car back at 10 A")
+    assert telemetry(probe, "eva", after)["quality"] == "ok"
+    dso.cancel("hold-10")
+    response(probe, "hold-10", "cancelled")
+
+
+def test_telemetry_goes_stale_when_the_values_stop_changing(
+    probe: MqttProbe, rig: RigThread
+) -> None:
+    rig.call(lambda r: r.opcua_device("evb").freeze(True))
+    try:
+        assert telemetry(probe, "evb", time.monotonic(), "stale")["device"] == "evb"
+    finally:
+        rig.call(lambda r: r.opcua_device("evb").freeze(False))
+    assert telemetry(probe, "evb", time.monotonic())["quality"] == "ok"
+
+
+def test_derms_edge_send_publishes_an_event_and_prints_its_answers(
+    config: Path, gateway: Process, rig: RigThread
+) -> None:
+    def send(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "derms_edge.cli", "send", str(config), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+
+    sent = send("--devices", "eva", "--control", '{"evse_max_w": 11000}', "--duration-s", "3")
+    assert sent.returncode == 0, sent.stderr
+    assert [line.split()[1] for line in sent.stdout.splitlines()[1:]] == [
+        "received",
+        "scheduled",
+        "started",
+    ]
+    # 11000 W / (3 x 230 V) = 15.94 A: rounded down
+    eventually(lambda: ("MaxCurrentSetpoint", "Float", pytest.approx(15.9)) in writes(rig, "eva"))
+    refused = send("--control", '{"evse_max_a": 3}')
+    assert refused.returncode == 2
+    assert "not sent: control.evse_max_a: 3.0 A cannot be signalled" in refused.stderr
+    rejected = send("--devices", "batc", "--control", '{"evse_max_w": 4200}')
+    assert rejected.returncode == 1
+    assert "rejected  not_applicable" in rejected.stdout
