@@ -377,9 +377,30 @@ class ControlSection(_Strict):
     export_limit: ExportLimitSection = ExportLimitSection()
 
 
+class InfluxSection(_Strict):
+    """An InfluxDB v2 (or compatible) server that keeps the telemetry history."""
+
+    url: str = Field(pattern=r"^https?://")
+    token: str = Field(min_length=1)
+    org: str = Field(min_length=1)
+    bucket: str = Field(min_length=1)
+    batch_size: int = Field(500, ge=1, le=50000)
+    """Points per write request at most."""
+    flush_interval_ms: int = Field(1000, ge=10, le=3_600_000)
+    """A batch is written at least this often while points wait."""
+
+
 class TelemetrySection(_Strict):
     interval_s: float = Field(5.0, gt=0, le=3600)
     qos: Literal[0, 1] = 1
+    buffer_path: Path | None = None
+    """The store-and-forward buffer (SQLite); default gateway.state_dir/telemetry.sqlite."""
+    buffer_max_mb: float = Field(64.0, ge=1, le=100_000)
+    """When the buffer is this large, the oldest telemetry is dropped (never responses)."""
+    replay_rate_per_s: float = Field(200.0, gt=0, le=100_000)
+    """Backlog messages sent per second after an outage, beside the live ones."""
+    influxdb: InfluxSection | None = None
+    """Optional history sink, fed from the same buffer."""
 
 
 class Config(_Strict):
