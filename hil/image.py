@@ -165,6 +165,18 @@ class SunSpecImage(RegisterImage):
         self._addresses = [s.address for s in self._by_address]
         self._bounds: dict[tuple[int, str], tuple[float, float]] = {}
 
+    def relaid(self, base: int, inserted: Model | None = None) -> SunSpecImage:
+        """The same models and values at another base, with ``inserted`` (if given) right
+        after the first model, so every later model moves; point bounds are kept."""
+        models = list(self.models.values())
+        if inserted is not None:
+            if inserted.model_id in self.models:
+                raise ValueError(f"model {inserted.model_id} is already in the chain")
+            models.insert(1, inserted)
+        image = SunSpecImage(models, base)
+        image._bounds = dict(self._bounds)
+        return image
+
     def address(self, model_id: int, name: str) -> int:
         """Register address of a point (its first register)."""
         return self._slots[(model_id, name)].address

@@ -229,6 +229,51 @@ class Rig:
             server.shifted_namespaces += 1
         await server.start()
 
+    async def close_port(self, device_id: str) -> None:
+        """Close a Modbus device's port: every connection drops, new ones are refused (as
+        from a device that lost its network, or a TCP gateway that is down); the other units
+        behind the same port go with it."""
+        await self._modbus_gateway(device_id).stop()
+
+    async def open_port(self, device_id: str) -> None:
+        """Listen again on a Modbus device's port, closed by close_port (no-op if open)."""
+        gateway = self._modbus_gateway(device_id)
+        if not gateway.listening:
+            await gateway.start()
+
+    async def reboot(
+        self,
+        device_id: str,
+        down_s: float,
+        *,
+        base: int | None = None,
+        insert_model: int | None = None,
+    ) -> None:
+        """Reboot a Modbus device: it forgets every control at once (registers back to
+        power-on, see SimulatedDevice.restart for base and insert_model), is unreachable for
+        down_s (wall s), then answers again. Alone on its port, the port closes for that time
+        (connections drop, new ones are refused); behind a shared port (an RS485 gateway) the
+        device is silent while its neighbours keep answering."""
+        device = self.devices[device_id]
+        gateway = self._modbus_gateway(device_id)
+        alone = len(gateway.devices) == 1
+        if alone:
+            await gateway.stop()
+        device.restart(base=base, insert_model=insert_model)
+        if not alone:
+            device.go_silent()
+        await asyncio.sleep(down_s)
+        device.clear_faults()
+        if alone:
+            await gateway.start()
+
+    def _modbus_gateway(self, device_id: str) -> ModbusGateway:
+        if device_id in self._gateway_of:
+            return self._gateway_of[device_id]
+        if device_id in self.opcua_servers:
+            raise KeyError(f"{device_id} is an OPC UA device, not a Modbus device")
+        raise KeyError(f"the rig has no device {device_id!r}")
+
     def _opcua_server(self, device_id: str) -> OpcUaServer:
         if device_id in self.opcua_servers:
             return self.opcua_servers[device_id]
@@ -355,3 +400,25 @@ class RigThread:
         """Restart an OPC UA device's server (see Rig.restart) and wait until it listens."""
         timeout_s = down_s + self._timeout_s + OPCUA_START_S
         self.call_async(lambda rig: rig.restart(device_id, down_s, shift_namespaces), timeout_s)
+
+    def close_port(self, device_id: str) -> None:
+        """Close a Modbus device's port (see Rig.close_port)."""
+        self.call_async(lambda rig: rig.close_port(device_id))
+
+    def open_port(self, device_id: str) -> None:
+        """Listen again on a Modbus device's port (see Rig.open_port)."""
+        self.call_async(lambda rig: rig.open_port(device_id))
+
+    def reboot(
+        self,
+        device_id: str,
+        down_s: float,
+        *,
+        base: int | None = None,
+        insert_model: int | None = None,
+    ) -> None:
+        """Reboot a Modbus device (see Rig.reboot) and wait until it answers again."""
+        self.call_async(
+            lambda rig: rig.reboot(device_id, down_s, base=base, insert_model=insert_model),
+            down_s + self._timeout_s,
+        )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import abc
 import enum
+import time
+from collections import deque
 from dataclasses import dataclass
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
 
-from hil.devices.models import as_float
+from hil.devices.models import as_float, model
 from hil.devices.revert import RevertRule, RevertTimers
 from hil.image import PointChange, RegisterImage, SunSpecImage, WriteRefused
 from hil.physics import (
@@ -40,6 +42,24 @@ class Fault(enum.Enum):
     NONE = "none"
     SILENT = "silent"  # never answers: clients time out
     EXCEPTION = "exception"  # answers every request with DEVICE_FAILURE (4)
+    HANG_UP = "hang_up"  # closes the TCP connection on every request, without an answer
+    SHORT = "short"  # answers reads with one register fewer than asked (a wrong byte count)
+
+
+ACCESS_LOG = 10_000
+"""Requests a device remembers (`SimulatedDevice.accesses`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """One request a device got: when (time.monotonic(), wall s), what, and whether it was
+    answered normally (False: a fault kept it from being, or it was refused)."""
+
+    at: float
+    write: bool
+    address: int
+    count: int
+    ok: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +120,10 @@ class SimulatedDevice(abc.ABC):
         self.clock = clock
         self.fault = Fault.NONE
         self.image = self._power_on_image()
+        self.misreported: dict[int, int] = {}
+        """Registers read with another value than the image holds (address: value)."""
+        self.accesses: deque[Access] = deque(maxlen=ACCESS_LOG)
+        """The latest requests, oldest first."""
 
     @abc.abstractmethod
     def _power_on_image(self) -> RegisterImage:
@@ -130,31 +154,64 @@ class SimulatedDevice(abc.ABC):
         """The model chain as a client discovers it."""
         return self.image.model_ids()
 
-    async def on_access(  # noqa: PLR0917 (pymodbus calls it positionally)
-        self,
-        func_code: int,
-        start_address: int,
-        address: int,
-        count: int,
-        registers: list[int],
-        set_values: list[int] | list[bool] | None,
-    ) -> ExcCodes | None:
-        """pymodbus SimDevice action: serve a read from the image or vet and apply a write."""
-        if self.fault is Fault.SILENT:
-            raise NoSuchIdException(f"{self.id} is silent")
-        if self.fault is Fault.EXCEPTION:
-            return ExcCodes.DEVICE_FAILURE
+    def answer_read(self, address: int, count: int) -> list[int] | ExcCodes:
+        """Serve a read from the image, as the current fault lets it.
+
+        SILENT raises NoSuchIdException (the server then does not answer); EXCEPTION answers
+        DEVICE_FAILURE; SHORT leaves the last register out; misreported registers read
+        their false value.
+        """
+        refused = self._refusal(False, address, count)
+        if refused is not None:
+            return refused
         self.refresh()
-        if set_values is None:
-            offset = address - start_address
-            registers[offset : offset + count] = self.image.read(address, count)
-            return None
+        registers = self.image.read(address, count)
+        for at, value in self.misreported.items():
+            if address <= at < address + count:
+                registers[at - address] = value
+        if self.fault is Fault.SHORT:
+            self._log(False, address, count, ok=False)
+            return registers[:-1]
+        self._log(False, address, count, ok=True)
+        return registers
+
+    def answer_write(self, address: int, values: list[int]) -> ExcCodes | None:
+        """Vet a write against the image and put the controls it sets in force; a refused
+        write answers its exception code and changes nothing."""
+        refused = self._refusal(True, address, len(values))
+        if refused is not None:
+            return refused
+        self.refresh()
         try:
-            changes = self.image.apply_write(address, [int(v) for v in set_values])
+            changes = self.image.apply_write(address, values)
         except WriteRefused as exc:
+            self._log(True, address, len(values), ok=False)
             return exc.code
         self._accept(changes)
+        self._log(True, address, len(values), ok=True)
         return None
+
+    def _refusal(self, write: bool, address: int, count: int) -> ExcCodes | None:
+        """The exception a request is answered with (a fault, or outside the image), or
+        None; raise NoSuchIdException for a request that gets no answer at all."""
+        refused = None
+        if self.fault in (Fault.SILENT, Fault.HANG_UP):
+            self._log(write, address, count, ok=False)
+            raise NoSuchIdException(f"{self.id}: {self.fault.value}")
+        if self.fault is Fault.EXCEPTION:
+            refused = ExcCodes.DEVICE_FAILURE
+        elif not self.image.base <= address <= self.image.end - count:
+            refused = ExcCodes.ILLEGAL_ADDRESS
+        if refused is not None:
+            self._log(write, address, count, ok=False)
+        return refused
+
+    def _log(self, write: bool, address: int, count: int, *, ok: bool) -> None:
+        self.accesses.append(Access(time.monotonic(), write, address, count, ok))
+
+    def first_answer_after(self, t: float) -> Access | None:
+        """The first request answered normally at or after ``t`` (time.monotonic())."""
+        return next((a for a in self.accesses if a.at >= t and a.ok), None)
 
     def go_silent(self) -> None:
         """Stop answering (requests time out) until clear_faults()."""
@@ -164,18 +221,47 @@ class SimulatedDevice(abc.ABC):
         """Answer every request with exception 4 (DEVICE_FAILURE) until clear_faults()."""
         self.fault = Fault.EXCEPTION
 
+    def hang_up(self) -> None:
+        """Close the client's TCP connection on every request, unanswered, until
+        clear_faults() (the listener stays open: clients connect again, and are hung up on
+        again). Every unit behind the same port loses its connection with it."""
+        self.fault = Fault.HANG_UP
+
+    def answer_short(self) -> None:
+        """Answer every read with one register fewer than asked until clear_faults()."""
+        self.fault = Fault.SHORT
+
+    def misreport_length(self, model_id: int, length: int) -> None:
+        """Show ``length`` in a model's L register (a firmware bug) until clear_faults() or
+        restart(); the model itself stays where it is."""
+        image = self.image
+        if not isinstance(image, SunSpecImage):
+            raise TypeError(f"{self.id}: a {self.kind} has no SunSpec models")
+        self.misreported[image.model_range(model_id).start + 1] = length
+
     def clear_faults(self) -> None:
         """Answer normally again."""
         self.fault = Fault.NONE
+        self.misreported = {}
 
-    def restart(self) -> None:
+    def restart(self, *, base: int | None = None, insert_model: int | None = None) -> None:
         """Power-cycle: registers and controls back to power-on defaults, faults cleared.
 
-        Physical state (energy counters, SoC) survives, as it would on a real device.
+        Physical state (energy counters, SoC) survives, as it would on a real device. After
+        a firmware update a device may come back with its map moved: ``base`` moves the SunS
+        marker (40000, 0 or 50000 are the addresses clients look at), ``insert_model`` puts
+        that model (12, IPv4, say) right after model 1, so every later model moves. The next
+        restart without them goes back to the spec's layout.
         """
         self._reset_controls()
-        self.image = self._power_on_image()
-        self.fault = Fault.NONE
+        image = self._power_on_image()
+        if base is not None or insert_model is not None:
+            if not isinstance(image, SunSpecImage):
+                raise TypeError(f"{self.id}: a {self.kind} has no SunSpec model chain to move")
+            inserted = None if insert_model is None else model(insert_model)
+            image = image.relaid(image.base if base is None else base, inserted)
+        self.image = image
+        self.clear_faults()
         self.refresh()
 
 
@@ -217,10 +303,10 @@ class PhysicsDevice(SimulatedDevice):
         self.timers.restart(self.image, changes, self.physics.t)
         self._apply(changes)
 
-    def restart(self) -> None:
+    def restart(self, *, base: int | None = None, insert_model: int | None = None) -> None:
         """Power-cycle (see SimulatedDevice.restart); revert timers stop, their count resets."""
         self.timers = RevertTimers(self.timers.rules)
-        super().restart()
+        super().restart(base=base, insert_model=insert_model)
 
     def set_voltage(self, v: float | None) -> None:
         """Force the grid voltage (V), or None to return to nominal."""

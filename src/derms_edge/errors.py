@@ -9,7 +9,9 @@
         │   ├── DeviceTimeout
         │   └── ConnectionLost
         ├── DeviceProtocolError      it answered, but not as the protocol says (marker, lengths)
-        └── DeviceException          it answered with a Modbus exception code
+        ├── DeviceException          it answered with a Modbus exception code
+        └── DeviceChanged            it is no longer as discovered (moved its models, forgot
+                                     the setpoints written to it): it restarted
 
 Driver code maps library exceptions (pymodbus, asyncua) onto this tree at the boundary,
 chaining the original with ``from exc``; nothing above the drivers catches library types.
@@ -68,10 +70,20 @@ class DeviceException(DeviceError):
         11: "GATEWAY TARGET DEVICE FAILED TO RESPOND",
     }
 
+    TRANSIENT_CODES: ClassVar[frozenset[int]] = frozenset({4, 5, 6, 10, 11})
+    """Codes that say the device (or the gateway in front of it) cannot serve the request
+    now, not that the request is wrong: a write answered with one is tried again."""
+
     def __init__(self, code: int, request: str) -> None:
         name = self.MODBUS_CODES.get(code, "UNKNOWN")
         super().__init__(f"Modbus exception {code} ({name}) on {request}")
         self.code = code
+        self.retryable = code in self.TRANSIENT_CODES
+
+
+class DeviceChanged(DeviceError):
+    """The device is no longer as discovered: its models moved, or it forgot setpoints that
+    were written to it and read back. It restarted (or reverted): rediscover and write again."""
 
 
 class PointError(GatewayError):
@@ -89,10 +101,13 @@ class ControlRefused(GatewayError):
 
     Not a DeviceError: the device is reachable, only this control failed. ``point`` names
     the register or SunSpec point (``704.WMaxLimPct``), for the event's response detail.
+    ``retryable``: the device answered an exception that says it is busy or failing (4, 5, 6,
+    10, 11), not that the value is wrong; the write may succeed when tried again.
     """
 
-    def __init__(self, device: str, point: str, reason: str) -> None:
+    def __init__(self, device: str, point: str, reason: str, *, retryable: bool = False) -> None:
         super().__init__(f"{device}: {point}: {reason}")
         self.device = device
         self.point = point
         self.reason = reason
+        self.retryable = retryable

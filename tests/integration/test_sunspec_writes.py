@@ -20,7 +20,7 @@ from derms_edge.control.events import FixedPf, VoltVarCurve
 from derms_edge.devices.modbus import ModbusLink
 from derms_edge.devices.sunspec import driver as driver_module
 from derms_edge.devices.sunspec.driver import SunSpecDriver
-from derms_edge.errors import ControlRefused, DeviceError
+from derms_edge.errors import ControlRefused, DeviceChanged, DeviceError
 from derms_edge.model import SetpointName
 from hil.devices import PhysicsDevice
 from hil.rig import Rig
@@ -239,6 +239,7 @@ async def test_device_refusing_a_value_names_the_point() -> None:
             await driver.write(S.VAR, 5000.0)  # 189 % of VArMax
         assert err.value.point == "123.VArMaxPct"
         assert "Modbus exception 3" in err.value.reason
+        assert not err.value.retryable
         assert pv.snapshot().var_set is None
 
 
@@ -250,6 +251,7 @@ async def test_exception_answer_is_refused_and_silence_is_a_device_error() -> No
             await driver.write(S.MAX_W_PCT, 40.0)
         assert err.value.point == "704.WMaxLimPctEna..WMaxLimPct"
         assert "Modbus exception 4" in err.value.reason
+        assert err.value.retryable  # failing, not a wrong value: the coordinator tries again
         pv.go_silent()
         with pytest.raises(DeviceError):
             await driver.write(S.MAX_W_PCT, 40.0)
@@ -338,3 +340,59 @@ async def test_without_keepalive_the_limit_reverts_to_the_fallback() -> None:
         await asyncio.sleep(0.15)  # 3 simulated s
         state = pv.snapshot()
         assert (state.w_lim_pct, state.w) == (80.0, 8000.0)
+
+
+@pytest.mark.parametrize(
+    ("device", "name", "value", "point"),
+    [
+        (PV_LEGACY, S.MAX_W_PCT, 40.0, "123.WMaxLimPct"),
+        (PV_1547, S.MAX_W_PCT, 40.0, "704.WMaxLimPct"),
+        (PV_1547, S.VOLT_VAR, CATEGORY_CURVES["cat_b"], "705.Ena"),
+        (BATTERY, S.STORAGE_W, -1000.0, "124.InWRte"),
+    ],
+    ids=["123", "704", "705", "124"],
+)
+@in_loop
+async def test_keepalive_finds_a_device_that_forgot_its_setpoints(
+    device: dict[str, Any], name: SetpointName, value: Any, point: str
+) -> None:
+    async with connected(device, revert_s=30) as (sim, driver):
+        await driver.write(name, value)
+        await driver.keepalive()  # still held: nothing to say
+        sim.restart()  # power-cycled between two polls: every register back to power-on
+        with pytest.raises(DeviceChanged, match=f"{point} reads .* restarted or reverted"):
+            await driver.keepalive()
+        await driver.connect()
+        await driver.write(name, value)
+        await driver.keepalive()
+
+
+@in_loop
+async def test_keepalive_finds_a_limit_that_reverted() -> None:
+    spec = {**PV_1547, "speed": 20}  # the 2 s revert timer runs out in 0.1 s
+    async with connected(spec, revert_s=2) as (_, driver):
+        await driver.write(S.MAX_W_PCT, 40.0)
+        await asyncio.sleep(0.15)  # the gateway was stuck: 3 simulated s without keepalive
+        with pytest.raises(DeviceChanged, match=r"704\.WMaxLimPct reads 100\.0"):
+            await driver.keepalive()
+
+
+@pytest.mark.parametrize(
+    "moved", [{"insert_model": 12}, {"base": 50000}], ids=["model-inserted", "base-moved"]
+)
+@in_loop
+async def test_poll_finds_moved_models_and_connect_finds_them_again(moved: dict[str, int]) -> None:
+    async with connected(PV_LEGACY) as (pv, driver):
+        await driver.poll()
+        pv.restart(**moved)
+        with pytest.raises(DeviceError) as err:  # stale addresses are never decoded
+            await driver.poll()
+        if "insert_model" in moved:  # the old addresses still answer, with other registers
+            assert isinstance(err.value, DeviceChanged)
+            assert "model 103 (length 50) was found at 40070" in str(err.value)
+        await driver.connect()
+        assert driver.discovery is not None
+        assert driver.discovery.base == moved.get("base", 40000)
+        assert (await driver.poll()).w == pytest.approx(5000.0)
+        await driver.write(S.MAX_W_PCT, 40.0)
+        assert (await settled(pv)).w_lim_pct == 40.0

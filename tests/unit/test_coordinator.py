@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from derms_edge.devices.coordinator import DeviceCoordinator, backoff_delay
-from derms_edge.errors import ControlRefused, DeviceException, DeviceTimeout
+from derms_edge.errors import ControlRefused, DeviceChanged, DeviceException, DeviceTimeout
 from derms_edge.model import Capability, DeviceState, Quality, SetpointName, SetpointValue
 
 
@@ -212,3 +212,120 @@ def test_a_refused_setpoint_is_reported_once_and_not_retried() -> None:
     assert "704.WMaxLimPct" in str(refused[0][2])
     assert coord.applied == {SetpointName.VAR: -100.0}
     assert driver.keepalives >= 2  # kept alive while a setpoint is in force
+
+
+class ChangingDriver(FakeDriver):
+    """Answers, but is found changed (restarted) at the polls the test names."""
+
+    def __init__(self, changed_at: set[int]) -> None:
+        super().__init__([])
+        self.changed_at = changed_at
+
+    async def poll(self) -> DeviceState:
+        state = await super().poll()
+        if self.polls in self.changed_at:
+            raise DeviceChanged("model 103 moved")
+        return state
+
+
+def test_a_changed_device_is_rediscovered_at_once_and_rewritten_without_going_offline() -> None:
+    driver = ChangingDriver(changed_at={3})
+    coord = coordinator(driver)
+    qualities: list[Quality] = []
+
+    async def scenario() -> None:
+        task = asyncio.create_task(coord.run())
+        coord.command({SetpointName.MAX_W_PCT: 40.0})
+        while driver.polls < 5:
+            qualities.append(coord.quality())
+            await asyncio.sleep(0.001)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert driver.connects == 2
+    assert coord.rediscoveries == 1 and coord.failures == 0
+    assert Quality.OFFLINE not in qualities[qualities.index(Quality.OK) :]
+    assert driver.writes.count((SetpointName.MAX_W_PCT, 40.0)) == 2  # again after the change
+
+
+def test_changed_again_right_after_rediscovery_is_a_failure() -> None:
+    driver = ChangingDriver(changed_at={2, 3})
+    coord = coordinator(driver)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(coord.run())
+        while driver.polls < 5:
+            await asyncio.sleep(0.001)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert coord.rediscoveries == 1 and coord.failures == 1
+
+
+class BusyDriver(FakeDriver):
+    """Answers a write "busy" (a retryable refusal) a number of times."""
+
+    def __init__(self, busy: int) -> None:
+        super().__init__([])
+        self.busy = busy
+
+    async def write(self, name: SetpointName, value: SetpointValue | None) -> None:
+        if self.busy > 0:
+            self.busy -= 1
+            raise ControlRefused("inv1", "704.WMaxLimPct", "Modbus exception 6", retryable=True)
+        await super().write(name, value)
+
+
+@pytest.mark.parametrize(("busy", "reported"), [(2, False), (3, True)])
+def test_a_busy_answer_is_tried_again_before_it_counts_as_refused(
+    busy: int, reported: bool
+) -> None:
+    refused: list[object] = []
+    driver = BusyDriver(busy)
+    coord = DeviceCoordinator(
+        "inv1",
+        driver,
+        poll_interval_s=0.01,
+        stale_after_s=0.03,
+        backoff_max_s=0.05,
+        on_refused=lambda *args: refused.append(args),
+    )
+
+    async def scenario() -> None:
+        task = asyncio.create_task(coord.run())
+        coord.command({SetpointName.MAX_W_PCT: 40.0})
+        await asyncio.sleep(0.15)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert bool(refused) is reported
+    assert (coord.applied == {}) is reported
+    assert coord.failures == 0  # busy is not offline
+
+
+def test_a_bug_in_a_callback_or_in_close_does_not_end_the_coordinator(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class BadClose(FakeDriver):
+        async def close(self) -> None:
+            raise OSError("already closed")
+
+    def broken(_id: str, _capability: Capability) -> None:
+        raise KeyError("bug in the gateway")
+
+    driver = BadClose([], refuse=150.0)
+    coord = coordinator(driver, on_capability=broken)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(coord.run())
+        while coord.polls < 3:
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert coord.failures == 0 and driver.connects == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("callback" in m and "failed" in m for m in messages)
+    assert any("closing the driver failed" in m for m in messages)

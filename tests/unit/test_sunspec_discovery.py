@@ -262,3 +262,27 @@ def test_discover_lets_transport_errors_through() -> None:
 
     with pytest.raises(DeviceTimeout, match="link down"):
         asyncio.run(discover(dropping))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        DeviceException(4, "read"),  # a device failing for a moment
+        DeviceException(6, "read"),  # busy
+        DeviceException(11, "read"),  # the TCP gateway's target did not answer
+        DeviceProtocolError("read 1 registers at 40070: got 0 registers"),  # a garbled answer
+    ],
+    ids=["failure", "busy", "gateway-target", "garbled"],
+)
+def test_a_passing_fault_mid_walk_fails_the_walk_instead_of_cutting_the_chain(
+    error: DeviceError,
+) -> None:
+    read = device(register_map(40000, [(1, 66), (103, 50), (123, 24)]))
+
+    def faulty(address: int, count: int) -> Sequence[int]:
+        if address == 40070:
+            raise error
+        return read(address, count)
+
+    with pytest.raises(type(error)):
+        walk(faulty)

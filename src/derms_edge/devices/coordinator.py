@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from derms_edge.errors import ControlRefused, DeviceError
+from derms_edge.errors import ControlRefused, DeviceChanged, DeviceError
 from derms_edge.model import (
     Capability,
     DeviceState,
@@ -23,6 +23,10 @@ from derms_edge.model import (
 )
 
 log = logging.getLogger(__name__)
+
+WRITE_TRIES = 3
+"""Times a write the device answers with "busy" or "failing" (a retryable refusal) is tried,
+a poll apart, before it counts as refused."""
 
 
 class DeviceDriver(Protocol):
@@ -54,7 +58,11 @@ class DeviceDriver(Protocol):
         ...
 
     async def keepalive(self) -> None:
-        """Refresh revert timers and the controller heartbeat while setpoints are in force."""
+        """Refresh revert timers and the controller heartbeat while setpoints are in force.
+
+        Raise DeviceChanged when the device no longer holds a setpoint in force (it restarted
+        or reverted): the coordinator then discovers it again and rewrites every setpoint.
+        """
         ...
 
     def sampled_at(self) -> float | None:
@@ -87,10 +95,20 @@ class DeviceCoordinator:
     """Polls one device at its interval, keeps its last good reading, applies its setpoints.
 
     A failing device is retried with capped exponential backoff and rediscovered after it
-    has been unreachable; nothing it does can disturb another device's coordinator. The
-    setpoints asked for with `command` are written at once, re-written after every
-    reconnection (devices forget volatile settings when they restart), and kept alive
-    (revert timers, heartbeat) every ``keepalive_s``.
+    has been unreachable; nothing it does can disturb another device's coordinator, and no
+    exception (a driver's or a callback's bug) ends `run`. The setpoints asked for with
+    `command` are written at once, re-written after every reconnection (devices forget
+    volatile settings when they restart), and kept alive (revert timers, heartbeat) every
+    ``keepalive_s``. A device found changed while it answers (DeviceChanged: models moved,
+    setpoints forgotten) is discovered again at once and its setpoints written again; the
+    write and its read-back follow the first good poll in the same pass, so the setpoints
+    are back in force within one poll of the device answering again.
+
+    A setpoint is held through an outage, never dropped: what was asked for is written as
+    soon as the device answers. A write the device refuses (an exception that says the value
+    or address is wrong, or a read-back that differs) is reported through ``on_refused``
+    once and not tried again until the setpoint changes; one answered "busy" or "failing"
+    is tried again at the next poll, and reported after `WRITE_TRIES` such answers.
     """
 
     def __init__(
@@ -124,6 +142,8 @@ class DeviceCoordinator:
         self._unsure: set[SetpointName] = set()
         """Names whose value in the device is not known (after a connect): written again."""
         self._refused: dict[SetpointName, SetpointValue | None] = {}
+        self._tries: dict[SetpointName, tuple[SetpointValue | None, int]] = {}
+        """Writes answered "busy" or "failing": the value, and how often so far."""
         self._last_keepalive = 0.0
         self._wake = asyncio.Event()
         self.writes = 0
@@ -134,6 +154,8 @@ class DeviceCoordinator:
         self.failing = True
         self.polls = 0
         self.failures = 0
+        self.rediscoveries = 0
+        """Times the device was found changed (restarted) while it answered."""
 
     def quality(self) -> Quality:
         """OK while fresh readings arrive; STALE when the last one is too old; else OFFLINE."""
@@ -160,6 +182,7 @@ class DeviceCoordinator:
         await asyncio.sleep(random.uniform(0, min(self._interval, 1.0)))  # stagger start
         attempt = 0
         next_poll = self._clock()
+        changed = False  # found changed since the last good pass: the next time is a failure
         try:
             while True:
                 try:
@@ -172,6 +195,12 @@ class DeviceCoordinator:
                         next_poll = max(next_poll, self._clock() - self._interval)
                     self._wake.clear()
                     await self._apply()
+                except DeviceChanged as change:
+                    if not changed:
+                        changed = True
+                        self._rediscover(change)
+                        continue
+                    self._failed(change)  # changed again at once: not a restart, a fault
                 except DeviceError as error:
                     self._failed(error)
                 except Exception as error:  # a bug must not take the gateway down
@@ -179,12 +208,16 @@ class DeviceCoordinator:
                     self._failed(error)
                 else:
                     attempt = 0
+                    changed = False
                     await self._sleep_until(next_poll)
                     continue
                 await asyncio.sleep(backoff_delay(attempt, self._interval, self._backoff_max))
                 attempt += 1
         finally:
-            await self.driver.close()
+            try:
+                await self.driver.close()
+            except Exception:  # closing must not turn a clean shutdown into a crash
+                log.exception("%s: closing the driver failed", self.device_id)
 
     async def _sleep_until(self, moment: float) -> None:
         """Sleep until ``moment`` (monotonic) or until a new command arrives."""
@@ -203,12 +236,15 @@ class DeviceCoordinator:
             try:
                 await self.driver.write(name, value)
             except ControlRefused as refusal:
+                if refusal.retryable and self._try_again(name, value, refusal):
+                    continue
+                self._tries.pop(name, None)
                 self._refused[name] = value
                 log.warning("%s: %s", self.device_id, refusal)
-                if self._on_refused is not None:
-                    self._on_refused(self.device_id, name, refusal)
+                self._notify(self._on_refused, name, refusal)
                 continue
             self.writes += 1
+            self._tries.pop(name, None)
             self._refused.pop(name, None)
             self._unsure.discard(name)
             if value is None:
@@ -223,6 +259,33 @@ class DeviceCoordinator:
             await self.driver.keepalive()
             self._last_keepalive = self._clock()
 
+    def _try_again(
+        self, name: SetpointName, value: SetpointValue | None, refusal: ControlRefused
+    ) -> bool:
+        """Count a "busy" or "failing" answer; whether the write is to be tried again."""
+        last, tries = self._tries.get(name, (value, 0))
+        tries = tries + 1 if last == value else 1
+        if tries >= WRITE_TRIES:
+            return False
+        self._tries[name] = (value, tries)
+        log.info("%s: %s; trying again at the next poll", self.device_id, refusal)
+        return True
+
+    def _notify(self, callback: Callable[..., None] | None, *args: object) -> None:
+        """Call back the gateway; a bug there is logged, never the device's failure."""
+        if callback is None:
+            return
+        try:
+            callback(self.device_id, *args)
+        except Exception:
+            log.exception("%s: callback %r failed", self.device_id, callback)
+
+    def _rediscover(self, change: DeviceChanged) -> None:
+        """The device answers but is not as discovered: connect again, without a backoff."""
+        self.rediscoveries += 1
+        self.connected = False
+        log.warning("%s: %s; discovering it again", self.device_id, change)
+
     async def _connect(self) -> None:
         self.capability = await self.driver.connect()
         self.connected = True
@@ -232,8 +295,7 @@ class DeviceCoordinator:
         self._unsure = names | set(self._applied) | set(self._desired)
         self._applied = {}
         self._refused = {}
-        if self._on_capability is not None:
-            self._on_capability(self.device_id, self.capability)
+        self._notify(self._on_capability, self.capability)
 
     async def _poll(self) -> None:
         state = await self.driver.poll()

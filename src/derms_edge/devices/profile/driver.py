@@ -196,7 +196,10 @@ class ProfileDriver:
                 self._profile.word_order,
             )
         except DeviceException as exc:
-            raise ControlRefused(self._name, self._limit_point, f"{amps:g} A: {exc}") from exc
+            reason = f"{amps:g} A: {exc}"
+            raise ControlRefused(
+                self._name, self._limit_point, reason, retryable=exc.retryable
+            ) from exc
         if back is None or not _same(point, back, amps):
             reason = f"wrote {amps:g} A, read back {back} A"
             raise ControlRefused(self._name, self._limit_point, reason)

@@ -14,9 +14,10 @@ to the next model, until the end model ID 0xFFFF. ``Discovery`` only says which 
 Transitions live in ``_TRANSITIONS``: an event a state has no entry for is an ERROR; the special
 cases (no base left, garbage IDs or lengths) are explicit code that enters ERROR. Unlike pysunspec2
 we also read the end model's L, which is how a map cut off after its end ID (Fronius Eco) shows.
-A device refusing a read (a Modbus exception) is an event. A transport failure (timeout, lost
-link) is one only while searching for the marker; later it puts the walk in ERROR and propagates,
-so the caller can retry the whole discovery.
+A device refusing a read (Modbus exception 1-3) is an event. Any other failure (timeout, lost
+link, a busy or failing device's exception 4-6, 10, 11, a garbled answer) is one only while
+searching for the marker; later it puts the walk in ERROR and propagates, so the caller can retry
+the whole discovery instead of taking a chain cut short by a passing fault.
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ from typing import NoReturn
 import sunspec2.mb
 
 from derms_edge.devices.sunspec.models import model_definition
-from derms_edge.errors import ConnectionLost, DeviceError, DeviceProtocolError, TransportError
+from derms_edge.errors import (
+    ConnectionLost,
+    DeviceError,
+    DeviceException,
+    DeviceProtocolError,
+    TransportError,
+)
 
 SUNS_MARKER = (0x5375, 0x6E53)  # "SunS"
 END_MODEL_ID = sunspec2.mb.SUNS_END_MODEL_ID
@@ -164,7 +171,9 @@ class Discovery:
             self._misses.append(f"{request.address}: {error}")
             self._transport_failures += isinstance(error, TransportError)
             self._next_base()
-        elif isinstance(error, TransportError):
+        elif not isinstance(error, DeviceException) or error.retryable:
+            # only a refused address (exception 1-3) ends the map: a device that is busy or
+            # failing, or a garbled answer, would cut the chain short by accident
             self._state = _State.ERROR
             raise error
         elif state is _State.READ_MODEL_ID:

@@ -14,6 +14,7 @@ from derms_edge.devices.sunspec.codec import decode
 from derms_edge.devices.sunspec.controls import (
     AwaitAdoption,
     ControlTarget,
+    WritePlan,
     adoption_done,
     control_models,
     plan_heartbeat,
@@ -30,7 +31,7 @@ from derms_edge.devices.sunspec.mapping import (
 from derms_edge.devices.sunspec.models import ModelLayout, PointValue, build_layout
 from derms_edge.devices.sunspec.plan import model_spans, plan_reads
 from derms_edge.devices.sunspec.writes import PointWrite, WriteRequest, differing, group_writes
-from derms_edge.errors import ControlRefused, DeviceException, DeviceProtocolError
+from derms_edge.errors import ControlRefused, DeviceChanged, DeviceException, DeviceProtocolError
 from derms_edge.model import Capability, DeviceState, SetpointName, SetpointValue
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,12 @@ class SunSpecDriver:
 
     ``connect()`` walks the model chain, reads the nameplate and control models once and
     builds the layouts; ``poll()`` then reads only the models the device's kind needs, in as
-    few contiguous requests as possible. ``write()`` puts a setpoint in force (see
-    `controls`) and reads back every register written; ``keepalive()`` rewrites the revert
-    timers of the setpoints in force and beats 715 ControllerHb.
+    few contiguous requests as possible, and checks that each still starts with the ID and
+    length discovered. ``write()`` puts a setpoint in force (see `controls`) and reads back
+    every register written; ``keepalive()`` rewrites the revert timers of the setpoints in
+    force, beats 715 ControllerHb and checks that the device still holds those setpoints.
+    A device found changed (models moved, setpoints forgotten) raises DeviceChanged: it
+    restarted, and the coordinator discovers it again and writes its setpoints again.
     """
 
     def __init__(
@@ -75,7 +79,7 @@ class SunSpecDriver:
         self._polled: tuple[int, ...] = ()
         self._reads: list[tuple[int, int]] = []
         self._supported: frozenset[SetpointName] = frozenset()
-        self._in_force: dict[SetpointName, tuple[PointWrite, ...]] = {}
+        self._in_force: dict[SetpointName, WritePlan] = {}
         self._reported: set[str] = set()
         self.discovery: DiscoveryResult | None = None
 
@@ -120,9 +124,18 @@ class SunSpecDriver:
         return tuple(self._reads)
 
     async def poll(self) -> DeviceState:
-        """Read the polled models and map them to one reading; raise DeviceError on failure."""
+        """Read the polled models and map them to one reading; raise DeviceError on failure,
+        DeviceChanged when a model no longer starts with the ID and length discovered."""
         self._check_connected("poll")
         registers = await self._read_models(self._polled, self._reads)
+        for model_id, regs in registers.items():
+            header = self._headers[model_id]
+            if regs[:2] != [model_id, header.length]:
+                raise DeviceChanged(
+                    f"model {model_id} (length {header.length}) was found at "
+                    f"{header.address}, which now reads ID {regs[0]} length {regs[1]}: "
+                    "the model chain changed"
+                )
         return to_state(self._kind, self._decode(registers))
 
     async def close(self) -> None:
@@ -147,24 +160,50 @@ class SunSpecDriver:
                 await self._await_adoption(step)
             else:
                 await self._write_points(step)
-        if value is None or not plan.refresh:
+        if value is None:
             self._in_force.pop(name, None)
         else:
-            self._in_force[name] = plan.refresh
+            self._in_force[name] = plan
 
     def sampled_at(self) -> None:
         """Modbus values are measured when they are read."""
         return None
 
     async def keepalive(self) -> None:
-        """Rewrite the revert timers of the setpoints in force and increment 715 ControllerHb."""
+        """Rewrite the revert timers of the setpoints in force, increment 715 ControllerHb,
+        then check that the device still holds those setpoints: DeviceChanged if not."""
         self._check_connected("keepalive")
-        writes = [write for timers in self._in_force.values() for write in timers]
+        writes = [write for plan in self._in_force.values() for write in plan.refresh]
         heartbeat = plan_heartbeat(self._target())
         if heartbeat is not None:
             writes.append(heartbeat)
         if writes:
             await self._write_points(writes)
+        await self._check_in_force()
+
+    async def _check_in_force(self) -> None:
+        """Read back the points that put each setpoint in force (a plan's last writes: the
+        values and enables); any that differ mean the device restarted or reverted."""
+        held: dict[int, list[PointWrite]] = {}
+        for plan in self._in_force.values():
+            last = plan.steps[-1] if plan.steps else ()
+            if isinstance(last, tuple):
+                for write in last:
+                    if write.verify and write not in plan.refresh:
+                        held.setdefault(write.model_id, []).append(write)
+        for model_id, writes in held.items():
+            header = self._headers[model_id]
+            spans = [(header.address + write.offset, len(write.registers)) for write in writes]
+            for address, count in plan_reads(spans, MAX_READ_REGISTERS, MAX_READ_REGISTERS):
+                self._store(
+                    model_id, address - header.address, await self._transport.read(address, count)
+                )
+            for wrong in differing(writes, self._registers[model_id]):
+                read = self._values[model_id].get(wrong.path)
+                raise DeviceChanged(
+                    f"{wrong.point} reads {read} where {wrong.value} was written "
+                    "and read back: the device restarted or reverted"
+                )
 
     def _check_connected(self, call: str) -> None:
         if not self._reads:
@@ -225,11 +264,12 @@ class SunSpecDriver:
 
     @contextlib.contextmanager
     def _refused_as(self, point: str) -> Iterator[None]:
-        """A Modbus exception answer becomes a ControlRefused naming the points."""
+        """A Modbus exception answer becomes a ControlRefused naming the points (retryable
+        when the code says the device is busy or failing, not that the value is wrong)."""
         try:
             yield
         except DeviceException as exc:
-            raise ControlRefused(self._name, point, str(exc)) from exc
+            raise ControlRefused(self._name, point, str(exc), retryable=exc.retryable) from exc
 
     def _address(self, request: WriteRequest) -> int:
         return self._headers[request.model_id].address + request.offset
