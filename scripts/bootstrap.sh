@@ -64,3 +64,12 @@ ensure_venv() {  # ensure_venv EXTRAS : a virtualenv with the project installed 
 ensure_mosquitto_binary() {
   command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || apt_install mosquitto
 }
+
+ensure_victoria_metrics_binary() {  # the tests' server for the InfluxDB v2 write API
+  command -v victoria-metrics >/dev/null && return 0
+  apt_install victoria-metrics
+  # the package starts a service on *:8428; the tests start their own on loopback
+  if [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now victoria-metrics >/dev/null 2>&1 || true
+  fi
+}

@@ -3,8 +3,9 @@
 The imperative shell around `control.engine.Controller`: it validates inbound payloads,
 persists every accepted event before answering, runs the control step on APScheduler's
 asyncio scheduler (every ``control.interval_s`` and exactly at each event's start and
-end), hands each device's setpoints to its coordinator and publishes responses and the
-retained ``active`` map.
+end), hands each device's setpoints to its coordinator, hands responses to ``respond`` (the
+daemon stores them in the outbox, which delivers them) and publishes the retained ``active``
+map through ``publish``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -73,6 +74,8 @@ class Dispatcher:
         publish: Callable[[Publication], None],
         topics: Topics,
         *,
+        respond: Callable[[Sequence[Publication]], None],
+        on_step: Callable[[], None] | None = None,
         clock: Callable[[], datetime] = utc_now,
         rng: random.Random | None = None,
     ) -> None:
@@ -80,6 +83,8 @@ class Dispatcher:
         self._config = config
         self._coordinators = coordinators
         self._publish = publish
+        self._respond = respond
+        self._on_step = on_step
         self._topics = topics
         self._clock = clock
         self._rng = rng or random.Random()
@@ -151,6 +156,8 @@ class Dispatcher:
     def step(self) -> None:
         """One control step: lifecycle, arbitration, setpoints to the coordinators."""
         now = self._clock()
+        if self._on_step is not None:
+            self._on_step()
         decision = self.controller.step(self.views(), now)
         self._last = decision
         self._answer(decision.responses, decision.changed, now)
@@ -309,8 +316,13 @@ class Dispatcher:
                 response.reason or "",
                 response.detail or "",
             )
-            message = ResponseMessage.of(response)
-            self._publish(Publication(self._topics.responses, message.encode(), qos=1))
+        if responses:
+            self._respond(
+                [
+                    Publication(self._topics.responses, ResponseMessage.of(r).encode(), qos=1)
+                    for r in responses
+                ]
+            )
 
     def _publish_active(self, decision: Decision, now: datetime) -> None:
         active = {

@@ -194,7 +194,11 @@ def response(probe: MqttProbe, mrid: str, status: str, timeout_s: float = 15.0) 
 
 
 def responses(probe: MqttProbe, mrid: str) -> list[str]:
-    return [m.json()["status"] for m in probe.on(f"{ROOT}/responses") if m.json()["mrid"] == mrid]
+    """The statuses said for this event, in order. A copy of a response (the very same
+    payload, sent again by the outbox after a kill -9 that came before its PUBACK was
+    recorded) counts once."""
+    payloads = dict.fromkeys(m.payload for m in probe.on(f"{ROOT}/responses"))
+    return [data["status"] for data in map(json.loads, payloads) if data["mrid"] == mrid]
 
 
 def pv(rig: RigThread, device_id: str) -> Any:

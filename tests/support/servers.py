@@ -85,16 +85,28 @@ class Process:
 
 
 class Mosquitto:
-    """A real Mosquitto broker on a free loopback port with a temporary config."""
+    """A real Mosquitto broker on a free loopback port with a temporary config.
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    ``stop`` then ``start`` serves the same port again. ``persistent``: the broker saves its
+    state when stopped and loads it when started again, so a subscriber's persistent session
+    (clean_session=False) and what was queued for it survive, with no limit on that queue.
+    """
+
+    def __init__(
+        self, directory: Path, port: int | None = None, *, persistent: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.config = directory / "mosquitto.conf"
-        self.config.write_text(
-            f"listener {self.port} {LOOPBACK}\nallow_anonymous true\npersistence false\n"
+        state = (
+            # `user root`: a broker started as root keeps its user, so it can write here
+            f"persistence true\npersistence_location {directory}/\nuser root\n"
+            "max_queued_messages 0\n"
+            if persistent
+            else "persistence false\n"
         )
+        self.config.write_text(f"listener {self.port} {LOOPBACK}\nallow_anonymous true\n{state}")
         self.process: Process | None = None
 
     def start(self) -> Mosquitto:

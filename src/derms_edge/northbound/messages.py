@@ -37,6 +37,19 @@ class StatusMessage(_Payload):
     ts: datetime
     version: str
     devices: list[str]
+    device_quality: dict[str, Quality] = Field(
+        description="Per device: the quality of its latest telemetry (ok, stale, offline)"
+    )
+    buffered: int = Field(
+        ge=0,
+        description="Telemetry messages and responses in the gateway's buffer that the "
+        "broker has not acknowledged yet",
+    )
+    dropped: int = Field(
+        ge=0,
+        description="Telemetry messages dropped unsent because the buffer was full, since "
+        "the buffer was created (responses are never dropped)",
+    )
 
 
 class TelemetryMessage(_Payload):
@@ -46,7 +59,11 @@ class TelemetryMessage(_Payload):
     """
 
     ts: datetime = Field(description="When the reading was taken (now, when offline)")
-    seq: int = Field(ge=0, description="+1 per telemetry message of this gateway")
+    seq: int = Field(
+        ge=0,
+        description="+1 per telemetry message of this gateway, across restarts; a message "
+        "sent again (at least once delivery) has the same seq",
+    )
     device: str
     kind: DeviceKind
     quality: Quality

@@ -1,8 +1,10 @@
 """The MQTT session: paho-mqtt 2 on its own network thread, bridged to asyncio.
 
 paho's thread owns the socket and reconnects with capped backoff; asyncio code only calls
-``publish`` (thread-safe in paho, never blocking) and learns of (re)connections through
-callbacks that cross back into the event loop with ``call_soon_threadsafe``.
+``publish`` and ``send`` (thread-safe in paho, never blocking) and learns of (re)connections
+and acknowledgements through callbacks that cross back into the event loop with
+``call_soon_threadsafe``. Retained state (status, capability, active) is published directly;
+telemetry and responses come from the outbox through ``send`` (see telemetry/forward.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ log = logging.getLogger(__name__)
 
 MAX_QUEUED_MESSAGES = 10_000
 """paho's in-memory queue while the broker is away; the oldest are dropped beyond it."""
+MAX_INFLIGHT = 200
+"""QoS 1 messages paho sends before their PUBACKs; more than the forwarder's window, so the
+outbox's rows never wait in paho's queue behind retained state."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +56,17 @@ class MqttSession:
         self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         self._client.reconnect_delay_set(min_delay=1, max_delay=int(config.reconnect_max_s))
         self._client.max_queued_messages_set(MAX_QUEUED_MESSAGES)
+        self._client.max_inflight_messages_set(MAX_INFLIGHT)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outage_logged = False
         self._stopping = False
         self._on_connected: list[Callable[[], None]] = []
+        self._on_published: list[Callable[[int], None]] = []
         self._filters: list[str] = []
         self._handler: Callable[[str, bytes, bool], None] | None = None
         self.connected = asyncio.Event()
@@ -67,6 +75,11 @@ class MqttSession:
     def on_connected(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` in the event loop after every (re)connection."""
         self._on_connected.append(callback)
+
+    def on_published(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(mid)`` in the event loop when a message is delivered: its PUBACK
+        arrived (QoS 1), or it was written to the socket (QoS 0)."""
+        self._on_published.append(callback)
 
     def subscribe(self, filters: list[str], handler: Callable[[str, bytes, bool], None]) -> None:
         """Subscribe (QoS 1) now and after every reconnection; ``handler(topic, payload,
@@ -89,6 +102,24 @@ class MqttSession:
         )
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             log.warning("MQTT: cannot queue %s: %s", message.topic, paho.error_string(info.rc))
+
+    def send(self, message: Publication) -> int | None:
+        """Hand a message to paho; its message id, or None when paho did not take it.
+
+        A QoS 1 message taken while the connection is down waits in paho and goes out after
+        the reconnection, like one in flight when it broke (with the DUP flag). A QoS 0
+        message is taken only while connected.
+        """
+        info = self._client.publish(
+            message.topic, message.payload, qos=message.qos, retain=message.retain
+        )
+        if info.rc == paho.MQTT_ERR_SUCCESS or (
+            info.rc == paho.MQTT_ERR_NO_CONN and message.qos > 0
+        ):
+            return int(info.mid)
+        if info.rc != paho.MQTT_ERR_NO_CONN:
+            log.warning("MQTT: cannot queue %s: %s", message.topic, paho.error_string(info.rc))
+        return None
 
     async def stop(self, final: list[Publication], timeout_s: float = 3.0) -> None:
         """Publish the final messages (if connected), disconnect cleanly, stop the thread."""
@@ -147,6 +178,21 @@ class MqttSession:
             self._loop.call_soon_threadsafe(
                 self._handler, message.topic, bytes(message.payload), bool(message.retain)
             )
+
+    def _on_publish(
+        self,
+        _client: paho.Client,
+        _userdata: Any,
+        mid: int,
+        _reason_code: ReasonCode,
+        _properties: Any,
+    ) -> None:
+        if self._loop is not None and self._on_published:
+            self._loop.call_soon_threadsafe(self._published, mid)
+
+    def _published(self, mid: int) -> None:
+        for callback in self._on_published:
+            callback(mid)
 
     def _connected(self) -> None:
         self.connected.set()

@@ -1,0 +1,342 @@
+"""The InfluxDB sink: telemetry rows of the outbox written as points, batched, until accepted.
+
+One point per telemetry message (measurement ``der``):
+
+- tags ``gateway``, ``device``, ``kind``: who said it, so one series is one device's history;
+- float fields ``w``, ``var``, ``va``, ``pf``, ``v``, ``hz``, ``a``, ``soc_pct``, ``wh_exported``,
+  ``wh_imported`` (SI units, as on the telemetry topic; a null value is left out);
+- integer field ``seq`` and string fields ``quality`` and ``state`` (per-reading values, not
+  identity: as tags they would split a device's history whenever they change);
+- the reading's timestamp, in milliseconds.
+
+Rows leave the outbox only when the server has accepted them (HTTP 2xx). Unreachable, 5xx, 429,
+408, and the refusals that concern the gateway's credentials or bucket rather than the batch
+(401, 403, 404) are retried with capped, jittered exponential backoff, so an outage or a
+misconfiguration loses nothing while the buffer lasts. Any other 4xx says this batch can never
+be written: it is logged with the server's message and marked done, so it cannot block the queue.
+A row that is not a telemetry message is logged and marked done for the same reason.
+
+``influxdb_client`` is imported by ``InfluxSink()`` only: a gateway without InfluxDB never loads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Protocol
+
+from pydantic import ValidationError
+
+from derms_edge.config import InfluxSection
+from derms_edge.devices.coordinator import backoff_delay
+from derms_edge.northbound.messages import TelemetryMessage
+
+log = logging.getLogger(__name__)
+
+SINK: Final = "influx"
+"""This sink's name in the outbox."""
+MEASUREMENT: Final = "der"
+TAGS: Final = ("device", "kind")
+"""Tags taken from the message; ``gateway`` is added from the configuration."""
+FLOAT_FIELDS: Final = (
+    "w",
+    "var",
+    "va",
+    "pf",
+    "v",
+    "hz",
+    "a",
+    "soc_pct",
+    "wh_exported",
+    "wh_imported",
+)
+INTEGER_FIELDS: Final = ("seq",)
+STRING_FIELDS: Final = ("quality", "state")
+
+WRITE_TIMEOUT_MS: Final = 10_000
+"""One write request, connect and response together."""
+FIRST_RETRY_S: Final = 1.0
+MAX_RETRY_S: Final = 30.0
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MS: Final = timedelta(milliseconds=1)
+_MAX_MESSAGE: Final = 500
+
+
+class Row(Protocol):
+    """What the sink reads of an outbox row."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+
+
+class Source(Protocol):
+    """The outbox as this sink sees it: rows not yet done by a sink, oldest first."""
+
+    def pending(self, sink: str, limit: int, after_id: int = 0) -> Sequence[Row]: ...
+    def done(self, sink: str, ids: Sequence[int]) -> None: ...
+
+
+class Unconvertible(ValueError):
+    """An outbox row that cannot become a point; the text says why."""
+
+
+def line_of(payload: bytes, gateway: str) -> str:
+    """The line-protocol point of one telemetry payload (``TelemetryMessage`` JSON)."""
+    try:
+        message = TelemetryMessage.model_validate_json(payload)
+    except ValidationError as exc:
+        raise Unconvertible(f"not a telemetry message: {_first_error(exc)}") from exc
+    tags = {"gateway": gateway} | {name: str(getattr(message, name)) for name in TAGS}
+    fields: list[str] = []
+    for name in FLOAT_FIELDS:
+        value = getattr(message, name)
+        if value is not None and math.isfinite(value):
+            fields.append(f"{name}={float(value)!r}")
+    fields.extend(f"{name}={int(getattr(message, name))}i" for name in INTEGER_FIELDS)
+    for name in STRING_FIELDS:
+        value = getattr(message, name)
+        if value is not None:
+            fields.append(f'{name}="{str(value).translate(_ESCAPE_STRING)}"')
+    series = ",".join(
+        [MEASUREMENT]
+        + [f"{key}={value.translate(_ESCAPE_TAG)}" for key, value in sorted(tags.items()) if value]
+    )
+    return f"{series} {','.join(sorted(fields))} {epoch_ms(message.ts)}"
+
+
+# Line protocol: tag values escape commas, equals signs and spaces (line breaks have no escape:
+# written as \n, as influxdb_client's Point does); string fields escape double quotes and
+# backslashes.
+_ESCAPE_TAG: Final = str.maketrans(
+    {",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\r": r"\r", "\t": r"\t"}
+)
+_ESCAPE_STRING: Final = str.maketrans({'"': r"\"", "\\": r"\\"})
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Milliseconds since 1970 UTC, exactly (a moment without a zone is taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _MS
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "payload"
+    return f"{where}: {error['msg']}"
+
+
+class Verdict(enum.Enum):
+    ACCEPTED = "accepted"
+    RETRY = "retry"
+    """The server is away or refuses the gateway: the same batch is sent again later."""
+    REJECTED = "rejected"
+    """The server refuses this batch for good: it is dropped."""
+
+
+_RETRIED_4XX: Final = frozenset({401, 403, 404, 408, 429})
+
+
+def verdict_of(status: int) -> Verdict:
+    """What an HTTP status of the write endpoint means for the batch."""
+    if 200 <= status < 300:
+        return Verdict.ACCEPTED
+    if status in _RETRIED_4XX or status >= 500 or status < 400:
+        return Verdict.RETRY
+    return Verdict.REJECTED
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    verdict: Verdict
+    detail: str = ""
+    """For people: the server's status and message, or the transport error."""
+    retry_after_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    id: int
+    line: str | None
+    """None: the row is marked done without being written."""
+
+
+class InfluxSink:
+    """Writes the outbox's telemetry to InfluxDB.
+
+    ``run()`` until cancelled; ``wake()`` after rows are added to the outbox.
+    """
+
+    def __init__(
+        self,
+        section: InfluxSection,
+        outbox: Source,
+        gateway_id: str,
+        *,
+        first_retry_s: float = FIRST_RETRY_S,
+        max_retry_s: float = MAX_RETRY_S,
+    ) -> None:
+        from influxdb_client.client.influxdb_client import InfluxDBClient
+        from influxdb_client.client.write_api import SYNCHRONOUS
+
+        self.section = section
+        self.outbox = outbox
+        self.gateway_id = gateway_id
+        self.first_retry_s = first_retry_s
+        self.max_retry_s = max_retry_s
+        self.written = 0
+        """Points the server has accepted since the start."""
+        self.rejected = 0
+        """Rows dropped: refused by the server for good, or not telemetry."""
+        self._wake = asyncio.Event()
+        # Any: influxdb_client's annotations are partial (untyped close(), str constants
+        # where WritePrecision is declared)
+        self._client: Any = InfluxDBClient(
+            url=section.url, token=section.token, org=section.org, timeout=WRITE_TIMEOUT_MS
+        )
+        self._write_api: Any = self._client.write_api(write_options=SYNCHRONOUS)
+        self._outage_since: float | None = None
+        self._failed_attempts = 0
+
+    def wake(self) -> None:
+        """Rows were added: look at them now rather than at the next flush interval."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Collect, write, mark done; forever. Cancelling it leaves unwritten rows in the outbox."""
+        try:
+            while True:
+                entries = await self._collect()
+                await self._deliver(entries)
+        finally:
+            self._write_api.close()
+            self._client.close()
+
+    async def _collect(self) -> list[_Entry]:
+        """The next batch: as soon as it is full, or when its oldest row has waited an interval."""
+        loop = asyncio.get_running_loop()
+        interval_s = self.section.flush_interval_ms / 1000
+        size = self.section.batch_size
+        entries: list[_Entry] = []
+        deadline: float | None = None
+        while True:
+            self._wake.clear()
+            after = entries[-1].id if entries else 0
+            entries.extend(
+                self._entry(row) for row in self.outbox.pending(SINK, size - len(entries), after)
+            )
+            now = loop.time()
+            if entries and deadline is None:
+                deadline = now + interval_s
+            if len(entries) >= size or (deadline is not None and now >= deadline):
+                return entries
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), (deadline or now + interval_s) - now)
+
+    def _entry(self, row: Row) -> _Entry:
+        if row.kind != "telemetry":  # the outbox gives this sink telemetry only
+            return _Entry(row.id, None)
+        try:
+            return _Entry(row.id, line_of(row.payload, self.gateway_id))
+        except Unconvertible as exc:
+            log.warning("InfluxDB: outbox row %d dropped, %s", row.id, exc)
+            self.rejected += 1
+            return _Entry(row.id, None)
+
+    async def _deliver(self, entries: list[_Entry]) -> None:
+        """Write the batch until the server accepts or rejects it; then mark its rows done."""
+        lines = [entry.line for entry in entries if entry.line is not None]
+        attempt = 0
+        while lines:
+            result = await asyncio.to_thread(self.write, lines)
+            if result.verdict is not Verdict.RETRY:
+                self._reached()
+                if result.verdict is Verdict.ACCEPTED:
+                    self.written += len(lines)
+                else:
+                    self.rejected += len(lines)
+                    log.error(
+                        "InfluxDB at %s rejected %d points for good (%s); they are dropped",
+                        self.section.url,
+                        len(lines),
+                        result.detail,
+                    )
+                break
+            delay = backoff_delay(attempt, self.first_retry_s, self.max_retry_s)
+            if result.retry_after_s is not None:
+                delay = max(delay, min(result.retry_after_s, self.max_retry_s))
+            self._unreachable(result, len(lines), delay)
+            attempt += 1
+            await asyncio.sleep(delay)
+        self.outbox.done(SINK, [entry.id for entry in entries])
+
+    def _unreachable(self, result: WriteResult, points: int, delay_s: float) -> None:
+        self._failed_attempts += 1
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            log.warning(
+                "InfluxDB at %s cannot take telemetry (%s); %d points and what follows stay "
+                "in the buffer, retrying with backoff up to %g s",
+                self.section.url,
+                result.detail,
+                points,
+                self.max_retry_s,
+            )
+        else:
+            log.debug(
+                "InfluxDB write failed again (%s); next try in %.1f s", result.detail, delay_s
+            )
+
+    def _reached(self) -> None:
+        if self._outage_since is not None:
+            log.info(
+                "InfluxDB at %s takes telemetry again after %.0f s and %d failed writes",
+                self.section.url,
+                time.monotonic() - self._outage_since,
+                self._failed_attempts,
+            )
+            self._outage_since = None
+            self._failed_attempts = 0
+
+    def write(self, lines: list[str]) -> WriteResult:
+        """One blocking write request (run it in a worker thread); never raises an Exception."""
+        from influxdb_client.rest import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            self._write_api.write(
+                bucket=self.section.bucket,
+                org=self.section.org,
+                record=lines,
+                write_precision="ms",
+            )
+        except ApiException as exc:
+            status = int(exc.status or 0)
+            message = str(exc.message or exc.reason or "")[:_MAX_MESSAGE]
+            return WriteResult(verdict_of(status), f"HTTP {status}: {message}", _seconds(exc))
+        except (HTTPError, OSError) as exc:
+            return WriteResult(Verdict.RETRY, str(exc.__cause__ or exc))
+        except Exception as exc:  # a bug here must not end the sink, nor drop the batch
+            log.exception("InfluxDB write failed unexpectedly")
+            return WriteResult(Verdict.RETRY, f"{type(exc).__name__}: {exc}")
+        return WriteResult(Verdict.ACCEPTED)
+
+
+def _seconds(exc: object) -> float | None:
+    """A Retry-After header given in seconds (an HTTP date is ignored: the backoff applies)."""
+    value = getattr(exc, "retry_after", None)
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
