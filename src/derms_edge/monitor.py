@@ -30,7 +30,12 @@ def line(topic: str, payload: dict[str, Any]) -> str:
     ts = payload.get("ts", "")
     if topic.endswith("/status"):
         state = "online" if payload.get("online") else "OFFLINE"
-        return f"{ts}  gateway {state}, devices {payload.get('devices')}"
+        quality = payload.get("device_quality") or {}
+        devices = ", ".join(f"{d} {quality.get(d, '?')}" for d in payload.get("devices", []))
+        return (
+            f"{ts}  gateway {state}, devices: {devices}; buffered {payload.get('buffered', 0)}, "
+            f"dropped {payload.get('dropped', 0)}"
+        )
     if topic.endswith("/responses"):
         why = " ".join(str(payload[k]) for k in ("reason", "detail") if payload.get(k))
         return f"{ts}  event {payload.get('mrid')} {payload.get('status')} {why}".rstrip()

@@ -9,7 +9,6 @@ curtailment back in the device, no telemetry dropped, every seq on MQTT and in I
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -17,12 +16,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from hil.rig import RigThread
 from hil.spec import RigSpec
+from tests.support.dso import DsoClient
 from tests.support.gateway import write_config
 from tests.support.servers import Mosquitto
 from tests.support.sessions import Running, SessionProbe
@@ -124,21 +122,6 @@ def rss_mb(pid: int) -> float | None:
     return int(fields["VmRSS"].split()[0]) / 1024
 
 
-def curtail(port: int, mrid: str, pct: float, duration_s: float) -> None:
-    client = paho.Client(CallbackAPIVersion.VERSION2)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    body = {
-        "mrid": mrid,
-        "duration_s": duration_s,
-        "devices": ["inv1"],
-        "control": {"max_w_pct": pct},
-    }
-    client.publish(f"{ROOT}/controls/dso", json.dumps(body), qos=1).wait_for_publish(10)
-    client.disconnect()
-    client.loop_stop()
-
-
 class Chaos:
     """The actions, each of which leaves everything running again when it returns."""
 
@@ -225,7 +208,9 @@ def test_chaos_loses_nothing_and_the_daemon_stays_up(
     print(f"chaos seed {SEED} (CHAOS_SEED={SEED} replays it), {CHAOS_S:g} s")
     eventually(lambda: len(probe.telemetry()) >= 3 * len(DEVICES), timeout_s=30, what="telemetry")
     first = min(probe.seqs())
-    curtail(broker.port, "chaos-curtail", 40, 3600)
+    dso = DsoClient(broker.port, ROOT)
+    dso.event("chaos-curtail", {"max_w_pct": 40}, devices=["inv1"], duration_s=3600)
+    dso.close()
     eventually(lambda: rig.state("inv1").w_lim_pct == 40, what="inv1 curtailed to 40 %")
 
     chaos = Chaos(random.Random(SEED), rig, broker, victoria, gateway)

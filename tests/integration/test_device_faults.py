@@ -13,20 +13,18 @@ with the point named.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from hil.rig import Rig, RigThread
 from hil.spec import RigSpec
 from tests.support import waiting
+from tests.support.dso import DsoClient
 from tests.support.gateway import start_gateway, write_config
 from tests.support.mqtt_probe import Message, MqttProbe
 from tests.support.servers import Mosquitto, Process
@@ -47,29 +45,6 @@ RIG = {
         {"id": "inv2", "type": "pv_1547", "w_rtg": 10000, "tau_s": 0},
     ]
 }
-
-
-class Dso:
-    """The grid operator's MQTT client."""
-
-    def __init__(self, port: int) -> None:
-        self._client = paho.Client(CallbackAPIVersion.VERSION2)
-        self._client.connect("127.0.0.1", port)
-        self._client.loop_start()
-
-    def curtail(self, mrid: str, device: str, max_w_pct: float) -> None:
-        payload = {
-            "mrid": mrid,
-            "devices": [device],
-            "duration_s": 600,
-            "control": {"max_w_pct": max_w_pct},
-        }
-        message = self._client.publish(f"{ROOT}/controls/dso", json.dumps(payload), qos=1)
-        message.wait_for_publish(5)
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +94,8 @@ def gateway(
 
 
 @pytest.fixture(scope="module")
-def dso(broker: Mosquitto, gateway: Process) -> Iterator[Dso]:
-    client = Dso(broker.port)
+def dso(broker: Mosquitto, gateway: Process) -> Iterator[DsoClient]:
+    client = DsoClient(broker.port, ROOT)
     yield client
     client.close()
 
@@ -167,8 +142,8 @@ def reapplied_since(rig: RigThread, since: float) -> Reapplied | None:
 
 
 @pytest.fixture(scope="module")
-def curtailed(dso: Dso, probe: MqttProbe, rig: RigThread) -> str:
-    dso.curtail("curt", "inv1", LIMIT_PCT)
+def curtailed(dso: DsoClient, probe: MqttProbe, rig: RigThread) -> str:
+    dso.event("curt", {"max_w_pct": LIMIT_PCT}, devices=["inv1"], duration_s=600)
     waiting.response(probe, ROOT, "curt", "started")
     eventually(lambda: limit_pct(rig) == LIMIT_PCT, what="inv1 curtailed to 40 %")
     return "curt"
@@ -256,11 +231,11 @@ def test_the_event_was_held_through_every_outage(
 
 
 def test_a_write_the_device_refuses_aborts_the_event_naming_the_point(
-    dso: Dso, probe: MqttProbe, rig: RigThread
+    dso: DsoClient, probe: MqttProbe, rig: RigThread
 ) -> None:
     # this inverter takes no limit under 50 %: it answers ILLEGAL DATA VALUE (3)
     rig.call(lambda r: r.physics_device("inv2").image.bound(704, "WMaxLimPct", 50, 100))
-    dso.curtail("too-deep", "inv2", 30)
+    dso.event("too-deep", {"max_w_pct": 30}, devices=["inv2"], duration_s=600)
     aborted = waiting.response(probe, ROOT, "too-deep", "aborted")
     assert aborted["reason"] == "device_refused"
     assert "inv2: 704.WMaxLimPct" in aborted["detail"]

@@ -9,23 +9,21 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-import paho.mqtt.client as paho
 import pytest
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 
 from hil.devices.evse import EvCharger, EvseState
 from hil.physics import PvPhysics
 from hil.rig import Rig, RigThread
 from hil.spec import RigSpec
 from tests.support import waiting
+from tests.support.dso import DsoClient
 from tests.support.gateway import start_gateway, write_config
 from tests.support.mqtt_probe import Message, MqttProbe
 from tests.support.servers import Mosquitto, Process
@@ -74,41 +72,6 @@ RIG = {
 
 def now_iso(offset_s: float = 0.0) -> str:
     return (datetime.now(UTC) + timedelta(seconds=offset_s)).isoformat().replace("+00:00", "Z")
-
-
-class Dispatcher:
-    """A DSO's (and an aggregator's) MQTT client."""
-
-    def __init__(self, port: int) -> None:
-        self._client = paho.Client(CallbackAPIVersion.VERSION2)
-        self._client.connect("127.0.0.1", port)
-        self._client.loop_start()
-        self._stop = threading.Event()
-        self._beat = threading.Thread(target=self._heartbeat, daemon=True)
-        self._beat.start()
-
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(1.0):
-            for role in ("dso", "aggregator"):
-                self._client.publish(f"{ROOT}/heartbeat/{role}", b"{}", qos=1)
-
-    def send(self, topic: str, payload: Any, *, retain: bool = False) -> None:
-        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self._client.publish(f"{ROOT}/{topic}", data, qos=1, retain=retain).wait_for_publish(5)
-
-    def publish_raw(self, topic: str, payload: str) -> None:
-        """Publish outside the gateway's root (group topics)."""
-        self._client.publish(topic, payload.encode(), qos=1).wait_for_publish(5)
-
-    def event(self, mrid: str, control: dict[str, Any], role: str = "dso", **fields: Any) -> None:
-        self.send(
-            f"controls/{role}", {"mrid": mrid, "duration_s": 30, "control": control, **fields}
-        )
-
-    def close(self) -> None:
-        self._stop.set()
-        self._client.disconnect()
-        self._client.loop_stop()
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +146,8 @@ def gateway(config: Path, workdir: Path, probe: MqttProbe) -> Iterator[Process]:
 
 
 @pytest.fixture(scope="module")
-def dso(broker: Mosquitto, gateway: Process) -> Iterator[Dispatcher]:
-    client = Dispatcher(broker.port)
+def dso(broker: Mosquitto, gateway: Process) -> Iterator[DsoClient]:
+    client = DsoClient(broker.port, ROOT, heartbeat_roles=("dso", "aggregator"))
     yield client
     client.close()
 
@@ -206,7 +169,7 @@ def pv(rig: RigThread, device_id: str) -> Any:
 
 
 def test_curtailment_on_legacy_and_ieee_1547_inverters(
-    dso: Dispatcher, probe: MqttProbe, rig: RigThread
+    dso: DsoClient, probe: MqttProbe, rig: RigThread
 ) -> None:
     dso.event("curt-1", {"max_w_pct": 40}, devices=["inv1", "inv2"], duration_s=4)
     for status in ("received", "scheduled", "started"):
@@ -301,7 +264,7 @@ def test_curtailment_on_legacy_and_ieee_1547_inverters(
     ],
 )
 def test_rejections_name_the_reason(
-    dso: Dispatcher, probe: MqttProbe, payload: Any, role: str, reason: str, in_detail: str
+    dso: DsoClient, probe: MqttProbe, payload: Any, role: str, reason: str, in_detail: str
 ) -> None:
     mrid = payload.get("mrid") if isinstance(payload, dict) else None
     after = time.monotonic()
@@ -318,7 +281,7 @@ def test_rejections_name_the_reason(
     assert in_detail in rejected["detail"]
 
 
-def test_duplicate_supersede_and_cancel(dso: Dispatcher, probe: MqttProbe, rig: RigThread) -> None:
+def test_duplicate_supersede_and_cancel(dso: DsoClient, probe: MqttProbe, rig: RigThread) -> None:
     dso.event(
         "sup-a", {"max_w_pct": 70}, devices=["inv2"], duration_s=60, creation_time=now_iso(-10)
     )
@@ -336,7 +299,7 @@ def test_duplicate_supersede_and_cancel(dso: Dispatcher, probe: MqttProbe, rig: 
 
 
 def test_group_topic_and_fixed_power_factor(
-    dso: Dispatcher, probe: MqttProbe, rig: RigThread
+    dso: DsoClient, probe: MqttProbe, rig: RigThread
 ) -> None:
     dso.publish_raw(
         "derms/v1/groups/feeder-7/controls/dso",
@@ -358,7 +321,7 @@ def test_group_topic_and_fixed_power_factor(
     response(probe, "pf-1", "completed")
 
 
-def test_volt_var_native_in_the_device(dso: Dispatcher, probe: MqttProbe, rig: RigThread) -> None:
+def test_volt_var_native_in_the_device(dso: DsoClient, probe: MqttProbe, rig: RigThread) -> None:
     dso.event(
         "vv-native",
         {"volt_var": {"curve": "cat_b", "mode": "native"}},
@@ -377,7 +340,7 @@ def test_volt_var_native_in_the_device(dso: Dispatcher, probe: MqttProbe, rig: R
     response(probe, "vv-native", "completed")
 
 
-def test_volt_var_in_the_gateway(dso: Dispatcher, probe: MqttProbe, rig: RigThread) -> None:
+def test_volt_var_in_the_gateway(dso: DsoClient, probe: MqttProbe, rig: RigThread) -> None:
     rig.call(lambda r: r.physics_device("inv2").set_voltage(1.06 * 230.0))
     try:
         dso.event(
@@ -399,7 +362,7 @@ def test_volt_var_in_the_gateway(dso: Dispatcher, probe: MqttProbe, rig: RigThre
     response(probe, "vv-edge", "completed", timeout_s=20)
 
 
-def test_device_refusal_aborts_the_event(dso: Dispatcher, probe: MqttProbe) -> None:
+def test_device_refusal_aborts_the_event(dso: DsoClient, probe: MqttProbe) -> None:
     # the legacy inverter's 126 curves take 4 points; a 6-point curve cannot be written
     points = [[0.9, 40], [0.95, 20], [0.98, 0], [1.02, 0], [1.05, -20], [1.1, -40]]
     dso.event(
@@ -413,7 +376,7 @@ def test_device_refusal_aborts_the_event(dso: Dispatcher, probe: MqttProbe) -> N
     assert "inv1" in aborted["detail"]
 
 
-def test_storage_setpoint_and_soc_guard(dso: Dispatcher, probe: MqttProbe, rig: RigThread) -> None:
+def test_storage_setpoint_and_soc_guard(dso: DsoClient, probe: MqttProbe, rig: RigThread) -> None:
     dso.event("charge", {"storage_w": -2000}, role="aggregator", devices=["bat1"], duration_s=5)
     response(probe, "charge", "started")
     eventually(lambda: abs(rig.state("bat1").w + 2000) < 50, what="bat1 charging at 2 kW")
@@ -433,7 +396,7 @@ def test_storage_setpoint_and_soc_guard(dso: Dispatcher, probe: MqttProbe, rig: 
 
 
 def test_aggregator_never_exceeds_dso_curtailment(
-    dso: Dispatcher, probe: MqttProbe, rig: RigThread
+    dso: DsoClient, probe: MqttProbe, rig: RigThread
 ) -> None:
     rig.call(lambda r: setattr(r.physics_device("bat1").physics, "soc_pct", 60.0))
     time.sleep(1.5)  # the gateway reads the new SoC
@@ -444,7 +407,7 @@ def test_aggregator_never_exceeds_dso_curtailment(
     response(probe, "agg-dis", "completed")
 
 
-def test_soc_unknown_refuses_storage(dso: Dispatcher, probe: MqttProbe, rig: RigThread) -> None:
+def test_soc_unknown_refuses_storage(dso: DsoClient, probe: MqttProbe, rig: RigThread) -> None:
     rig.call(lambda r: r.device("bat1").go_silent())
     try:
         time.sleep(2.5)  # past 3 poll intervals: the SoC is stale
@@ -454,7 +417,7 @@ def test_soc_unknown_refuses_storage(dso: Dispatcher, probe: MqttProbe, rig: Rig
         rig.call(lambda r: r.device("bat1").clear_faults())
 
 
-def test_ev_charger_current_limit(dso: Dispatcher, probe: MqttProbe, rig: RigThread) -> None:
+def test_ev_charger_current_limit(dso: DsoClient, probe: MqttProbe, rig: RigThread) -> None:
     dso.event("ev-16", {"evse_max_a": 16}, role="aggregator", devices=["ev1"], duration_s=5)
     response(probe, "ev-16", "started")
 
@@ -467,7 +430,7 @@ def test_ev_charger_current_limit(dso: Dispatcher, probe: MqttProbe, rig: RigThr
 
 
 def test_ev_charger_power_cap_under_an_aggregator_current(
-    dso: Dispatcher, probe: MqttProbe, rig: RigThread
+    dso: DsoClient, probe: MqttProbe, rig: RigThread
 ) -> None:
     # a 4.2 kW cap (EnWG 14a) on 3 phases at 230 V: 4200 / 690 = 6.09 A, written as 6.0 A
     dso.event("cap-4k2", {"evse_max_w": 4200}, devices=["ev1"], duration_s=6)
@@ -497,7 +460,7 @@ def test_ev_charger_power_cap_under_an_aggregator_current(
     response(probe, "cap-4k2", "completed")
 
 
-def test_site_export_limit(dso: Dispatcher, probe: MqttProbe, rig: RigThread) -> None:
+def test_site_export_limit(dso: DsoClient, probe: MqttProbe, rig: RigThread) -> None:
     # 4 kW + 8 kW of PV, 1 kW of load, the car unplugged: the site exports 11 kW
     rig.call(lambda r: cast(EvCharger, r.device("ev1")).plug(False))
     dso.event("export-3k", {"export_limit_w": 3000}, duration_s=40)
@@ -523,7 +486,7 @@ def test_site_export_limit(dso: Dispatcher, probe: MqttProbe, rig: RigThread) ->
 
 
 def test_default_control_and_dispatcher_timeout(
-    dso: Dispatcher, probe: MqttProbe, rig: RigThread
+    dso: DsoClient, probe: MqttProbe, rig: RigThread
 ) -> None:
     dso.send("default_control/dso", {"max_w_pct": 90}, retain=True)
     eventually(lambda: pv(rig, "inv1").w_lim_pct == 90, what="the default 90 % applied")
@@ -541,7 +504,7 @@ def test_default_control_and_dispatcher_timeout(
 
 
 def test_an_event_for_offline_devices_does_not_start(
-    dso: Dispatcher, probe: MqttProbe, rig: RigThread
+    dso: DsoClient, probe: MqttProbe, rig: RigThread
 ) -> None:
     rig.call(lambda r: r.device("inv1").go_silent())
     try:
@@ -555,7 +518,7 @@ def test_an_event_for_offline_devices_does_not_start(
 
 
 def test_kill_9_mid_event_resumes_and_devices_revert_on_their_own(
-    dso: Dispatcher,
+    dso: DsoClient,
     probe: MqttProbe,
     rig: RigThread,
     gateway: Process,

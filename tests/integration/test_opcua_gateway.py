@@ -8,7 +8,6 @@ with its Variant type, so each control is checked at the node, with the node's o
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -16,14 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from hil.devices.evse import EvseState
 from hil.rig import RigThread
 from hil.spec import RigSpec
 from tests.support import waiting
+from tests.support.dso import DsoClient
 from tests.support.gateway import start_gateway, write_config
 from tests.support.mqtt_probe import MqttProbe
 from tests.support.servers import Mosquitto, Process
@@ -180,28 +178,9 @@ def gateway(config: Path, workdir: Path, probe: MqttProbe) -> Iterator[Process]:
     process.stop()
 
 
-class Dso:
-    def __init__(self, port: int) -> None:
-        self._client = paho.Client(CallbackAPIVersion.VERSION2)
-        self._client.connect("127.0.0.1", port)
-        self._client.loop_start()
-
-    def event(self, mrid: str, control: dict[str, Any], **fields: Any) -> None:
-        body = {"mrid": mrid, "duration_s": 30, "control": control, **fields}
-        self._client.publish(f"{ROOT}/controls/dso", json.dumps(body), qos=1).wait_for_publish(5)
-
-    def cancel(self, mrid: str) -> None:
-        payload = json.dumps({"mrid": mrid})
-        self._client.publish(f"{ROOT}/controls/dso/cancel", payload, qos=1).wait_for_publish(5)
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-
-
 @pytest.fixture(scope="module")
-def dso(broker: Mosquitto, gateway: Process) -> Iterator[Dso]:
-    client = Dso(broker.port)
+def dso(broker: Mosquitto, gateway: Process) -> Iterator[DsoClient]:
+    client = DsoClient(broker.port, ROOT)
     yield client
     client.close()
 
@@ -263,7 +242,7 @@ def test_a_wrong_node_id_is_named_and_the_device_stays_offline(
 
 
 def test_evse_max_a_reaches_the_setpoint_node_as_a_float(
-    dso: Dso, probe: MqttProbe, rig: RigThread
+    dso: DsoClient, probe: MqttProbe, rig: RigThread
 ) -> None:
     dso.event("ev-16", {"evse_max_a": 16}, devices=["eva"], duration_s=4)
     response(probe, "ev-16", "started")
@@ -274,7 +253,7 @@ def test_evse_max_a_reaches_the_setpoint_node_as_a_float(
     eventually(lambda: writes(rig, "eva")[-1] == ("MaxCurrentSetpoint", "Float", 32.0))
 
 
-def test_evse_max_w_on_the_secure_charger(dso: Dso, probe: MqttProbe, rig: RigThread) -> None:
+def test_evse_max_w_on_the_secure_charger(dso: DsoClient, probe: MqttProbe, rig: RigThread) -> None:
     # 4200 W / (3 x 230 V) = 6.09 A: 6.0 A keeps the cap
     dso.event("cap-4k2", {"evse_max_w": 4200}, devices=["evb"], duration_s=4)
     response(probe, "cap-4k2", "started")
@@ -284,7 +263,7 @@ def test_evse_max_w_on_the_secure_charger(dso: Dso, probe: MqttProbe, rig: RigTh
 
 
 def test_a_bad_status_aborts_the_event_with_its_name(
-    dso: Dso, probe: MqttProbe, rig: RigThread
+    dso: DsoClient, probe: MqttProbe, rig: RigThread
 ) -> None:
     before = len(writes(rig, "evb"))
     dso.event("too-much", {"evse_max_a": 36}, devices=["evb"], duration_s=10)
@@ -296,7 +275,7 @@ def test_a_bad_status_aborts_the_event_with_its_name(
 
 
 def test_storage_w_on_the_opcua_battery_reaches_an_int32_node(
-    dso: Dso, probe: MqttProbe, rig: RigThread
+    dso: DsoClient, probe: MqttProbe, rig: RigThread
 ) -> None:
     soc = rig.snapshot("batc").soc_pct
     dso.event("dis-2k", {"storage_w": 2000.4}, devices=["batc"], duration_s=3)
@@ -309,7 +288,7 @@ def test_storage_w_on_the_opcua_battery_reaches_an_int32_node(
 
 
 def test_the_soc_guard_holds_on_the_opcua_battery(
-    dso: Dso, probe: MqttProbe, rig: RigThread
+    dso: DsoClient, probe: MqttProbe, rig: RigThread
 ) -> None:
     # 5 kW for an hour from about 50 % of 10 kWh would cross the 20 % reserve
     dso.event("drain", {"storage_w": 5000}, devices=["batc"], duration_s=3600)
@@ -319,7 +298,7 @@ def test_the_soc_guard_holds_on_the_opcua_battery(
 
 
 def test_a_server_restart_is_survived_and_the_control_rewritten(
-    dso: Dso, probe: MqttProbe, rig: RigThread
+    dso: DsoClient, probe: MqttProbe, rig: RigThread
 ) -> None:
     dso.event("hold-10", {"evse_max_a": 10}, devices=["eva"], duration_s=60)
     response(probe, "hold-10", "started")
