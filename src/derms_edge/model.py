@@ -8,6 +8,9 @@ from enum import StrEnum
 
 from derms_edge.control.events import FixedPf, VoltVarCurve
 
+NOMINAL_V_LN = 230.0
+"""Line-to-neutral voltage assumed where none is measured or known, V (IEC 60038)."""
+
 
 class Quality(StrEnum):
     """How much a reading can be trusted."""

@@ -132,19 +132,19 @@ def test_without_a_mapping_only_state_names_are_states() -> None:
 
 
 def test_charger_state_from_power_or_current() -> None:
-    assert derive_state("evse", -7000.0, None, None, 3) is OperatingState.CHARGING
-    assert derive_state("evse", -50.0, None, None, 3) is OperatingState.IDLE
-    assert derive_state("evse", None, 18.0, 230.0, 3) is OperatingState.CHARGING
-    assert derive_state("evse", None, 0.2, 230.0, 3) is OperatingState.IDLE
-    assert derive_state("evse", None, None, None, 3) is OperatingState.IDLE
+    assert derive_state("evse", -7000.0, None, None) is OperatingState.CHARGING
+    assert derive_state("evse", -50.0, None, None) is OperatingState.IDLE
+    assert derive_state("evse", None, 18.0, 230.0) is OperatingState.CHARGING
+    assert derive_state("evse", None, 0.2, 230.0) is OperatingState.IDLE
+    assert derive_state("evse", None, None, None) is OperatingState.IDLE
 
 
 def test_battery_state_from_power() -> None:
-    assert derive_state("battery", -3000.0, None, None, 3) is OperatingState.CHARGING
-    assert derive_state("battery", 3000.0, None, None, 3) is OperatingState.DISCHARGING
-    assert derive_state("battery", 10.0, None, None, 3) is OperatingState.IDLE
-    assert derive_state("battery", None, None, None, 3) is None
-    assert derive_state("inverter", 3000.0, None, None, 3) is None
+    assert derive_state("battery", -3000.0, None, None) is OperatingState.CHARGING
+    assert derive_state("battery", 3000.0, None, None) is OperatingState.DISCHARGING
+    assert derive_state("battery", 10.0, None, None) is OperatingState.IDLE
+    assert derive_state("battery", None, None, None) is None
+    assert derive_state("inverter", 3000.0, None, None) is None
 
 
 def test_a_charger_reading_reports_total_current_and_consumption_negative() -> None:

@@ -42,6 +42,7 @@ from derms_edge.control.soc import (
     violation_detail,
 )
 from derms_edge.model import (
+    NOMINAL_V_LN,
     Capability,
     DeviceState,
     Quality,
@@ -54,8 +55,6 @@ log = logging.getLogger(__name__)
 TERMINAL = frozenset(
     {Status.COMPLETED, Status.CANCELLED, Status.SUPERSEDED, Status.REJECTED, Status.ABORTED}
 )
-NOMINAL_V_LN = 230.0
-"""Line-to-neutral voltage assumed for a charger whose nominal voltage is unknown, V."""
 SITE = "site"
 """The key of site-wide controls (export_limit_w) in the active map."""
 

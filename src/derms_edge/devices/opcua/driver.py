@@ -25,7 +25,7 @@ from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaStatusCodeError
 
 from derms_edge.config import POINT_UNITS, OpcUaDevice, OpcUaPointName
-from derms_edge.control.events import MIN_EVSE_A
+from derms_edge.devices.charger import limit_refusal, rated_w
 from derms_edge.devices.opcua.connection import (
     Target,
     discard,
@@ -39,7 +39,6 @@ from derms_edge.devices.opcua.subscription import Watch, subscribe
 from derms_edge.devices.opcua.values import (
     CAPABILITIES,
     MEASUREMENTS,
-    NOMINAL_V,
     NUMBER_TYPES,
     Conversion,
     same_value,
@@ -379,7 +378,7 @@ class OpcUaDriver:
         v = to_si(_raw(values["v"]), nodes["v"].factor("v")) if "v" in nodes else None
         phases = self._device.phases
         return Capability(
-            w_max=si.get("w_max") or phases * (v or NOMINAL_V) * max_a,
+            w_max=si.get("w_max") or rated_w(phases, v, max_a),
             va_max=si.get("va_max"),
             max_a=max_a,
             phases=phases,
@@ -417,14 +416,7 @@ class OpcUaDriver:
         if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
             raise ControlRefused(self._name, where, f"{value!r} is not a number")
         amps = float(value)
-        if point == "max_a_setpoint":
-            if amps > self._max_a:
-                reason = f"{amps:g} A is above the charger's max_a {self._max_a:g} A"
-                raise ControlRefused(self._name, where, reason)
-            if not (amps == 0 or amps >= MIN_EVSE_A):
-                reason = (
-                    f"{amps:g} A cannot be signalled: 0 pauses, else "
-                    f"{MIN_EVSE_A:g}..{self._max_a:g} A"
-                )
-                raise ControlRefused(self._name, where, reason)
+        refusal = limit_refusal(amps, self._max_a) if point == "max_a_setpoint" else None
+        if refusal is not None:
+            raise ControlRefused(self._name, where, refusal)
         return amps

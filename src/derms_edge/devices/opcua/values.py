@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from derms_edge.config import OpcUaPointName
+from derms_edge.devices.charger import charging_state
 from derms_edge.model import DeviceState, OperatingState
 
 INTEGER_RANGES: dict[str, tuple[int, int]] = {
@@ -31,10 +32,6 @@ NUMBER_TYPES = frozenset(INTEGER_RANGES) | frozenset(FLOAT_LIMITS)
 FLOAT32_TOLERANCE = 1e-6
 """Relative difference a Float read-back may show (24-bit mantissa)."""
 
-NOMINAL_V = 230.0
-"""Line-to-neutral voltage assumed when a charger's voltage is not mapped or reads 0, V."""
-CHARGING_W = 100.0
-"""Power drawn above which a charger counts as charging, W (well under 6 A on one phase)."""
 BATTERY_IDLE_W = 50.0
 """Battery power below which (either way) it counts as idle, W."""
 
@@ -126,18 +123,15 @@ def map_state(raw: object, states: Mapping[str, str] | None) -> OperatingState |
 
 
 def derive_state(
-    kind: str, w: float | None, a: float | None, v: float | None, phases: int
+    kind: str, w: float | None, a: float | None, v: float | None
 ) -> OperatingState | None:
     """A charger's or battery's state from its power (W positive = delivered to the grid).
 
-    Chargers: CHARGING while drawing more than `CHARGING_W` (from the current when no power
-    is read), else IDLE. Batteries: CHARGING or DISCHARGING beyond `BATTERY_IDLE_W`, else
-    IDLE. Other kinds: None.
+    Chargers: as `charging_state` (``a`` is the total current here). Batteries: CHARGING or
+    DISCHARGING beyond `BATTERY_IDLE_W`, else IDLE. Other kinds: None.
     """
     if kind == "evse":
-        if w is None and a is not None:
-            w = -(v or NOMINAL_V) * a  # a is the total current here
-        return OperatingState.CHARGING if w is not None and w < -CHARGING_W else OperatingState.IDLE
+        return charging_state(w, a, v)
     if kind == "battery" and w is not None:
         if w < -BATTERY_IDLE_W:
             return OperatingState.CHARGING
@@ -173,7 +167,7 @@ class Conversion:
             a *= self.phases
         state = map_state(raw.get("state"), self.states) if "state" in self.factors else None
         if state is None:
-            state = derive_state(self.kind, w, a, v, self.phases)
+            state = derive_state(self.kind, w, a, v)
         return DeviceState(
             w=w,
             var=si("var"),

@@ -14,24 +14,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from derms_edge.config import EvseProfile, RegisterPoint
-from derms_edge.control.events import MIN_EVSE_A
+from derms_edge.devices.charger import charging_state, limit_refusal, rated_w
 from derms_edge.devices.modbus import RegisterTransport
 from derms_edge.devices.profile.codec import decode, decode_reads, encode, plan, size
 from derms_edge.errors import ControlRefused, DeviceException, DeviceProtocolError
 from derms_edge.model import (
     Capability,
     DeviceState,
-    OperatingState,
     SetpointName,
     SetpointValue,
 )
 
 log = logging.getLogger(__name__)
 
-NOMINAL_V = 230.0
-"""Line-to-neutral voltage assumed for the power rating when the profile maps no voltage, V."""
-CHARGING_W = 100.0
-"""Power drawn above which the charger counts as charging, W (well under 6 A on one phase)."""
 FLOAT32_TOLERANCE = 1e-6
 """Relative difference a float32 read-back may show."""
 _LIMIT, _VALIDITY = "current_limit", "validity"
@@ -99,24 +94,27 @@ class ProfileDriver:
             raise DeviceProtocolError(f"{self._name}: {self._limit_point} (current limit) is NaN")
         self._connected = True
         p = self._profile
-        v = values.get("v") or NOMINAL_V
         return Capability(
-            model=p.name, w_max=p.phases * v * p.max_a, max_a=p.max_a, phases=p.phases
+            model=p.name,
+            w_max=rated_w(p.phases, values.get("v"), p.max_a),
+            max_a=p.max_a,
+            phases=p.phases,
         )
 
     async def poll(self) -> DeviceState:
         """One reading; ``a`` is the total current (phases x the current per phase)."""
         values = await self._read()
         w, a = values.get("w"), values.get("a")
+        total_a = None if a is None else a * self._profile.phases
         return DeviceState(
             w=w,
             va=values.get("va"),
             v=values.get("v"),
             hz=values.get("hz"),
-            a=None if a is None else a * self._profile.phases,
+            a=total_a,
             soc_pct=values.get("soc_pct"),
             wh_imported=values.get("wh_imported"),
-            state=_state(w, a, values.get("v"), self._profile.phases),
+            state=charging_state(w, total_a, values.get("v")),
         )
 
     async def close(self) -> None:
@@ -144,12 +142,9 @@ class ProfileDriver:
             raise ControlRefused(self._name, self._limit_point, f"{value!r} is not a current")
         else:
             amps = float(value)
-        if amps > max_a:
-            reason = f"{amps:g} A is above the charger's max_a {max_a:g} A"
-            raise ControlRefused(self._name, self._limit_point, reason)
-        if not (amps == 0 or amps >= MIN_EVSE_A):
-            reason = f"{amps:g} A cannot be signalled: 0 pauses, else {MIN_EVSE_A:g}..{max_a:g} A"
-            raise ControlRefused(self._name, self._limit_point, reason)
+        refusal = limit_refusal(amps, max_a)
+        if refusal is not None:
+            raise ControlRefused(self._name, self._limit_point, refusal)
         await self._put(amps)
 
     def sampled_at(self) -> None:
@@ -221,10 +216,3 @@ def _same(point: RegisterPoint, read: float, written: float) -> bool:
     if point.type == "float32":
         return math.isclose(read, written, rel_tol=FLOAT32_TOLERANCE, abs_tol=1e-9)
     return abs(read - written) <= abs(point.scale) / 2
-
-
-def _state(w: float | None, a: float | None, v: float | None, phases: int) -> OperatingState:
-    """CHARGING while power is consumed (from W, else from the current), IDLE otherwise."""
-    if w is None and a is not None:
-        w = -phases * (v or NOMINAL_V) * a
-    return OperatingState.CHARGING if w is not None and w < -CHARGING_W else OperatingState.IDLE
