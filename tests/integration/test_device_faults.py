@@ -25,7 +25,7 @@ from hil.rig import Rig, RigThread
 from hil.spec import RigSpec
 from tests.support import waiting
 from tests.support.dso import DsoClient
-from tests.support.gateway import start_gateway, write_config
+from tests.support.gateway import start_connected, write_config
 from tests.support.mqtt_probe import Message, MqttProbe
 from tests.support.servers import Mosquitto, Process
 from tests.support.waiting import eventually
@@ -86,9 +86,7 @@ def gateway(
         telemetry={"interval_s": 0.5},
         control={"interval_s": 0.5, "revert_s": REVERT_S, "roles": {"dso": {"primacy": 1}}},
     )
-    process = start_gateway(config, workdir / "faults.log")
-    for device_id in ("inv1", "inv2"):
-        probe.wait_for(lambda m, d=device_id: m.topic == f"{ROOT}/capability/{d}", timeout_s=20)
+    process = start_connected(config, workdir / "faults.log", probe, ROOT, ("inv1", "inv2"))
     yield process
     process.stop()
 

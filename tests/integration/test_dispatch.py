@@ -24,7 +24,7 @@ from hil.rig import Rig, RigThread
 from hil.spec import RigSpec
 from tests.support import waiting
 from tests.support.dso import DsoClient
-from tests.support.gateway import start_gateway, write_config
+from tests.support.gateway import start_connected, start_gateway, write_config
 from tests.support.mqtt_probe import Message, MqttProbe
 from tests.support.servers import Mosquitto, Process
 from tests.support.waiting import eventually
@@ -137,9 +137,8 @@ def probe(broker: Mosquitto) -> Iterator[MqttProbe]:
 
 @pytest.fixture(scope="module")
 def gateway(config: Path, workdir: Path, probe: MqttProbe) -> Iterator[Process]:
-    process = start_gateway(config, workdir / "dispatch.log")
-    for device_id in ("inv1", "inv2", "bat1", "ev1", "meter1"):  # every device connected
-        probe.wait_for(lambda m, d=device_id: m.topic == f"{ROOT}/capability/{d}", timeout_s=20)
+    devices = ("inv1", "inv2", "bat1", "ev1", "meter1")
+    process = start_connected(config, workdir / "dispatch.log", probe, ROOT, devices)
     time.sleep(1.0)  # and read
     yield process
     process.stop()

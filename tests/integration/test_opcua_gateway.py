@@ -22,7 +22,7 @@ from hil.rig import RigThread
 from hil.spec import RigSpec
 from tests.support import waiting
 from tests.support.dso import DsoClient
-from tests.support.gateway import start_gateway, write_config
+from tests.support.gateway import start_connected, write_config
 from tests.support.mqtt_probe import MqttProbe
 from tests.support.servers import Mosquitto, Process
 from tests.support.waiting import eventually
@@ -171,9 +171,7 @@ def probe(broker: Mosquitto) -> Iterator[MqttProbe]:
 
 @pytest.fixture(scope="module")
 def gateway(config: Path, workdir: Path, probe: MqttProbe) -> Iterator[Process]:
-    process = start_gateway(config, workdir / "opcua.log")
-    for device_id in ("eva", "evb", "batc"):
-        probe.wait_for(lambda m, d=device_id: m.topic == f"{ROOT}/capability/{d}", timeout_s=20)
+    process = start_connected(config, workdir / "opcua.log", probe, ROOT, ("eva", "evb", "batc"))
     yield process
     process.stop()
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tests.support.mqtt_probe import Message, MqttProbe
 from tests.support.servers import Process
 
 
@@ -24,3 +26,19 @@ def start_gateway(config: Path, log: Path) -> Process:
         log,
         env={"PYTHONUNBUFFERED": "1"},
     )
+
+
+def start_connected(
+    config: Path, log: Path, probe: MqttProbe, root: str, devices: Sequence[str]
+) -> Process:
+    """Start the daemon and wait until every one of ``devices`` has connected (its
+    capability is published under ``root``; ``probe`` must subscribe to it)."""
+    process = start_gateway(config, log)
+    for device_id in devices:
+        topic = f"{root}/capability/{device_id}"
+
+        def published(message: Message, topic: str = topic) -> bool:
+            return message.topic == topic
+
+        probe.wait_for(published, timeout_s=20)
+    return process

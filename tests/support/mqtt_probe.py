@@ -43,7 +43,9 @@ class MqttProbe:
 
     def _on_message(self, _c: paho.Client, _u: Any, m: paho.MQTTMessage) -> None:
         with self._lock:
-            self.messages.append(Message(m.topic, m.payload, bool(m.retain), time.monotonic()))
+            self.messages.append(
+                Message(m.topic, bytes(m.payload), bool(m.retain), time.monotonic())
+            )
             self._lock.notify_all()
 
     def wait_for(
