@@ -329,3 +329,42 @@ def test_a_bug_in_a_callback_or_in_close_does_not_end_the_coordinator(
     messages = [r.getMessage() for r in caplog.records]
     assert any("callback" in m and "failed" in m for m in messages)
     assert any("closing the driver failed" in m for m in messages)
+
+
+def test_a_cancellation_the_driver_swallowed_still_stops_the_coordinator() -> None:
+    """Python 3.11's asyncio.wait_for, inside pymodbus and asyncua, swallows a cancellation
+    that arrives as its answer does; the coordinator must stop anyway (a shutdown hung on it)."""
+
+    class Swallowing(FakeDriver):
+        in_flight = False
+        swallowed = 0
+
+        async def poll(self) -> DeviceState:
+            self.in_flight = True
+            try:
+                await asyncio.sleep(0.005)
+            except asyncio.CancelledError:
+                self.swallowed += 1  # the answer came in the same loop iteration as the cancel
+            finally:
+                self.in_flight = False
+            return await super().poll()
+
+    driver = Swallowing([])
+    coord = coordinator(driver)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(coord.run())
+        while coord.polls < 2:
+            await asyncio.sleep(0.001)
+        while not driver.in_flight:
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _pending = await asyncio.wait([task], timeout=1.0)
+        assert done, "the coordinator went on after its cancellation"
+        with pytest.raises(asyncio.CancelledError):
+            task.result()
+
+    asyncio.run(scenario())
+    assert driver.swallowed == 1
+    assert driver.closed
+

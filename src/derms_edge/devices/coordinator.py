@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from derms_edge.aio import honour_cancellation, wait_set
 from derms_edge.errors import ControlRefused, DeviceChanged, DeviceError
 from derms_edge.model import (
     Capability,
@@ -185,6 +185,7 @@ class DeviceCoordinator:
         changed = False  # found changed since the last good pass: the next time is a failure
         try:
             while True:
+                honour_cancellation()  # one pymodbus or asyncua swallowed (Python 3.11)
                 try:
                     if not self.connected:
                         await self._connect()
@@ -222,8 +223,7 @@ class DeviceCoordinator:
     async def _sleep_until(self, moment: float) -> None:
         """Sleep until ``moment`` (monotonic) or until a new command arrives."""
         delay = max(0.0, moment - self._clock())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
+        await wait_set(self._wake, delay)
 
     async def _apply(self) -> None:
         """Write what differs between the desired and the applied setpoints; keep them alive."""

@@ -21,12 +21,12 @@ first copy.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Protocol
 
+from derms_edge.aio import wait_set
 from derms_edge.northbound.mqtt import Publication
 from derms_edge.telemetry.outbox import MQTT, Outbox, Row
 
@@ -144,8 +144,7 @@ class Forwarder:
                 if self._session.connected.is_set():
                     self._send_live()
                     self._send_backlog(now)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._timeout(now))
+                await wait_set(self._wake, self._timeout(now))
         finally:
             self.flush()
 

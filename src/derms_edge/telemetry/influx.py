@@ -22,7 +22,6 @@ A row that is not a telemetry message is logged and marked done for the same rea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import math
@@ -34,6 +33,7 @@ from typing import Any, Final, Protocol
 
 from pydantic import ValidationError
 
+from derms_edge.aio import wait_set
 from derms_edge.config import InfluxSection
 from derms_edge.devices.coordinator import backoff_delay
 from derms_edge.northbound.messages import TelemetryMessage
@@ -241,8 +241,7 @@ class InfluxSink:
                 deadline = now + interval_s
             if len(entries) >= size or (deadline is not None and now >= deadline):
                 return entries
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), (deadline or now + interval_s) - now)
+            await wait_set(self._wake, (deadline or now + interval_s) - now)
 
     def _entry(self, row: Row) -> _Entry:
         if row.kind != "telemetry":  # the outbox gives this sink telemetry only

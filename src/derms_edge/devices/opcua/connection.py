@@ -284,7 +284,8 @@ async def discard(client: Client) -> None:
     server answers within `DISCARD_S`; the socket is closed in any case.
     """
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(client.disconnect(), timeout=DISCARD_S)
+        async with asyncio.timeout(DISCARD_S):
+            await client.disconnect()
     client.disconnect_socket()  # when the polite close timed out half-way
 
 
