@@ -368,3 +368,35 @@ def test_a_cancellation_the_driver_swallowed_still_stops_the_coordinator() -> No
     assert driver.swallowed == 1
     assert driver.closed
 
+
+def test_a_release_that_fails_across_reconnects_is_still_made() -> None:
+    """A curtailment that ended while the link kept dropping must still be released: what
+    the device may hold stays unsure until a write of it succeeds, however many reconnects."""
+
+    class FailingWrites(FakeDriver):
+        failing_writes = 0
+
+        async def write(self, name: SetpointName, value: SetpointValue | None) -> None:
+            if self.failing_writes:
+                self.failing_writes -= 1
+                raise DeviceTimeout(f"no answer to the write of {name}")
+            await super().write(name, value)
+
+    driver = FailingWrites([])
+    coord = coordinator(driver)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(coord.run())
+        coord.command({SetpointName.MAX_W_PCT: 40.0})
+        while coord.applied != {SetpointName.MAX_W_PCT: 40.0}:
+            await asyncio.sleep(0.001)
+        driver.failing_writes = 3  # the release fails, and again after each of two reconnects
+        coord.command({})
+        async with asyncio.timeout(2.0):
+            while (SetpointName.MAX_W_PCT, None) not in driver.writes:
+                await asyncio.sleep(0.001)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert driver.connects == 4
+    assert driver.writes == [(SetpointName.MAX_W_PCT, 40.0), (SetpointName.MAX_W_PCT, None)]

@@ -290,9 +290,10 @@ class DeviceCoordinator:
         self.capability = await self.driver.connect()
         self.connected = True
         # the device may have restarted and forgotten: rewrite what is wanted, release what we
-        # wrote before; a device nobody asked us to control is never written to
+        # wrote before (and what is still unsure from a connect whose writes failed); a device
+        # nobody asked us to control is never written to
         names = set(self.driver.supports()) if self._hold_when_idle else set()
-        self._unsure = names | set(self._applied) | set(self._desired)
+        self._unsure |= names | set(self._applied) | set(self._desired)
         self._applied = {}
         self._refused = {}
         self._notify(self._on_capability, self.capability)
