@@ -34,6 +34,10 @@ ROOT = "derms/v1/fault-site"
 POLL_S = 0.5
 BACKOFF_MAX_S = 2 * POLL_S
 """The longest a device that is back waits for the gateway's next try."""
+TIMEOUT_S = 0.5
+"""Short enough that a request lost in an outage plus the backoff fit in the closed-port bound;
+long enough that a busy 2-core CI machine does not turn the rig's first answer into a timeout
+(which the rig's log cannot tell from an answer the gateway took)."""
 REVERT_S = 3.0
 """Setpoints are kept alive, and checked to be still held, every REVERT_S / 3."""
 W_RTG = 5000.0
@@ -74,7 +78,7 @@ def gateway(
             "host": "127.0.0.1",
             "port": rig.port(device_id),
             "poll_interval_s": POLL_S,
-            "timeout_s": 0.3,
+            "timeout_s": TIMEOUT_S,
             "backoff_max_s": BACKOFF_MAX_S,
         }
 
