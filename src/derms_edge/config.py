@@ -65,12 +65,18 @@ class _Device(_Strict):
     timeout_s: float = Field(1.0, gt=0, le=60)
     stale_after_s: float | None = Field(None, gt=0)
     """Readings older than this are reported stale; default three poll intervals."""
-    backoff_max_s: float = Field(60.0, gt=0, le=3600)
+    backoff_max_s: float | None = Field(None, gt=0, le=3600)
+    """Cap of the retry backoff of an unreachable device; `Config` fills in the default."""
 
     @property
     def stale_after(self) -> float:
         """Age in seconds after which a reading is stale."""
         return self.stale_after_s if self.stale_after_s is not None else 3 * self.poll_interval_s
+
+    @property
+    def backoff_max(self) -> float:
+        """Cap in seconds of the retry backoff (the poll interval until `Config` decides)."""
+        return self.backoff_max_s if self.backoff_max_s is not None else self.poll_interval_s
 
 
 class StorageSettings(_Strict):
@@ -432,12 +438,40 @@ class Config(_Strict):
                     f"unit {device.unit_id}"
                 )
             links[key] = device.id
+        self._default_backoffs()
         meter = self.control.export_limit.meter
         if meter is not None and seen.get(meter) is None:
             raise ValueError(f"control.export_limit.meter: no device {meter!r}")
         if meter is not None and self.devices[seen[meter]].kind != "meter":
             raise ValueError(f"control.export_limit.meter: {meter!r} is not a kind: meter device")
         return self
+
+    def _default_backoffs(self) -> None:
+        """Fill in each device's ``backoff_max_s`` left out.
+
+        A device alone on its link is tried again every poll interval at most, so the
+        controls in force are back within two poll intervals of its recovery. Devices that
+        share a link (units on one RS485 bus or behind one Modbus TCP gateway) wait up to
+        30 timeouts: every try at a silent unit holds the link for up to three timeouts
+        (SunS marker search), so a unit gone for long takes at most about a tenth of it.
+        """
+
+        def link(device: AnyDevice) -> str | None:
+            if isinstance(device, OpcUaDevice):
+                return None  # a session per device, even on a shared server
+            return device.serial.port if device.serial is not None else device.link
+
+        sharing: dict[str | None, int] = {}
+        for device in self.devices:
+            sharing[link(device)] = sharing.get(link(device), 0) + 1
+        for index, device in enumerate(self.devices):
+            if device.backoff_max_s is not None:
+                continue
+            shared = link(device) is not None and sharing[link(device)] > 1
+            cap = 30 * device.timeout_s if shared else device.poll_interval_s
+            self.devices[index] = device.model_copy(
+                update={"backoff_max_s": min(3600.0, max(device.poll_interval_s, cap))}
+            )
 
     def device(self, device_id: str) -> AnyDevice:
         """The configured device with this id; KeyError if there is none."""

@@ -241,3 +241,38 @@ def test_two_devices_may_share_one_opcua_server() -> None:
     second = {**OPCUA, "id": "ev3"}
     config = parse_config({"gateway": {"id": "site-001"}, "devices": [OPCUA, second]})
     assert [d.link for d in config.devices] == [OPCUA["endpoint"]] * 2
+
+
+def test_the_backoff_cap_defaults_to_the_poll_interval_alone_and_30_timeouts_shared() -> None:
+    serial = {"port": "/dev/ttyUSB0", "baudrate": 9600}
+    config = parse_config(
+        {
+            "gateway": {"id": "site-001"},
+            "devices": [
+                {**DEVICE, "poll_interval_s": 0.5},  # alone on 127.0.0.1:502
+                {**DEVICE, "id": "inv2", "host": "10.0.0.9", "backoff_max_s": 7},  # set: kept
+                {**DEVICE, "id": "inv3", "host": "10.0.0.8", "unit_id": 1, "timeout_s": 0.4},
+                {**DEVICE, "id": "meter", "kind": "meter", "host": "10.0.0.8", "unit_id": 2},
+                {"id": "rtu1", "kind": "inverter", "protocol": "sunspec", "serial": serial},
+                {
+                    "id": "rtu2",
+                    "kind": "inverter",
+                    "protocol": "sunspec",
+                    "unit_id": 2,
+                    "serial": {**serial, "baudrate": 19200},
+                },  # same port: the same bus
+                {**DEVICE, "id": "slow", "host": "10.0.0.7", "poll_interval_s": 60},
+            ],
+        }
+    )
+    caps = {d.id: d.backoff_max_s for d in config.devices}
+    assert caps == {
+        "inv1": 0.5,  # controls back within two poll intervals of recovery
+        "inv2": 7,
+        "inv3": 12.0,  # 30 x its timeout: a silent unit takes ~1/10 of the shared link
+        "meter": 30.0,
+        "rtu1": 30.0,
+        "rtu2": 30.0,
+        "slow": 60,  # never more often than it is polled
+    }
+    assert all(d.backoff_max == caps[d.id] for d in config.devices)

@@ -74,7 +74,7 @@ def _coordinator(
         driver,
         poll_interval_s=device.poll_interval_s,
         stale_after_s=device.stale_after,
-        backoff_max_s=device.backoff_max_s,
+        backoff_max_s=device.backoff_max,
         on_capability=on_capability,
         on_refused=on_refused,
         keepalive_s=keepalive_s,
