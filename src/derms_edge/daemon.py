@@ -54,7 +54,7 @@ class Gateway:
             device.id: build_coordinator(
                 device,
                 self._links,
-                self._publish_capability,
+                self._connected,
                 on_refused=self._refused,
                 keepalive_s=revert_s / 3 if revert_s > 0 else None,
                 revert_s=revert_s,
@@ -136,6 +136,12 @@ class Gateway:
         self.outbox.add(
             [Entry("response", p.topic, p.payload, p.qos, p.retain) for p in publications]
         )
+
+    def _connected(self, device_id: str, capability: Capability) -> None:
+        """A device (re)connected: publish what it can do, and decide its controls at once
+        with that knowledge, before the coordinator writes them."""
+        self._publish_capability(device_id, capability)
+        self.dispatcher.step()
 
     def _publish_capability(self, device_id: str, capability: Capability) -> None:
         message = CapabilityMessage.of(

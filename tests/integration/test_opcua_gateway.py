@@ -8,6 +8,7 @@ with its Variant type, so each control is checked at the node, with the node's o
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from hil.rig import RigThread
 from hil.spec import RigSpec
 from tests.support import waiting
 from tests.support.dso import DsoClient
-from tests.support.gateway import start_connected, write_config
+from tests.support.gateway import start_connected, start_gateway, write_config
 from tests.support.mqtt_probe import MqttProbe
 from tests.support.servers import Mosquitto, Process
 from tests.support.waiting import eventually
@@ -346,3 +347,47 @@ def test_derms_edge_send_publishes_an_event_and_prints_its_answers(
     rejected = send("--devices", "batc", "--control", '{"evse_max_w": 4200}')
     assert rejected.returncode == 1
     assert "rejected  not_applicable" in rejected.stdout
+
+
+def test_setpoints_a_killed_gateway_left_behind_are_replaced_when_it_is_back(
+    config: Path,
+    workdir: Path,
+    gateway: Process,
+    dso: DsoClient,
+    probe: MqttProbe,
+    rig: RigThread,
+) -> None:
+    """OPC UA has no revert timer: a gateway that dies leaves its last setpoints in force. When
+    it is back, it writes every mapped setpoint at once: what is in force then, or the release.
+    The battery stops discharging unsupervised; the charger goes from the 8 A of an event that
+    ended to the 50 % curtailment still running, never through its full 32 A."""
+    dso.event("cap-50pct", {"max_w_pct": 50}, devices=["eva"], duration_s=120)
+    dso.event("left-8a", {"evse_max_a": 8}, devices=["eva"], duration_s=4)
+    dso.event("left-1500w", {"storage_w": 1500}, devices=["batc"], duration_s=4)
+    for mrid in ("cap-50pct", "left-8a", "left-1500w"):
+        response(probe, mrid, "started")
+    eventually(lambda: writes(rig, "eva")[-1] == ("MaxCurrentSetpoint", "Float", 8.0))
+    eventually(lambda: writes(rig, "batc")[-1] == ("PowerSetpoint", "Int32", -1500))
+    gateway.signal(signal.SIGKILL)
+    gateway.popen.wait(10)
+    time.sleep(5)  # two events end while nobody watches
+    assert writes(rig, "eva")[-1] == ("MaxCurrentSetpoint", "Float", 8.0)
+    assert rig.snapshot("batc").w == pytest.approx(1500, abs=1)  # still discharging
+    before = len(writes(rig, "eva"))
+    back = start_gateway(config, workdir / "opcua-back.log")
+    try:
+        eventually(
+            lambda: writes(rig, "batc")[-1] == ("PowerSetpoint", "Int32", 0),
+            what="the battery stopped by the gateway that came back",
+        )
+        eventually(lambda: abs(rig.snapshot("batc").w) < 1, what="the battery idle")
+        eventually(lambda: len(writes(rig, "eva")) > before, what="the charger written")
+        # 50 % of the 32 A the server reports: decided with the capability, before any write
+        assert writes(rig, "eva")[before] == ("MaxCurrentSetpoint", "Float", 16.0)
+        dso.cancel("cap-50pct")
+        eventually(
+            lambda: writes(rig, "eva")[-1] == ("MaxCurrentSetpoint", "Float", 32.0),
+            what="the charger's limit released to its 32 A",
+        )
+    finally:
+        back.stop()

@@ -400,3 +400,25 @@ def test_a_release_that_fails_across_reconnects_is_still_made() -> None:
     asyncio.run(scenario())
     assert driver.connects == 4
     assert driver.writes == [(SetpointName.MAX_W_PCT, 40.0), (SetpointName.MAX_W_PCT, None)]
+
+
+def test_take_over_writes_every_setpoint_at_the_first_connect_only() -> None:
+    """A device with no revert timer may hold what a gateway that stopped wrote: at the first
+    connect every setpoint it supports is written, the decision or its release; later
+    connects write only what the gateway itself wrote or wants."""
+    driver = FakeDriver([DeviceState(w=1.0)] * 3 + [DeviceTimeout("gone")])
+    coord = DeviceCoordinator(
+        "bat1", driver, poll_interval_s=0.01, stale_after_s=0.03, backoff_max_s=0.05, take_over=True
+    )
+
+    async def scenario() -> None:
+        coord.command({SetpointName.VAR: 300.0})  # decided before the device answered
+        task = asyncio.create_task(coord.run())
+        while driver.connects < 2 or coord.quality() is not Quality.OK:
+            await asyncio.sleep(0.001)
+        task.cancel()
+
+    asyncio.run(scenario())
+    first, again = driver.writes[:2], driver.writes[2:]
+    assert sorted(first, key=str) == [(SetpointName.MAX_W_PCT, None), (SetpointName.VAR, 300.0)]
+    assert again == [(SetpointName.VAR, 300.0)]  # the device may have forgotten it: again

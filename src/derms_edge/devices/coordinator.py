@@ -123,6 +123,7 @@ class DeviceCoordinator:
         on_refused: Callable[[str, SetpointName, ControlRefused], None] | None = None,
         keepalive_s: float | None = None,
         hold_when_idle: bool = False,
+        take_over: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.device_id = device_id
@@ -136,6 +137,10 @@ class DeviceCoordinator:
         self._hold_when_idle = hold_when_idle
         """Release every control at connect and keep the released state alive (a charger's
         watchdog drops to its safe current unless its limit is refreshed)."""
+        self._take_over = take_over
+        """At the first connect of this process, write every setpoint the device supports
+        (the decision, or its release): it may still hold what a gateway that stopped wrote,
+        and it has no revert timer of its own to drop it (OPC UA)."""
         self._clock = clock
         self._desired: dict[SetpointName, SetpointValue] = {}
         self._applied: dict[SetpointName, SetpointValue] = {}
@@ -291,8 +296,10 @@ class DeviceCoordinator:
         self.connected = True
         # the device may have restarted and forgotten: rewrite what is wanted, release what we
         # wrote before (and what is still unsure from a connect whose writes failed); a device
-        # nobody asked us to control is never written to
-        names = set(self.driver.supports()) if self._hold_when_idle else set()
+        # nobody asked us to control is never written to, unless we take it over at start
+        everything = self._hold_when_idle or self._take_over
+        self._take_over = False
+        names = set(self.driver.supports()) if everything else set()
         self._unsure |= names | set(self._applied) | set(self._desired)
         self._applied = {}
         self._refused = {}

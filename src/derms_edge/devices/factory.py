@@ -35,7 +35,7 @@ def build_coordinator(
         from derms_edge.devices.opcua.driver import OpcUaDriver
 
         driver = OpcUaDriver(device)
-        return _coordinator(device, driver, on_capability, on_refused, keepalive_s)
+        return _coordinator(device, driver, on_capability, on_refused, keepalive_s, take_over=True)
     if device.serial is not None:
         link = links.serial(device.serial, device.timeout_s)
     else:
@@ -68,6 +68,7 @@ def _coordinator(
     keepalive_s: float | None,
     *,
     hold_when_idle: bool = False,
+    take_over: bool = False,
 ) -> DeviceCoordinator:
     return DeviceCoordinator(
         device.id,
@@ -79,4 +80,5 @@ def _coordinator(
         on_refused=on_refused,
         keepalive_s=keepalive_s,
         hold_when_idle=hold_when_idle,
+        take_over=take_over,
     )
