@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -213,10 +214,15 @@ def test_entries_of_unknown_kind_are_refused_whole(path: Path) -> None:
 def test_an_unreadable_file_is_moved_aside_and_a_new_one_started(path: Path) -> None:
     path.parent.mkdir(parents=True)
     path.write_bytes(b"this is not a database, an SD card ate it" * 100)
+    before_ms = time.time_ns() // 1_000_000
     outbox = Outbox(path, max_bytes=10_000_000)
     assert outbox.add(telemetry(1)) == [1]
     [aside] = path.parent.glob("telemetry.sqlite.corrupt-*")
     assert aside.read_bytes().startswith(b"this is not a database")
+    # the seq given before is unknown: new ones must not pass for messages already seen
+    assert outbox.next_seq() > before_ms
+    outbox.close()
+    assert Outbox(path, max_bytes=10_000_000).next_seq() > before_ms  # and it is kept
 
 
 def test_a_newer_schema_is_refused_with_what_to_do(path: Path) -> None:

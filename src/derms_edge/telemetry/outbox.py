@@ -15,7 +15,8 @@ bit and a row with no bit left is deleted. Responses are for the MQTT sink only:
 (a history store) see telemetry. The buffer is bounded by the pages in use: beyond
 ``max_bytes`` the oldest telemetry is dropped (never responses) and counted, persistently.
 Rows get ids in insertion order that are never reused, and ``next_seq`` hands out the
-telemetry sequence numbers, strictly increasing across restarts.
+telemetry sequence numbers, strictly increasing across restarts, and across a file found
+unreadable (moved aside; seq goes on from the time in milliseconds).
 """
 
 from __future__ import annotations
@@ -111,6 +112,13 @@ class Outbox:
                 if source.exists():
                     source.rename(Path(f"{aside}{suffix}"))
             self._db = _open(path)
+            # The seq given so far is lost with the file: going on from 1 would make every new
+            # message look like one seen before. The time in ms is above any seq this gateway
+            # gave (it gives fewer than 1000 a second); subscribers see a gap, which is loss.
+            floor = time.time_ns() // 1_000_000
+            with self._db:
+                self._db.execute("UPDATE meta SET seq = max(seq, ?)", (floor,))
+            log.error("telemetry seq continues from %d", floor + 1)
         self._page_size: int = self._db.execute("PRAGMA page_size").fetchone()[0]
         self._bits = self._assign_bits(sinks)
         last_id, seq, dropped = self._db.execute(
