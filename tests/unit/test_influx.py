@@ -153,7 +153,7 @@ def test_what_is_not_telemetry_is_unconvertible(payload: bytes, why: str) -> Non
         (403, Verdict.RETRY),
         (404, Verdict.RETRY),  # no such bucket (yet)
         (400, Verdict.REJECTED),  # bad line protocol, field type conflict
-        (413, Verdict.REJECTED),
+        (413, Verdict.TOO_LARGE),  # over the server's request size limit: halved
         (422, Verdict.REJECTED),  # outside the bucket's retention
     ],
 )
@@ -374,6 +374,34 @@ def test_a_batch_refused_for_good_is_dropped_and_the_queue_moves_on(
     assert (sink.written, sink.rejected) == (2, 3)
     [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert "rejected 3 points for good (HTTP 400: scripted 400)" in error
+
+
+def test_a_batch_over_the_size_limit_is_sent_in_halves_until_it_fits(
+    influx: ScriptedInflux, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 8 points: too large; 4: too large; 2 + 2, then the other 4 whole
+    influx.script = [413, 413]
+    outbox = FakeOutbox()
+    outbox.add([telemetry(seq) for seq in range(8)])
+    sink = sink_for(influx.url, outbox, batch_size=8)
+    with caplog.at_level(logging.WARNING, logger="derms_edge.telemetry.influx"):
+        asyncio.run(run_until(sink, lambda: len(outbox.finished) == 8))
+    assert [len(b) for b in influx.batches()] == [8, 4, 2, 2, 4]
+    assert [line for batch in influx.batches()[2:] for line in batch] == [
+        line_of(telemetry(seq), "gw") for seq in range(8)
+    ]
+    assert (sink.written, sink.rejected) == (8, 0)
+    assert not caplog.records
+
+
+def test_a_single_point_over_the_size_limit_is_dropped_alone(influx: ScriptedInflux) -> None:
+    influx.script = [413, 413]  # 2 points: too large; the first alone too: dropped
+    outbox = FakeOutbox()
+    outbox.add([telemetry(seq) for seq in range(2)])
+    sink = sink_for(influx.url, outbox, batch_size=2)
+    asyncio.run(run_until(sink, lambda: len(outbox.finished) == 2))
+    assert [len(b) for b in influx.batches()] == [2, 1, 1]
+    assert (sink.written, sink.rejected) == (1, 1)
 
 
 def test_rows_that_are_not_telemetry_are_skipped_and_marked_done(

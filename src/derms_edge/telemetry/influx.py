@@ -143,6 +143,8 @@ class Verdict(enum.Enum):
     """The server is away or refuses the gateway: the same batch is sent again later."""
     REJECTED = "rejected"
     """The server refuses this batch for good: it is dropped."""
+    TOO_LARGE = "too large"
+    """The request is over the server's size limit (413): its halves are sent instead."""
 
 
 _RETRIED_4XX: Final = frozenset({401, 403, 404, 408, 429})
@@ -152,6 +154,8 @@ def verdict_of(status: int) -> Verdict:
     """What an HTTP status of the write endpoint means for the batch."""
     if 200 <= status < 300:
         return Verdict.ACCEPTED
+    if status == 413:
+        return Verdict.TOO_LARGE
     if status in _RETRIED_4XX or status >= 500 or status < 400:
         return Verdict.RETRY
     return Verdict.REJECTED
@@ -254,30 +258,39 @@ class InfluxSink:
             return _Entry(row.id, None)
 
     async def _deliver(self, entries: list[_Entry]) -> None:
-        """Write the batch until the server accepts or rejects it; then mark its rows done."""
+        """Write the batch until the server accepts or rejects every point of it; then mark
+        its rows done. A batch over the server's size limit is sent in halves."""
         lines = [entry.line for entry in entries if entry.line is not None]
+        requests = [lines] if lines else []
         attempt = 0
-        while lines:
-            result = await asyncio.to_thread(self.write, lines)
-            if result.verdict is not Verdict.RETRY:
-                self._reached()
-                if result.verdict is Verdict.ACCEPTED:
-                    self.written += len(lines)
-                else:
-                    self.rejected += len(lines)
-                    log.error(
-                        "InfluxDB at %s rejected %d points for good (%s); they are dropped",
-                        self.section.url,
-                        len(lines),
-                        result.detail,
-                    )
-                break
-            delay = backoff_delay(attempt, self.first_retry_s, self.max_retry_s)
-            if result.retry_after_s is not None:
-                delay = max(delay, min(result.retry_after_s, self.max_retry_s))
-            self._unreachable(result, len(lines), delay)
-            attempt += 1
-            await asyncio.sleep(delay)
+        while requests:
+            request = requests[0]
+            result = await asyncio.to_thread(self.write, request)
+            if result.verdict is Verdict.TOO_LARGE and len(request) > 1:
+                half = len(request) // 2
+                requests[:1] = [request[:half], request[half:]]
+                continue
+            if result.verdict is Verdict.RETRY:
+                delay = backoff_delay(attempt, self.first_retry_s, self.max_retry_s)
+                if result.retry_after_s is not None:
+                    delay = max(delay, min(result.retry_after_s, self.max_retry_s))
+                self._unreachable(result, len(request), delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            self._reached()
+            requests.pop(0)
+            attempt = 0
+            if result.verdict is Verdict.ACCEPTED:
+                self.written += len(request)
+            else:
+                self.rejected += len(request)
+                log.error(
+                    "InfluxDB at %s rejected %d points for good (%s); they are dropped",
+                    self.section.url,
+                    len(request),
+                    result.detail,
+                )
         self.outbox.done(SINK, [entry.id for entry in entries])
 
     def _unreachable(self, result: WriteResult, points: int, delay_s: float) -> None:
