@@ -435,12 +435,13 @@ class Controller:
 
         self._lifecycle(devices, now, move)
         active_events = [r.event for r in self._open.values() if r.status is Status.STARTED]
+        defaults = self._defaults()
         active: dict[str, dict[ControlType, InForce]] = {}
         setpoints: dict[str, dict[SetpointName, SetpointValue]] = {}
         for device in devices.values():
             if device.kind == "meter":
                 continue
-            in_force = self._in_force(device, active_events)
+            in_force = self._in_force(device, active_events, defaults)
             active[device.id] = in_force
             setpoints[device.id] = self._setpoints(device, in_force, dt_s, move, now)
         site = self._site(active_events)
@@ -527,7 +528,12 @@ class Controller:
                     return refusal
         return None
 
-    def _in_force(self, device: DeviceView, events: list[Event]) -> dict[ControlType, InForce]:
+    def _in_force(
+        self,
+        device: DeviceView,
+        events: list[Event],
+        defaults: Mapping[ControlType, InForce],
+    ) -> dict[ControlType, InForce]:
         mine = [e for e in events if _applies(e, device.id)]
         result: dict[ControlType, InForce] = {}
         for control_type in ControlType:
@@ -538,9 +544,8 @@ class Controller:
                 value = winner.control.items()[control_type]
                 result[control_type] = InForce(value, Source("event", winner.role, winner.mrid))
                 continue
-            default = self._default(control_type)
-            if default is not None:
-                result[control_type] = default
+            if control_type in defaults:
+                result[control_type] = defaults[control_type]
         if all(t in result for t in REACTIVE):  # one reactive mode at a time: the stronger's
             vv, pf = (result[t].source for t in REACTIVE)
             del result[ControlType.VOLT_VAR if self._stronger(pf, vv) else ControlType.FIXED_PF]
@@ -554,6 +559,11 @@ class Controller:
         if a.mrid is not None and b.mrid is not None:
             return self.records[a.mrid].event.beats(self.records[b.mrid].event)
         return _role_primacy(a, self.roles) < _role_primacy(b, self.roles)
+
+    def _defaults(self) -> dict[ControlType, InForce]:
+        """Every control's default in force, the same for every device."""
+        found = {t: self._default(t) for t in ControlType}
+        return {t: value for t, value in found.items() if value is not None}
 
     def _default(self, control_type: ControlType) -> InForce | None:
         """The default of the strongest role that sets this control, else the config's."""
