@@ -38,6 +38,16 @@ BUFFER_FILE = "telemetry.sqlite"
 log = logging.getLogger(__name__)
 
 
+CHECK_S = 20.0
+"""With no revert timers (``control.revert_s: 0``) the setpoints in force are still read back
+this often: a device that restarted between two polls has forgotten them."""
+
+
+def keepalive_interval(revert_s: float) -> float:
+    """How often the setpoints in force are refreshed (revert timers, heartbeat) and read back."""
+    return revert_s / 3 if revert_s > 0 else CHECK_S
+
+
 class Gateway:
     """The running gateway: one coordinator per device, telemetry and status over MQTT."""
 
@@ -56,7 +66,7 @@ class Gateway:
                 self._links,
                 self._connected,
                 on_refused=self._refused,
-                keepalive_s=revert_s / 3 if revert_s > 0 else None,
+                keepalive_s=keepalive_interval(revert_s),
                 revert_s=revert_s,
             )
             for device in config.devices
