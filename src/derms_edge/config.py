@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -119,6 +120,11 @@ class _ModbusDevice(_Device):
         if self.serial is not None:
             return f"{self.serial.port}@{self.serial.baudrate}/{self.serial.parity}"
         return f"{self.host}:{self.port}"
+
+    @property
+    def connection(self) -> str:
+        """The serial port or host:port: devices with the same one share one Modbus link."""
+        return self.serial.port if self.serial is not None else f"{self.host}:{self.port}"
 
 
 class SunSpecDevice(_ModbusDevice, StorageSettings):
@@ -431,7 +437,7 @@ class Config(_Strict):
         for device in self.devices:
             if isinstance(device, OpcUaDevice):
                 continue  # one OPC UA server may well hold several devices
-            key = (device.link, device.unit_id)
+            key = (device.connection, device.unit_id)
             if key in links:
                 raise ValueError(
                     f"devices {links[key]!r} and {device.id!r} both use {device.link} "
@@ -455,19 +461,12 @@ class Config(_Strict):
         30 timeouts: every try at a silent unit holds the link for up to three timeouts
         (SunS marker search), so a unit gone for long takes at most about a tenth of it.
         """
-
-        def link(device: AnyDevice) -> str | None:
-            if isinstance(device, OpcUaDevice):
-                return None  # a session per device, even on a shared server
-            return device.serial.port if device.serial is not None else device.link
-
-        sharing: dict[str | None, int] = {}
-        for device in self.devices:
-            sharing[link(device)] = sharing.get(link(device), 0) + 1
+        # an OPC UA device has a session of its own, even on a server it shares
+        sharing = Counter(d.connection for d in self.devices if not isinstance(d, OpcUaDevice))
         for index, device in enumerate(self.devices):
             if device.backoff_max_s is not None:
                 continue
-            shared = link(device) is not None and sharing[link(device)] > 1
+            shared = not isinstance(device, OpcUaDevice) and sharing[device.connection] > 1
             cap = 30 * device.timeout_s if shared else device.poll_interval_s
             self.devices[index] = device.model_copy(
                 update={"backoff_max_s": min(3600.0, max(device.poll_interval_s, cap))}

@@ -105,6 +105,11 @@ def test_duplicate_ids_and_addresses_are_errors() -> None:
     assert problems({"gateway": {"id": "g"}, "devices": [DEVICE, {**DEVICE, "id": "x"}]}) == [
         "(top level): devices 'inv1' and 'x' both use 127.0.0.1:502 unit 1"
     ]
+    a = {"id": "a", "kind": "inverter", "protocol": "sunspec", "serial": {"port": "/dev/ttyS0"}}
+    b = {**a, "id": "b", "serial": {"port": "/dev/ttyS0", "baudrate": 19200}}
+    assert problems({"gateway": {"id": "g"}, "devices": [a, b]}) == [  # one bus, one unit 1
+        "(top level): devices 'a' and 'b' both use /dev/ttyS0@19200/N unit 1"
+    ]
 
 
 def test_stale_window_defaults_to_three_poll_intervals() -> None:
