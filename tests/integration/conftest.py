@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.servers import Mosquitto
+from tests.support.victoria import VictoriaMetrics
 
 pytestmark = pytest.mark.integration
 
@@ -16,6 +17,22 @@ pytestmark = pytest.mark.integration
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     """A real Mosquitto on a free loopback port, stopped by PID afterwards."""
     server = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def saving_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A Mosquitto that keeps sessions and queued messages on disk across stop and start."""
+    server = Mosquitto(tmp_path_factory.mktemp("mosquitto-saving"), persistent=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetrics]:
+    """victoria-metrics, which takes InfluxDB v2 writes, on a free loopback port."""
+    server = VictoriaMetrics(tmp_path_factory.mktemp("victoria-metrics")).start()
     yield server
     server.stop()
 

@@ -21,7 +21,7 @@ import pytest
 from hil.rig import RigThread
 from hil.spec import RigSpec
 from tests.support.dso import DsoClient
-from tests.support.gateway import write_config
+from tests.support.gateway import rig_device, write_config
 from tests.support.servers import Mosquitto
 from tests.support.sessions import Running, SessionProbe
 from tests.support.victoria import VictoriaMetrics
@@ -50,22 +50,8 @@ def rig() -> Iterator[RigThread]:
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    server = Mosquitto(tmp_path_factory.mktemp("mosquitto-chaos"), persistent=True).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetrics]:
-    server = VictoriaMetrics(tmp_path_factory.mktemp("victoria-chaos")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def probe(broker: Mosquitto) -> Iterator[SessionProbe]:
-    listener = SessionProbe(broker.port, "chaos-probe", ROOT)
+def probe(saving_broker: Mosquitto) -> Iterator[SessionProbe]:
+    listener = SessionProbe(saving_broker.port, "chaos-probe", ROOT)
     yield listener
     listener.close()
 
@@ -73,7 +59,7 @@ def probe(broker: Mosquitto) -> Iterator[SessionProbe]:
 @pytest.fixture(scope="module")
 def gateway(
     rig: RigThread,
-    broker: Mosquitto,
+    saving_broker: Mosquitto,
     victoria: VictoriaMetrics,
     probe: SessionProbe,
     workdir: Path,
@@ -81,17 +67,15 @@ def gateway(
     config = write_config(
         workdir / "chaos.yaml",
         gateway={"id": "chaos-site", "state_dir": str(workdir / "state")},
-        mqtt={"host": "127.0.0.1", "port": broker.port, "reconnect_max_s": 1},
+        mqtt={"host": "127.0.0.1", "port": saving_broker.port, "reconnect_max_s": 1},
         devices=[
-            {
-                "id": d,
-                "kind": "battery" if t == "battery" else "inverter",
-                "protocol": "sunspec",
-                "host": "127.0.0.1",
-                "port": rig.port(d),
-                "poll_interval_s": 0.5,
-                "backoff_max_s": 1,
-            }
+            rig_device(
+                rig,
+                d,
+                "battery" if t == "battery" else "inverter",
+                poll_interval_s=0.5,
+                backoff_max_s=1,
+            )
             for d, t in DEVICES.items()
         ],
         telemetry={
@@ -200,7 +184,7 @@ class Chaos:
 
 def test_chaos_loses_nothing_and_the_daemon_stays_up(
     rig: RigThread,
-    broker: Mosquitto,
+    saving_broker: Mosquitto,
     victoria: VictoriaMetrics,
     probe: SessionProbe,
     gateway: Running,
@@ -208,12 +192,12 @@ def test_chaos_loses_nothing_and_the_daemon_stays_up(
     print(f"chaos seed {SEED} (CHAOS_SEED={SEED} replays it), {CHAOS_S:g} s")
     eventually(lambda: len(probe.telemetry()) >= 3 * len(DEVICES), timeout_s=30, what="telemetry")
     first = min(probe.seqs())
-    dso = DsoClient(broker.port, ROOT)
+    dso = DsoClient(saving_broker.port, ROOT)
     dso.event("chaos-curtail", {"max_w_pct": 40}, devices=["inv1"], duration_s=3600)
     dso.close()
     eventually(lambda: rig.state("inv1").w_lim_pct == 40, what="inv1 curtailed to 40 %")
 
-    chaos = Chaos(random.Random(SEED), rig, broker, victoria, gateway)
+    chaos = Chaos(random.Random(SEED), rig, saving_broker, victoria, gateway)
     end = time.monotonic() + CHAOS_S
     actions = 0
     while time.monotonic() < end and actions < MAX_ACTIONS:

@@ -25,7 +25,7 @@ from hil.rig import Rig, RigThread
 from hil.spec import RigSpec
 from tests.support import waiting
 from tests.support.dso import DsoClient
-from tests.support.gateway import start_connected, write_config
+from tests.support.gateway import rig_device, start_connected, write_config
 from tests.support.mqtt_probe import Message, MqttProbe
 from tests.support.servers import Mosquitto, Process
 from tests.support.waiting import eventually
@@ -72,15 +72,7 @@ def gateway(
     rig: RigThread, broker: Mosquitto, workdir: Path, probe: MqttProbe
 ) -> Iterator[Process]:
     def device(device_id: str) -> dict[str, Any]:
-        return {
-            "id": device_id,
-            "kind": "inverter",
-            "protocol": "sunspec",
-            "host": "127.0.0.1",
-            "port": rig.port(device_id),
-            "poll_interval_s": POLL_S,
-            "timeout_s": TIMEOUT_S,
-        }
+        return rig_device(rig, device_id, poll_interval_s=POLL_S, timeout_s=TIMEOUT_S)
 
     config = write_config(
         workdir / "faults.yaml",

@@ -24,7 +24,7 @@ from hil.rig import Rig, RigThread
 from hil.spec import RigSpec
 from tests.support import waiting
 from tests.support.dso import DsoClient
-from tests.support.gateway import start_connected, start_gateway, write_config
+from tests.support.gateway import rig_device, start_connected, start_gateway, write_config
 from tests.support.mqtt_probe import Message, MqttProbe
 from tests.support.servers import Mosquitto, Process
 from tests.support.waiting import eventually
@@ -83,16 +83,7 @@ def rig() -> Iterator[RigThread]:
 @pytest.fixture(scope="module")
 def config(rig: RigThread, broker: Mosquitto, workdir: Path) -> Path:
     def device(device_id: str, kind: str, **extra: Any) -> dict[str, Any]:
-        return {
-            "id": device_id,
-            "kind": kind,
-            "protocol": "sunspec",
-            "host": "127.0.0.1",
-            "port": rig.port(device_id),
-            "poll_interval_s": 0.5,
-            "backoff_max_s": 2,
-            **extra,
-        }
+        return rig_device(rig, device_id, kind, poll_interval_s=0.5, backoff_max_s=2, **extra)
 
     evse = {
         "id": "ev1",

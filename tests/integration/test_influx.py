@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,13 +22,6 @@ from tests.support.victoria import Series, VictoriaMetrics
 pytestmark = pytest.mark.integration
 
 START = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
-
-
-@pytest.fixture(scope="module")
-def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetrics]:
-    server = VictoriaMetrics(tmp_path_factory.mktemp("victoria-metrics")).start()
-    yield server
-    server.stop()
 
 
 def outbox_in(directory: Path) -> Outbox:

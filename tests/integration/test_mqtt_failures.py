@@ -12,7 +12,7 @@ import pytest
 
 from hil.rig import RigThread
 from hil.spec import RigSpec
-from tests.support.gateway import start_gateway, write_config
+from tests.support.gateway import rig_device, start_gateway, write_config
 from tests.support.mqtt_probe import MqttProbe
 from tests.support.servers import Mosquitto, Process, free_port, mosquitto_binary, wait_port
 
@@ -32,16 +32,7 @@ def gateway_config(tmp_path: Path, rig: RigThread, mqtt_port: int, **mqtt: objec
         tmp_path / "gateway.yaml",
         gateway={"id": "edge", "state_dir": str(tmp_path / "state")},
         mqtt={"host": "127.0.0.1", "port": mqtt_port, "reconnect_max_s": 1, **mqtt},
-        devices=[
-            {
-                "id": "pv",
-                "kind": "inverter",
-                "protocol": "sunspec",
-                "host": "127.0.0.1",
-                "port": rig.port("pv"),
-                "poll_interval_s": 0.5,
-            }
-        ],
+        devices=[rig_device(rig, "pv", poll_interval_s=0.5)],
         telemetry={"interval_s": 0.5},
     )
 

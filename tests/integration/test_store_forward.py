@@ -19,7 +19,7 @@ import pytest
 
 from hil.rig import RigThread
 from hil.spec import RigSpec
-from tests.support.gateway import write_config
+from tests.support.gateway import rig_device, write_config
 from tests.support.servers import Mosquitto
 from tests.support.sessions import Running, SessionProbe
 from tests.support.waiting import eventually
@@ -41,13 +41,6 @@ def rig() -> Iterator[RigThread]:
 
 
 @pytest.fixture(scope="module")
-def saving_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    server = Mosquitto(tmp_path_factory.mktemp("mosquitto-sf"), persistent=True).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def probe(saving_broker: Mosquitto) -> Iterator[SessionProbe]:
     listener = SessionProbe(saving_broker.port, "sf-probe", ROOT)
     yield listener
@@ -62,17 +55,7 @@ def gateway(
         workdir / "store-forward.yaml",
         gateway={"id": "sf-site", "state_dir": str(workdir / "state")},
         mqtt={"host": "127.0.0.1", "port": saving_broker.port, "reconnect_max_s": 1},
-        devices=[
-            {
-                "id": d,
-                "kind": "inverter",
-                "protocol": "sunspec",
-                "host": "127.0.0.1",
-                "port": rig.port(d),
-                "poll_interval_s": 1,
-            }
-            for d in DEVICES
-        ],
+        devices=[rig_device(rig, d, poll_interval_s=1) for d in DEVICES],
         telemetry={"interval_s": 1, "replay_rate_per_s": REPLAY_RATE},
     )
     running = Running(config, workdir / "store-forward.log")

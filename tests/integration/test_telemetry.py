@@ -13,7 +13,7 @@ import pytest
 
 from hil.rig import RigThread
 from hil.spec import RigSpec, resolve_file
-from tests.support.gateway import start_gateway, write_config
+from tests.support.gateway import rig_device, start_gateway, write_config
 from tests.support.mqtt_probe import Message, MqttProbe
 from tests.support.servers import Mosquitto, Process, free_port
 
@@ -79,17 +79,7 @@ def rig(garbage_image: Path) -> Iterator[RigThread]:
 
 
 def device_entry(rig: RigThread, device_id: str, kind: str) -> dict[str, Any]:
-    return {
-        "id": device_id,
-        "kind": kind,
-        "protocol": "sunspec",
-        "host": "127.0.0.1",
-        "port": rig.port(device_id),
-        "unit_id": 1,
-        "poll_interval_s": 0.5,
-        "timeout_s": 0.5,
-        "backoff_max_s": 2,
-    }
+    return rig_device(rig, device_id, kind, poll_interval_s=0.5, timeout_s=0.5, backoff_max_s=2)
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,23 @@ from typing import Any
 
 import yaml
 
+from hil.rig import RigThread
 from tests.support.mqtt_probe import Message, MqttProbe
 from tests.support.servers import Process
+
+
+def rig_device(
+    rig: RigThread, device_id: str, kind: str = "inverter", **settings: Any
+) -> dict[str, Any]:
+    """The configuration of a SunSpec device that the HIL rig serves on loopback."""
+    return {
+        "id": device_id,
+        "kind": kind,
+        "protocol": "sunspec",
+        "host": "127.0.0.1",
+        "port": rig.port(device_id),
+        **settings,
+    }
 
 
 def write_config(path: Path, **sections: Any) -> Path:
