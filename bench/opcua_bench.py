@@ -37,28 +37,14 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.workers import append, cpu_s, parser, rss_mb, run_worker, serve_worker
+from tests.support.opcua_nodes import CHARGER_MEASURED, EVSE_NS, charger_nodes
 from tests.support.servers import Mosquitto, free_port, wait_port
 
-EVSE_NS = "urn:derms-edge:hil:evse"
-MEASURED = {  # the gateway's point: the charger's variable
-    "w": "ActualPower",
-    "v": "Voltage",
-    "a": "Current",
-    "hz": "Frequency",
-    "soc_pct": "EvSoC",
-    "wh_imported": "EnergyDelivered",
-    "state": "Mode3State",
-}
 PUBLISHING_MS = 100.0
 
 
 def charger(device_id: str, port: int) -> dict[str, Any]:
     """The gateway's configuration of one rig charger, without security."""
-    nodes: dict[str, Any] = {p: f"nsu={EVSE_NS};s={device_id}.{v}" for p, v in MEASURED.items()}
-    nodes["w"] = {"node": nodes["w"], "scale": -1}
-    nodes["wh_imported"] = {"node": nodes["wh_imported"], "unit": "kWh"}
-    nodes["state"] = {"node": nodes["state"], "states": {"0": "idle", "1": "idle", "2": "charging"}}
-    nodes["max_a_setpoint"] = f"nsu={EVSE_NS};s={device_id}.MaxCurrentSetpoint"
     return {
         "id": device_id,
         "kind": "evse",
@@ -66,7 +52,7 @@ def charger(device_id: str, port: int) -> dict[str, Any]:
         "endpoint": f"opc.tcp://127.0.0.1:{port}/derms-edge/hil/{device_id}",
         "poll_interval_s": 1.0,
         "publishing_interval_ms": PUBLISHING_MS,
-        "nodes": nodes,
+        "nodes": charger_nodes(device_id),
     }
 
 
@@ -114,6 +100,12 @@ async def gateway_worker(config_path: Path, seconds: float) -> dict[str, Any]:
     }
 
 
+def measured(charger: dict[str, Any]) -> list[str]:
+    """The string ids of the nodes the gateway subscribes to, without their namespace."""
+    specs = (charger["nodes"][point] for point in CHARGER_MEASURED)
+    return [(s["node"] if isinstance(s, dict) else s).split(";s=", 1)[1] for s in specs]
+
+
 async def raw_worker(plan_path: Path, seconds: float) -> dict[str, Any]:
     """Raw asyncua: the same subscriptions; the handler only counts."""
     from asyncua import Client, ua
@@ -132,10 +124,7 @@ async def raw_worker(plan_path: Path, seconds: float) -> dict[str, Any]:
         await client.connect()
         clients.append(client)
         index = await client.get_namespace_index(EVSE_NS)
-        nodes = [
-            client.get_node(ua.NodeId(f"{device['id']}.{name}", index))
-            for name in MEASURED.values()
-        ]
+        nodes = [client.get_node(ua.NodeId(name, index)) for name in device["measured"]]
         params = ua.CreateSubscriptionParameters(
             RequestedPublishingInterval=PUBLISHING_MS,
             RequestedLifetimeCount=10000,
@@ -263,7 +252,7 @@ def main() -> int:
             (tmp / "gateway.yaml").write_text(yaml.safe_dump(config))
             print(f"gateway, {n} chargers ...", file=sys.stderr, flush=True)
             gateway = run_worker(SCRIPT, "_gateway", tmp / "gateway.yaml", args.seconds)
-            plan = [{"id": c["id"], "endpoint": c["endpoint"]} for c in chargers]
+            plan = [{"endpoint": c["endpoint"], "measured": measured(c)} for c in chargers]
             (tmp / "plan.json").write_text(json.dumps(plan))
             print(f"raw asyncua, {n} chargers ...", file=sys.stderr, flush=True)
             raw = run_worker(SCRIPT, "_raw", tmp / "plan.json", args.seconds)

@@ -34,12 +34,11 @@ from hil.opcua.pki import _ensure_pair
 from hil.physics import SimClock
 from hil.rig import RigThread
 from hil.spec import RigSpec
+from tests.support.opcua_nodes import BATTERY_NS, EVSE_NS, battery_nodes, charger_nodes
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.integration
 
-EVSE = "urn:derms-edge:hil:evse"
-BATTERY = "urn:derms-edge:hil:battery"
 PLANT = "urn:derms-edge:test:plant"
 EVSE_MAX_A, STORAGE_W = SetpointName.EVSE_MAX_A, SetpointName.STORAGE_W
 MAX_W_PCT, VAR = SetpointName.MAX_W_PCT, SetpointName.VAR
@@ -83,41 +82,14 @@ def configure(entry: dict[str, Any]) -> OpcUaDevice:
 
 def charger(rig: RigThread, device_id: str = "ev1", **changes: Any) -> OpcUaDevice:
     """The rig's charger as a site would configure it (configs/residential.yaml)."""
-    node = f"nsu={EVSE};s={device_id}."
-    nodes = {
-        "w": {"node": node + "ActualPower", "scale": -1},
-        "v": node + "Voltage",
-        "a": node + "Current",
-        "hz": node + "Frequency",
-        "soc_pct": node + "EvSoC",
-        "wh_imported": {"node": node + "EnergyDelivered", "unit": "kWh"},
-        "state": {
-            "node": node + "Mode3State",
-            "states": {"0": "idle", "1": "idle", "2": "charging"},
-        },
-        "max_a": node + "MaxCurrent",
-        "max_a_setpoint": node + "MaxCurrentSetpoint",
-    }
+    nodes = charger_nodes(device_id)
     nodes.update(changes.pop("nodes", {}))
     entry = {"id": device_id, "kind": "evse", "endpoint": rig.endpoint(device_id)}
     return configure({**entry, "publishing_interval_ms": 50, "nodes": nodes, **changes})
 
 
 def battery(rig: RigThread, **changes: Any) -> OpcUaDevice:
-    node = f"nsu={BATTERY};s=bat1."
-    nodes = {
-        "w": {"node": node + "ActivePower", "scale": -1},  # BMS: charging positive
-        "v": node + "Voltage",
-        "hz": node + "Frequency",
-        "soc_pct": node + "SoC",
-        "state": node + "OperatingState",
-        "soc_min_pct": node + "SoCMin",
-        "soc_max_pct": node + "SoCMax",
-        "wh_rtg": node + "CapacityWh",
-        "charge_w_max": node + "MaxChargePower",
-        "discharge_w_max": node + "MaxDischargePower",
-        "storage_w_setpoint": {"node": node + "PowerSetpoint", "scale": -1},
-    }
+    nodes = battery_nodes("bat1")
     nodes.update(changes.pop("nodes", {}))
     entry = {"id": "bat1", "kind": "battery", "endpoint": rig.endpoint("bat1")}
     return configure({**entry, "publishing_interval_ms": 50, "nodes": nodes, **changes})
@@ -238,7 +210,7 @@ def test_poll_mode_reads_the_same_in_one_request(rig: RigThread) -> None:
 
 
 def test_a_device_with_a_setpoint_only_reads_nothing(rig: RigThread) -> None:
-    setpoint = {"max_a_setpoint": f"nsu={EVSE};s=ev1.MaxCurrentSetpoint"}
+    setpoint = {"max_a_setpoint": f"nsu={EVSE_NS};s=ev1.MaxCurrentSetpoint"}
     device = configure(
         {"id": "ev1", "kind": "evse", "endpoint": rig.endpoint("ev1"), "nodes": setpoint}
     )
@@ -254,7 +226,7 @@ def test_a_device_with_a_setpoint_only_reads_nothing(rig: RigThread) -> None:
 
 
 def test_a_wrong_node_id_names_the_device_the_point_and_the_status(rig: RigThread) -> None:
-    wrong = f"nsu={EVSE};s=ev1.ActualPowr"
+    wrong = f"nsu={EVSE_NS};s=ev1.ActualPowr"
     with pytest.raises(DeviceProtocolError) as caught:
         on(charger(rig, nodes={"w": wrong}), lambda d: d.connect())
     message = str(caught.value)
@@ -266,7 +238,7 @@ def test_an_unknown_namespace_uri_lists_the_servers_namespaces(rig: RigThread) -
         on(charger(rig, nodes={"v": "nsu=urn:nowhere;s=ev1.Voltage"}), lambda d: d.connect())
     message = str(caught.value)
     assert "nodes.v (nsu=urn:nowhere;s=ev1.Voltage): the server has no namespace" in message
-    assert f": {EVSE}" in message and "0: http://opcfoundation.org/UA/" in message
+    assert f": {EVSE_NS}" in message and "0: http://opcfoundation.org/UA/" in message
 
 
 # -- writing -------------------------------------------------------------------------------
@@ -302,7 +274,7 @@ def test_setpoints_reach_their_nodes_in_the_nodes_data_types(rig: RigThread) -> 
 
 
 def test_a_refused_write_names_the_node_and_the_status(rig: RigThread) -> None:
-    setpoint = f"nodes.max_a_setpoint (nsu={EVSE};s=ev1.MaxCurrentSetpoint)"
+    setpoint = f"nodes.max_a_setpoint (nsu={EVSE_NS};s=ev1.MaxCurrentSetpoint)"
 
     async def scenario(driver: OpcUaDriver) -> ControlRefused:
         await driver.connect()
@@ -323,7 +295,7 @@ def test_a_refused_write_names_the_node_and_the_status(rig: RigThread) -> None:
 
     assert on(battery(rig), too_much).reason.startswith("BadOutOfRange")
 
-    read_only = {"max_a_setpoint": f"nsu={EVSE};s=ev1.MaxCurrent"}
+    read_only = {"max_a_setpoint": f"nsu={EVSE_NS};s=ev1.MaxCurrent"}
 
     async def not_writable(driver: OpcUaDriver) -> ControlRefused:
         await driver.connect()
@@ -497,13 +469,18 @@ def test_discover_lists_the_variables_and_prints_a_working_configuration(
     assert main(["discover", "--opcua", endpoint]) == 0
     out = capsys.readouterr().out
     rows = [line.split()[1:] for line in out.splitlines() if line.startswith("# nsu=")]
-    assert [f"nsu={EVSE};s=ev1.ActualPower", "ev1/ActualPower", "Double", "r"] in rows
-    assert [f"nsu={EVSE};s=ev1.MaxCurrentSetpoint", "ev1/MaxCurrentSetpoint", "Float", "rw"] in rows
+    assert [f"nsu={EVSE_NS};s=ev1.ActualPower", "ev1/ActualPower", "Double", "r"] in rows
+    assert [
+        f"nsu={EVSE_NS};s=ev1.MaxCurrentSetpoint",
+        "ev1/MaxCurrentSetpoint",
+        "Float",
+        "rw",
+    ] in rows
     assert len(rows) == 11
     (entry,) = yaml.safe_load(out)["devices"]
     assert entry["kind"] == "evse"
-    assert entry["nodes"]["max_a_setpoint"] == f"nsu={EVSE};s=ev1.MaxCurrentSetpoint"
-    assert entry["nodes"]["state"] == f"nsu={EVSE};s=ev1.Mode3State"
+    assert entry["nodes"]["max_a_setpoint"] == f"nsu={EVSE_NS};s=ev1.MaxCurrentSetpoint"
+    assert entry["nodes"]["state"] == f"nsu={EVSE_NS};s=ev1.Mode3State"
     entry["nodes"]["w"] = {"node": entry["nodes"]["w"], "scale": -1}  # as the comment says
 
     async def scenario(driver: OpcUaDriver) -> Any:
@@ -525,7 +502,7 @@ def test_discover_over_a_secure_channel(rig: RigThread, capsys: pytest.CaptureFi
     (entry,) = yaml.safe_load(capsys.readouterr().out)["devices"]
     assert entry["kind"] == "battery"
     assert entry["security"]["server_certificate"] == str(pki.server_certificate)
-    assert entry["nodes"]["storage_w_setpoint"] == f"nsu={BATTERY};s=bat1.PowerSetpoint"
+    assert entry["nodes"]["storage_w_setpoint"] == f"nsu={BATTERY_NS};s=bat1.PowerSetpoint"
 
 
 def test_discover_when_the_server_cannot_be_reached_or_the_arguments_are_wrong(

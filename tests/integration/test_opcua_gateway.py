@@ -25,12 +25,11 @@ from tests.support import waiting
 from tests.support.dso import DsoClient
 from tests.support.gateway import start_connected, start_gateway, write_config
 from tests.support.mqtt_probe import MqttProbe
+from tests.support.opcua_nodes import EVSE_NS, battery_nodes, charger_nodes
 from tests.support.servers import Mosquitto, Process
 from tests.support.waiting import eventually
 
 ROOT = "derms/v1/opcua-site"
-EVSE_NS = "urn:derms-edge:hil:evse"
-BATTERY_NS = "urn:derms-edge:hil:battery"
 USERS = {"gateway": "pa55-word"}
 
 RIG = {
@@ -60,48 +59,6 @@ RIG = {
         },
     ],
 }
-
-
-def charger_nodes(device_id: str) -> dict[str, Any]:
-    def node(name: str) -> str:
-        return f"nsu={EVSE_NS};s={device_id}.{name}"
-
-    return {
-        "w": {"node": node("ActualPower"), "scale": -1},
-        "v": node("Voltage"),
-        "a": node("Current"),
-        "hz": node("Frequency"),
-        "soc_pct": node("EvSoC"),
-        "wh_imported": {"node": node("EnergyDelivered"), "unit": "kWh"},
-        "state": {
-            "node": node("Mode3State"),
-            "states": {"0": "idle", "1": "idle", "2": "charging"},
-        },
-        "max_a": node("MaxCurrent"),
-        "max_a_setpoint": node("MaxCurrentSetpoint"),
-    }
-
-
-def battery_nodes(device_id: str) -> dict[str, Any]:
-    def node(name: str) -> str:
-        return f"nsu={BATTERY_NS};s={device_id}.{name}"
-
-    return {
-        "w": {"node": node("ActivePower"), "scale": -1},
-        "v": node("Voltage"),
-        "hz": node("Frequency"),
-        "soc_pct": node("SoC"),
-        "state": {
-            "node": node("OperatingState"),
-            "states": {"Idle": "idle", "Charging": "charging", "Discharging": "discharging"},
-        },
-        "soc_min_pct": node("SoCMin"),
-        "soc_max_pct": node("SoCMax"),
-        "wh_rtg": node("CapacityWh"),
-        "charge_w_max": node("MaxChargePower"),
-        "discharge_w_max": node("MaxDischargePower"),
-        "storage_w_setpoint": {"node": node("PowerSetpoint"), "scale": -1},
-    }
 
 
 @pytest.fixture(scope="module")
