@@ -103,7 +103,7 @@ class Gateway:
             self.mqtt.publish,
             self.topics,
             respond=self._respond,
-            on_step=lambda: self.watchdog.beat("control"),
+            on_tick=lambda: self.watchdog.beat("control"),
         )
         self.mqtt.subscribe(self.topics.inbound_filters(config.mqtt.groups), self.dispatcher.handle)
         self._status_shown: tuple[int, int, dict[str, Quality]] | None = None

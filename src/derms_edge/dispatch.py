@@ -75,7 +75,7 @@ class Dispatcher:
         topics: Topics,
         *,
         respond: Callable[[Sequence[Publication]], None],
-        on_step: Callable[[], None] | None = None,
+        on_tick: Callable[[], None] | None = None,
         clock: Callable[[], datetime] = utc_now,
         rng: random.Random | None = None,
     ) -> None:
@@ -84,7 +84,8 @@ class Dispatcher:
         self._coordinators = coordinators
         self._publish = publish
         self._respond = respond
-        self._on_step = on_step
+        self._on_tick = on_tick
+        """Called at every step the control loop's own scheduler runs: it is alive."""
         self._topics = topics
         self._clock = clock
         self._rng = rng or random.Random()
@@ -130,13 +131,15 @@ class Dispatcher:
         for record in self.controller.records.values():
             self._schedule(record.event)
         try:
-            self.step()
+            await self._step_job()
             await asyncio.Event().wait()
         finally:
             self._scheduler.shutdown(wait=False)
             self.store.close()
 
     async def _step_job(self) -> None:
+        if self._on_tick is not None:
+            self._on_tick()
         self.step()
 
     def _schedule(self, event: Event) -> None:
@@ -156,8 +159,6 @@ class Dispatcher:
     def step(self) -> None:
         """One control step: lifecycle, arbitration, setpoints to the coordinators."""
         now = self._clock()
-        if self._on_step is not None:
-            self._on_step()
         decision = self.controller.step(self.views(), now)
         self._last = decision
         self._answer(decision.responses, decision.changed, now)
