@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from derms_edge.config import InfluxSection
 from derms_edge.model import OperatingState, Quality
 from derms_edge.northbound.messages import TelemetryMessage
-from derms_edge.telemetry.influx import SINK, InfluxSink, line_of
-from derms_edge.telemetry.outbox import MQTT, Entry, Outbox
+from derms_edge.northbound.mqtt import Message
+from derms_edge.outbox.buffer import MQTT, Outbox
+from derms_edge.outbox.influx import SINK, InfluxSink, line_of
 from tests.support.victoria import VictoriaMetrics
 
 DEVICES = ("pv1", "pv2", "bat1")
@@ -89,7 +90,7 @@ def main() -> None:
                 )
                 outbox = Outbox(Path(tmp) / f"{size}.sqlite", max_bytes=1 << 30, sinks=(MQTT, SINK))
                 gateway = f"bench-{size}"
-                outbox.add([Entry("telemetry", "t", p) for p in data])
+                outbox.add([Message("telemetry", "t", p) for p in data])
                 sink = InfluxSink(section, outbox, gateway)
                 writer = InfluxSink(section, outbox, "raw")
                 began = time.perf_counter()

@@ -69,8 +69,8 @@ def gateway_config(devices: list[dict[str, Any]], mqtt_port: int, state: Path) -
 async def gateway_worker(config_path: Path, seconds: float) -> dict[str, Any]:
     """Run the gateway; count the notifications its drivers handle once all are reading."""
     from derms_edge.config import load_config
-    from derms_edge.daemon import Gateway
     from derms_edge.devices.opcua.driver import OpcUaDriver
+    from derms_edge.runtime.gateway import Gateway
 
     gateway = Gateway(load_config(config_path))
     stop = asyncio.Event()

@@ -50,10 +50,10 @@ from bench.workers import append, cpu_s, rss_mb
 from derms_edge.config import MqttSection
 from derms_edge.model import DeviceState, OperatingState, Quality
 from derms_edge.northbound.messages import TelemetryMessage
-from derms_edge.northbound.mqtt import MqttSession, Publication
+from derms_edge.northbound.mqtt import Message, MqttSession
 from derms_edge.northbound.topics import Topics
-from derms_edge.telemetry.forward import ACK_FLUSH_S, Forwarder
-from derms_edge.telemetry.outbox import MQTT, Entry, Outbox
+from derms_edge.outbox.buffer import MQTT, Outbox
+from derms_edge.outbox.forward import ACK_FLUSH_S, Forwarder
 from tests.support.servers import Mosquitto, free_port
 
 DEVICES = 10
@@ -64,7 +64,7 @@ DEFAULT_RATE = 200.0
 UNLIMITED_RATE = 100_000.0
 
 
-def telemetry_round(outbox: Outbox) -> list[Entry]:
+def telemetry_round(outbox: Outbox) -> list[Message]:
     """One round of 10 inverters' telemetry with the next sequence numbers."""
     seq = outbox.next_seq(DEVICES)
     now = datetime.now(UTC)
@@ -81,7 +81,7 @@ def telemetry_round(outbox: Outbox) -> list[Entry]:
         state=OperatingState.RUNNING,
     )
     return [
-        Entry(
+        Message(
             "telemetry",
             TOPICS.telemetry(f"inv{i}"),
             TelemetryMessage.of(
@@ -169,7 +169,7 @@ async def replay_worker(directory: Path, port: int, rate: float, seconds: float)
     session = MqttSession(
         MqttSection(host="127.0.0.1", port=port, reconnect_max_s=1),
         client_id="bench-gateway",
-        will=Publication(TOPICS.status, b'{"online": false}', qos=1, retain=True),
+        will=Message("state", TOPICS.status, b'{"online": false}', qos=1, retain=True),
     )
     forwarder = Forwarder(outbox, session, replay_rate_per_s=rate)
     task = asyncio.create_task(forwarder.run())

@@ -91,8 +91,8 @@ def write_gateway(devices: list[tuple[str, int, int]], mqtt_port: int, path: Pat
 async def gateway_worker(config_path: Path, seconds: float) -> dict[str, Any]:
     """Run the gateway; measure after every device is reading."""
     from derms_edge.config import load_config
-    from derms_edge.daemon import Gateway
     from derms_edge.devices.sunspec.driver import SunSpecDriver
+    from derms_edge.runtime.gateway import Gateway
 
     gateway = Gateway(load_config(config_path))
     stop = asyncio.Event()

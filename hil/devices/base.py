@@ -84,7 +84,6 @@ class DeviceState:
     pf: float | None = None
     var_set: float | None = None
     w_set: float | None = None
-    soc_limits_pct: tuple[float, float] | None = None
     reverts: int = 0  # revert timers (RvrtTms) that expired since power-on
     controller_hb_age_s: float | None = None  # since the last ControllerHb write (715), s
     load_w: float | None = None  # a meter's house load, W

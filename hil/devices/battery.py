@@ -201,5 +201,4 @@ class BatteryInverter(PhysicsDevice):
             ),
             soc_pct=p.soc_pct,
             w_set=c.w_set,
-            soc_limits_pct=p.soc_limits(),
         )

@@ -273,7 +273,6 @@ class OpcUaBattery(OpcUaDevice):
             wh_absorbed=p.wh_absorbed,
             soc_pct=p.soc_pct,
             w_set=p.controls.w_set,
-            soc_limits_pct=p.soc_limits(),
         )
 
     def grid_power(self) -> tuple[float, float]:

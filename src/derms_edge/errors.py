@@ -2,8 +2,11 @@
 
     GatewayError
     ├── ConfigError                  the configuration file is invalid (carries every problem)
-    ├── PointError                   a point write we were asked to encode is invalid (ours)
+    ├── PointError                   a SunSpec point write we were asked to encode is invalid (ours)
+    ├── RegisterValueError           a register-profile write cannot hold its value (ours)
     ├── ControlRefused               a device refused a setpoint or did not read it back
+    ├── LifecycleError               an event status change the lifecycle has not (a bug)
+    ├── Unconvertible                an outbox row that cannot become an InfluxDB point
     └── DeviceError                  something about one device
         ├── TransportError           we could not talk to it (retryable)
         │   ├── DeviceTimeout
@@ -94,6 +97,25 @@ class PointError(GatewayError):
         self.model_id = model_id
         self.path = path
         self.value = value
+
+
+class RegisterValueError(GatewayError):
+    """A value cannot be written to a profile register (ours: out of range for its type)."""
+
+    def __init__(self, register: str, address: int, value: float, reason: str) -> None:
+        super().__init__(f"register {register}: cannot write {value!r}: {reason}")
+        self.address = address
+        self.value = value
+        self.reason = reason
+
+
+class LifecycleError(GatewayError):
+    """An event's status change that the lifecycle's transition table does not have: a bug
+    in the control core, never the sender's fault."""
+
+
+class Unconvertible(GatewayError):
+    """An outbox row that cannot become an InfluxDB point; the text says why."""
 
 
 class ControlRefused(GatewayError):

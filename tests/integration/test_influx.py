@@ -15,8 +15,9 @@ import pytest
 from derms_edge.config import InfluxSection
 from derms_edge.model import OperatingState, Quality
 from derms_edge.northbound.messages import TelemetryMessage
-from derms_edge.telemetry.influx import SINK, InfluxSink, epoch_ms
-from derms_edge.telemetry.outbox import MQTT, Entry, Outbox
+from derms_edge.northbound.mqtt import Message
+from derms_edge.outbox.buffer import MQTT, Outbox
+from derms_edge.outbox.influx import SINK, InfluxSink, epoch_ms
 from tests.support.victoria import Series, VictoriaMetrics
 
 pytestmark = pytest.mark.integration
@@ -37,10 +38,10 @@ def sink_for(victoria: VictoriaMetrics, outbox: Outbox, gateway: str) -> InfluxS
     return sink
 
 
-def reading(seq: int, device: str, kind: str = "inverter", **values: Any) -> Entry:
+def reading(seq: int, device: str, kind: str = "inverter", **values: Any) -> Message:
     fields: dict[str, Any] = {"quality": Quality.OK, "ts": START + timedelta(seconds=seq)}
     message = TelemetryMessage(seq=seq, device=device, kind=kind, **(fields | values))
-    return Entry("telemetry", f"der/gw/telemetry/{device}", message.encode())
+    return Message("telemetry", f"der/gw/telemetry/{device}", message.encode())
 
 
 def series_of(victoria: VictoriaMetrics, gateway: str) -> dict[tuple[str, str], Series]:
@@ -85,7 +86,7 @@ def test_points_arrive_with_their_tags_fields_and_timestamps(
         reading(1, "pv1", w=4567.0, var=-120.5, v=230.1, hz=50.01, state=OperatingState.RUNNING),
         reading(2, "pv1", w=4000.0, var=0.0, v=229.9, hz=49.99, state=OperatingState.THROTTLED),
         reading(3, "bat 2,x=y", "battery", w=-1500.0, soc_pct=55.5),
-        Entry("response", "der/gw/responses", b'{"mrid": "e1", "status": "received"}'),
+        Message("response", "der/gw/responses", b'{"mrid": "e1", "status": "received"}'),
     ]
 
     async def scenario() -> None:

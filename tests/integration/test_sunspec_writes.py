@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 
-from derms_edge.control.curves import CATEGORY_CURVES, volt_var
-from derms_edge.control.events import FixedPf, VoltVarCurve
+from derms_edge.control.volt_var import volt_var
 from derms_edge.devices.modbus import ModbusLink
 from derms_edge.devices.sunspec import driver as driver_module
 from derms_edge.devices.sunspec.driver import SunSpecDriver
 from derms_edge.errors import ControlRefused, DeviceChanged, DeviceError
-from derms_edge.model import SetpointName
+from derms_edge.model import CATEGORY_CURVES, FixedPf, SetpointName, VoltVarCurve
 from hil.devices import PhysicsDevice
 from hil.rig import Rig
 from hil.spec import RigSpec

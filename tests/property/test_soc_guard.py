@@ -14,10 +14,17 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from derms_edge.control.engine import Controller, DeviceView, Role
-from derms_edge.control.events import Control, ControlType, Event
+from derms_edge.control import Controller, DeviceView, Role
 from derms_edge.control.export_limit import ExportLimiter
-from derms_edge.model import Capability, DeviceState, Quality, SetpointName
+from derms_edge.model import (
+    Capability,
+    Control,
+    ControlType,
+    DeviceState,
+    Event,
+    Quality,
+    SetpointName,
+)
 from hil.physics import BatteryPhysics, BatteryRatings, Grid
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)

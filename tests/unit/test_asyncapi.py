@@ -14,21 +14,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from derms_edge.cli import main as cli_main
-from derms_edge.control.events import Reason, Status, superseded_by
+from derms_edge.model import MAX_EVSE_A, MIN_EVSE_A, Reason, Status, superseded_by
 from derms_edge.northbound import asyncapi
-from derms_edge.northbound.commands import (
-    MAX_EVSE_A,
-    MIN_EVSE_A,
-    CancelPayload,
-    ControlPayload,
-    EventPayload,
-    FixedPfPayload,
-    Invalid,
-    VoltVarPayload,
-    parse_events,
-)
+from derms_edge.northbound.commands import CancelPayload, EventPayload, Invalid, parse_events
 from derms_edge.northbound.messages import ActiveMessage, ResponseMessage
 from derms_edge.northbound.topics import Topics
+from derms_edge.schema import ControlPayload, FixedPfPayload, VoltVarPayload
 
 ROOT = Path(__file__).parents[2]
 COMMITTED = ROOT / "docs" / "asyncapi.yaml"

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from derms_edge.cli import main
-from derms_edge.config import load_config, parse_config
-from derms_edge.devices.opcua.nodeid import parse_node_id
+from derms_edge.config import load_config, parse_config, parse_node_id
 from derms_edge.errors import ConfigError
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))

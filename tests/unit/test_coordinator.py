@@ -6,10 +6,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from derms_edge.devices.coordinator import DeviceCoordinator, backoff_delay
+from derms_edge.backoff import backoff_delay
+from derms_edge.devices.coordinator import (
+    DeviceConnected,
+    DeviceCoordinator,
+    DeviceReport,
+    SetpointRefused,
+)
 from derms_edge.errors import ControlRefused, DeviceChanged, DeviceException, DeviceTimeout
 from derms_edge.model import Capability, DeviceState, Quality, SetpointName, SetpointValue
 
@@ -75,9 +82,29 @@ def coordinator(
         poll_interval_s=0.01,
         stale_after_s=0.03,
         backoff_max_s=0.05,
-        on_capability=on_capability,
+        report=None if on_capability is None else on_connected(on_capability),
         clock=clock or time.monotonic,
     )
+
+
+def on_connected(callback: Callable[[str, Capability], None]) -> Callable[[DeviceReport], None]:
+    """A report callable that hands a connect's device id and capability to ``callback``."""
+
+    def report(item: DeviceReport) -> None:
+        if isinstance(item, DeviceConnected):
+            callback(item.device_id, item.capability)
+
+    return report
+
+
+def on_refused(refused: list[Any]) -> Callable[[DeviceReport], None]:
+    """A report callable that collects refusals as (device id, setpoint, refusal)."""
+
+    def report(item: DeviceReport) -> None:
+        if isinstance(item, SetpointRefused):
+            refused.append((item.device_id, item.name, item.refusal))
+
+    return report
 
 
 async def run_for(coord: DeviceCoordinator, seconds: float) -> None:
@@ -195,7 +222,7 @@ def test_a_refused_setpoint_is_reported_once_and_not_retried() -> None:
         poll_interval_s=0.01,
         stale_after_s=0.03,
         backoff_max_s=0.05,
-        on_refused=lambda *args: refused.append(args),
+        report=on_refused(refused),
         keepalive_s=0.02,
     )
 
@@ -288,7 +315,7 @@ def test_a_busy_answer_is_tried_again_before_it_counts_as_refused(
         poll_interval_s=0.01,
         stale_after_s=0.03,
         backoff_max_s=0.05,
-        on_refused=lambda *args: refused.append(args),
+        report=on_refused(refused),
     )
 
     async def scenario() -> None:
@@ -422,3 +449,60 @@ def test_take_over_writes_every_setpoint_at_the_first_connect_only() -> None:
     first, again = driver.writes[:2], driver.writes[2:]
     assert sorted(first, key=str) == [(SetpointName.MAX_W_PCT, None), (SetpointName.VAR, 300.0)]
     assert again == [(SetpointName.VAR, 300.0)]  # the device may have forgotten it: again
+
+
+def test_after_a_connect_the_writes_wait_for_the_decision_made_with_its_capability() -> None:
+    """A decision made before the device said what it is (a charger's max_a, a battery's
+    capacity) is never written: after each connect the writes wait for the next command."""
+    driver = FakeDriver([])
+    connects: list[Capability] = []
+    coord = DeviceCoordinator(
+        "inv1",
+        driver,
+        poll_interval_s=0.01,
+        stale_after_s=0.03,
+        backoff_max_s=0.05,
+        report=on_connected(lambda _id, capability: connects.append(capability)),
+        await_decision_s=5.0,
+    )
+
+    async def scenario() -> None:
+        coord.command({SetpointName.MAX_W_PCT: 100.0})  # decided before the device connected
+        task = asyncio.create_task(coord.run())
+        while coord.polls < 5:
+            await asyncio.sleep(0.001)
+        assert connects and driver.writes == []  # polling goes on; the old decision waits
+        coord.command({SetpointName.MAX_W_PCT: 40.0})  # the decision with the capability
+        while not driver.writes:
+            await asyncio.sleep(0.001)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert driver.writes == [(SetpointName.MAX_W_PCT, 40.0)]
+
+
+def test_with_no_decision_in_time_the_last_one_is_written(caplog: pytest.LogCaptureFixture) -> None:
+    """A control loop that does not answer (crashed, restarting) cannot keep a device from
+    the setpoints last decided for it for longer than the wait."""
+    driver = FakeDriver([])
+    coord = DeviceCoordinator(
+        "inv1",
+        driver,
+        poll_interval_s=1.0,
+        stale_after_s=3.0,
+        backoff_max_s=1.0,
+        report=lambda _report: None,
+        await_decision_s=0.05,
+    )
+
+    async def scenario() -> None:
+        coord.command({SetpointName.MAX_W_PCT: 60.0})
+        task = asyncio.create_task(coord.run())
+        async with asyncio.timeout(2):  # well before the next poll, 1 s apart
+            while not driver.writes:
+                await asyncio.sleep(0.001)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert driver.writes == [(SetpointName.MAX_W_PCT, 60.0)]
+    assert any("no control decision" in r.getMessage() for r in caplog.records)

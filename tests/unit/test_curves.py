@@ -7,14 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from derms_edge.control.curves import (
-    CATEGORY_CURVES,
+from derms_edge.control.volt_var import (
     EdgeVoltVar,
     ResponseFilter,
     interpolate,
     volt_var,
 )
-from derms_edge.control.events import VoltVarCurve
+from derms_edge.model import CATEGORY_CURVES, VoltVarCurve
 
 CAT_A, CAT_B = CATEGORY_CURVES["cat_a"], CATEGORY_CURVES["cat_b"]
 

@@ -9,20 +9,23 @@ from pathlib import Path
 
 import pytest
 
-from derms_edge.control.engine import Controller, Decision, DeviceView, Record, Role
-from derms_edge.control.events import (
+from derms_edge.control import Controller, Decision, DeviceView, Record, Role
+from derms_edge.control.export_limit import ExportLimiter
+from derms_edge.model import (
+    Capability,
     Control,
     ControlType,
+    DeviceState,
     Event,
     FixedPf,
+    Quality,
     Reason,
     Response,
+    SetpointName,
     Status,
     VoltVarCurve,
 )
-from derms_edge.control.export_limit import ExportLimiter
-from derms_edge.control.store import ScheduleStore
-from derms_edge.model import Capability, DeviceState, Quality, SetpointName
+from derms_edge.runtime.schedule_store import ScheduleStore
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 ALL = frozenset(ControlType)

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from derms_edge.northbound.mqtt import Publication
-from derms_edge.telemetry.forward import Forwarder, ReplayPace
-from derms_edge.telemetry.outbox import MQTT, Entry, Outbox
+from derms_edge.northbound.mqtt import Message
+from derms_edge.outbox.buffer import MQTT, Outbox
+from derms_edge.outbox.forward import Forwarder, ReplayPace
 
 
 def in_loop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -35,7 +35,7 @@ class FakeSession:
 
     def __init__(self) -> None:
         self.connected = asyncio.Event()
-        self.sent: list[tuple[int, Publication, float]] = []
+        self.sent: list[tuple[int, Message, float]] = []
         self.hold = False
         self.unacked: list[int] = []
         self._mid = 0
@@ -48,7 +48,7 @@ class FakeSession:
     def on_published(self, callback: Callable[[int], None]) -> None:
         self._on_published.append(callback)
 
-    def send(self, message: Publication) -> int | None:
+    def send(self, message: Message) -> int | None:
         if message.qos == 0 and not self.connected.is_set():
             return None
         self._mid += 1
@@ -72,11 +72,19 @@ class FakeSession:
         return [json.loads(m.payload)["seq"] for _mid, m, _at in self.sent]
 
 
+def wired(forwarder: Forwarder, outbox: Outbox, session: FakeSession) -> Forwarder:
+    """The forwarder told what the gateway tells it (runtime.gateway wires the same)."""
+    outbox.add_listener(forwarder.wake)
+    session.on_connected(forwarder.reconnected)
+    session.on_published(forwarder.published)
+    return forwarder
+
+
 def rows(outbox: Outbox, count: int, qos: int = 1) -> list[int]:
     first = outbox.next_seq(count)
     return outbox.add(
         [
-            Entry("telemetry", f"t/{i}", json.dumps({"seq": first + i}).encode(), qos)
+            Message("telemetry", f"t/{i}", json.dumps({"seq": first + i}).encode(), qos)
             for i in range(count)
         ]
     )
@@ -121,7 +129,9 @@ def test_the_pace_is_a_token_bucket() -> None:
 @in_loop
 async def test_live_rows_go_at_once_and_are_done_when_acknowledged(outbox: Outbox) -> None:
     session = FakeSession()
-    forwarder = Forwarder(outbox, session, replay_rate_per_s=100, ack_flush_s=0.05)
+    forwarder = wired(
+        Forwarder(outbox, session, replay_rate_per_s=100, ack_flush_s=0.05), outbox, session
+    )
     async with forwarding(forwarder):
         session.connect()
         rows(outbox, 10)
@@ -135,7 +145,7 @@ async def test_live_rows_go_at_once_and_are_done_when_acknowledged(outbox: Outbo
 async def test_the_backlog_goes_in_order_at_its_rate_beside_live_rows(outbox: Outbox) -> None:
     rows(outbox, 300)  # buffered while the broker was away
     session = FakeSession()
-    forwarder = Forwarder(outbox, session, replay_rate_per_s=300)
+    forwarder = wired(Forwarder(outbox, session, replay_rate_per_s=300), outbox, session)
     async with forwarding(forwarder):
         assert forwarder.buffered == 300
         started = time.monotonic()
@@ -161,7 +171,9 @@ async def test_a_slow_broker_never_starves_live_rows(outbox: Outbox) -> None:
     rows(outbox, 500)
     session = FakeSession()
     session.hold = True  # no PUBACKs: the window fills up
-    forwarder = Forwarder(outbox, session, replay_rate_per_s=100_000, window=20)
+    forwarder = wired(
+        Forwarder(outbox, session, replay_rate_per_s=100_000, window=20), outbox, session
+    )
     async with forwarding(forwarder):
         session.connect()
         await until(lambda: len(session.sent) == 15)  # the backlog's share of the window
@@ -175,7 +187,9 @@ async def test_a_slow_broker_never_starves_live_rows(outbox: Outbox) -> None:
 @in_loop
 async def test_rows_in_flight_at_a_disconnection_are_not_sent_twice(outbox: Outbox) -> None:
     session = FakeSession()
-    forwarder = Forwarder(outbox, session, replay_rate_per_s=1000, ack_flush_s=0.05)
+    forwarder = wired(
+        Forwarder(outbox, session, replay_rate_per_s=1000, ack_flush_s=0.05), outbox, session
+    )
     async with forwarding(forwarder):
         session.connect()
         session.hold = True
@@ -197,20 +211,24 @@ async def test_rows_in_flight_at_a_disconnection_are_not_sent_twice(outbox: Outb
 @in_loop
 async def test_an_acknowledged_response_is_done_at_once(outbox: Outbox) -> None:
     session = FakeSession()
-    forwarder = Forwarder(outbox, session, replay_rate_per_s=100, ack_flush_s=60)
+    forwarder = wired(
+        Forwarder(outbox, session, replay_rate_per_s=100, ack_flush_s=60), outbox, session
+    )
     async with forwarding(forwarder):
         session.connect()
         rows(outbox, 3)
         await until(lambda: forwarder.buffered == 0)
         assert outbox.backlog(MQTT) == 3  # telemetry acknowledgements wait for the flush
-        outbox.add([Entry("response", "r", b"{}")])
+        outbox.add([Message("response", "r", b"{}")])
         await until(lambda: outbox.backlog(MQTT) == 0)  # a response's flushes everything
 
 
 @in_loop
 async def test_cancelled_it_flushes_what_was_acknowledged(outbox: Outbox) -> None:
     session = FakeSession()
-    forwarder = Forwarder(outbox, session, replay_rate_per_s=100, ack_flush_s=60)
+    forwarder = wired(
+        Forwarder(outbox, session, replay_rate_per_s=100, ack_flush_s=60), outbox, session
+    )
     async with forwarding(forwarder):
         session.connect()
         rows(outbox, 4)

@@ -24,7 +24,7 @@ import pytest
 from derms_edge.config import InfluxSection
 from derms_edge.model import OperatingState, Quality
 from derms_edge.northbound.messages import TelemetryMessage
-from derms_edge.telemetry.influx import (
+from derms_edge.outbox.influx import (
     FLOAT_FIELDS,
     INTEGER_FIELDS,
     SINK,
@@ -57,6 +57,8 @@ def test_every_telemetry_field_has_a_place_in_the_point() -> None:
 
 
 def test_a_full_reading_becomes_one_point() -> None:
+    # influxdb-client's Point writes a whole float without ".0" (a=20): still a float field,
+    # as any number without the "i" suffix is in line protocol
     payload = TelemetryMessage(
         ts=TS,
         seq=42,
@@ -77,8 +79,8 @@ def test_a_full_reading_becomes_one_point() -> None:
     ).encode()
     assert line_of(payload, "gw-1") == (
         "der,device=pv1,gateway=gw-1,kind=inverter "
-        'a=20.0,hz=50.01,pf=1.0,quality="ok",seq=42i,state="throttled",v=230.1,va=4600.0,'
-        "var=-12.5,w=4567.0,wh_exported=1.2e+16,wh_imported=0.0 "
+        'a=20,hz=50.01,pf=1,quality="ok",seq=42i,state="throttled",v=230.1,va=4600,'
+        "var=-12.5,w=4567,wh_exported=1.2e+16,wh_imported=0 "
         f"{TS_MS}"
     )
 
@@ -104,7 +106,7 @@ def test_absent_fields_and_integers_in_float_fields() -> None:
         }
     ).encode()
     assert line_of(payload, "gw") == (
-        f'der,device=m,gateway=gw,kind=meter quality="stale",seq=1i,w=-3.0 {TS_MS}'
+        f'der,device=m,gateway=gw,kind=meter quality="stale",seq=1i,w=-3 {TS_MS}'
     )
 
 
@@ -324,7 +326,7 @@ def test_an_outage_keeps_the_batch_until_the_server_takes_it(
     outbox = FakeOutbox()
     outbox.add([telemetry(seq) for seq in range(2)])
     sink = sink_for(influx.url, outbox)
-    with caplog.at_level(logging.DEBUG, logger="derms_edge.telemetry.influx"):
+    with caplog.at_level(logging.DEBUG, logger="derms_edge.outbox.influx"):
         asyncio.run(run_until(sink, lambda: len(outbox.finished) == 2))
     batches = influx.batches()
     assert len(batches) == 5 and all(b == batches[0] for b in batches)  # the same batch, resent
@@ -368,7 +370,7 @@ def test_a_batch_refused_for_good_is_dropped_and_the_queue_moves_on(
     outbox = FakeOutbox()
     outbox.add([telemetry(seq) for seq in range(5)])
     sink = sink_for(influx.url, outbox)
-    with caplog.at_level(logging.INFO, logger="derms_edge.telemetry.influx"):
+    with caplog.at_level(logging.INFO, logger="derms_edge.outbox.influx"):
         asyncio.run(run_until(sink, lambda: len(outbox.finished) == 5))
     assert [len(b) for b in influx.batches()] == [3, 2]
     assert (sink.written, sink.rejected) == (2, 3)
@@ -384,7 +386,7 @@ def test_a_batch_over_the_size_limit_is_sent_in_halves_until_it_fits(
     outbox = FakeOutbox()
     outbox.add([telemetry(seq) for seq in range(8)])
     sink = sink_for(influx.url, outbox, batch_size=8)
-    with caplog.at_level(logging.WARNING, logger="derms_edge.telemetry.influx"):
+    with caplog.at_level(logging.WARNING, logger="derms_edge.outbox.influx"):
         asyncio.run(run_until(sink, lambda: len(outbox.finished) == 8))
     assert [len(b) for b in influx.batches()] == [8, 4, 2, 2, 4]
     assert [line for batch in influx.batches()[2:] for line in batch] == [
@@ -410,7 +412,7 @@ def test_rows_that_are_not_telemetry_are_skipped_and_marked_done(
     outbox = FakeOutbox()
     outbox.add([telemetry(1), b"garbage", telemetry(2)])
     outbox.add([b'{"mrid": "e1"}'], kind="response")
-    with caplog.at_level(logging.WARNING, logger="derms_edge.telemetry.influx"):
+    with caplog.at_level(logging.WARNING, logger="derms_edge.outbox.influx"):
         asyncio.run(run_until(sink_for(influx.url, outbox), lambda: len(outbox.finished) == 4))
     assert influx.batches() == [[line_of(telemetry(seq), "gw") for seq in (1, 2)]]
     [warning] = [r.getMessage() for r in caplog.records]
@@ -435,7 +437,7 @@ def test_cancelling_during_an_outage_leaves_the_rows_in_the_outbox(influx: Scrip
 LAZY = """
 import sys
 from derms_edge.config import InfluxSection
-from derms_edge.telemetry.influx import InfluxSink
+from derms_edge.outbox.influx import InfluxSink
 print("influxdb_client" in sys.modules)
 section = InfluxSection(url="http://127.0.0.1:1", token="t", org="o", bucket="b")
 InfluxSink(section, None, "gw")

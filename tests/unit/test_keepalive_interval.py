@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from derms_edge.daemon import CHECK_S, keepalive_interval
+from derms_edge.runtime.gateway import CHECK_S, keepalive_interval
 
 
 @pytest.mark.parametrize(("revert_s", "expected"), [(60.0, 20.0), (3.0, 1.0), (0.0, CHECK_S)])

@@ -18,7 +18,7 @@ BUILD = textwrap.dedent(
     import sys
 
     from derms_edge.config import parse_config
-    from derms_edge.daemon import Gateway
+    from derms_edge.runtime.gateway import Gateway
 
     state_dir, extra = sys.argv[1], sys.argv[2]
     devices = [

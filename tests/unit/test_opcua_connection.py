@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from derms_edge.config import OpcUaSecurity
+from derms_edge.config import OpcUaSecurity, parse_node_id
 from derms_edge.devices.opcua.connection import (
     Target,
     first_certificate,
@@ -24,7 +24,6 @@ from derms_edge.devices.opcua.connection import (
     status_text,
     translate_errors,
 )
-from derms_edge.devices.opcua.nodeid import parse_node_id
 from derms_edge.errors import ConnectionLost, DeviceError, DeviceProtocolError, DeviceTimeout
 
 NAMESPACES = ["http://opcfoundation.org/UA/", "urn:server", "urn:derms-edge:hil:evse"]

@@ -14,17 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from derms_edge.telemetry.outbox import MQTT, Entry, Outbox, Row
+from derms_edge.northbound.mqtt import Message
+from derms_edge.outbox.buffer import MQTT, Outbox, Row
 
 PAYLOAD = b'{"ts": "2026-11-21T10:00:05.012Z", "seq": 0, "device": "inv1", "w": 4211.0}' * 5
 
 
-def telemetry(n: int, topic: str = "derms/v1/site/telemetry/inv1") -> list[Entry]:
-    return [Entry("telemetry", topic, PAYLOAD + str(i).encode()) for i in range(n)]
+def telemetry(n: int, topic: str = "derms/v1/site/telemetry/inv1") -> list[Message]:
+    return [Message("telemetry", topic, PAYLOAD + str(i).encode()) for i in range(n)]
 
 
-def response(text: str = "started") -> Entry:
-    return Entry("response", "derms/v1/site/responses", text.encode())
+def response(text: str = "started") -> Message:
+    return Message("response", "derms/v1/site/responses", text.encode())
 
 
 def wal_commits(db: Path) -> int:
@@ -56,7 +57,7 @@ def path(tmp_path: Path) -> Path:
 def test_rows_come_back_oldest_first_with_everything_stored(path: Path) -> None:
     outbox = Outbox(path, max_bytes=10_000_000)
     first = outbox.add(telemetry(3))
-    second = outbox.add([response(), Entry("telemetry", "t/x", b"\x00\xff", qos=0, retain=True)])
+    second = outbox.add([response(), Message("telemetry", "t/x", b"\x00\xff", qos=0, retain=True)])
     assert first == [1, 2, 3] and second == [4, 5]
     rows = outbox.pending(MQTT, 10)
     assert [r.id for r in rows] == [1, 2, 3, 4, 5]
@@ -132,7 +133,7 @@ def test_when_full_the_oldest_telemetry_goes_and_responses_stay(path: Path) -> N
 def test_a_buffer_of_responses_only_is_kept_beyond_the_bound(path: Path) -> None:
     outbox = Outbox(path, max_bytes=32 * 1024)
     for _ in range(200):
-        outbox.add([Entry("response", "r", PAYLOAD)])
+        outbox.add([Message("response", "r", PAYLOAD)])
     assert outbox.backlog(MQTT) == 200
     assert outbox.dropped == 0
     assert outbox.size_bytes() > 32 * 1024
@@ -207,7 +208,7 @@ def test_listeners_hear_of_every_add_after_its_commit(path: Path) -> None:
 def test_entries_of_unknown_kind_are_refused_whole(path: Path) -> None:
     outbox = Outbox(path, max_bytes=10_000_000)
     with pytest.raises(ValueError, match="kind"):
-        outbox.add([*telemetry(2), Entry("status", "s", b"{}")])  # type: ignore[arg-type]
+        outbox.add([*telemetry(2), Message("status", "s", b"{}")])  # type: ignore[arg-type]
     assert outbox.backlog(MQTT) == 0 and outbox.last_id == 0
 
 
@@ -238,13 +239,14 @@ CHILD = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from derms_edge.telemetry.outbox import Entry, Outbox
+    from derms_edge.northbound.mqtt import Message
+    from derms_edge.outbox.buffer import Outbox
 
     outbox = Outbox(Path(sys.argv[1]), max_bytes=100_000_000)
     while True:
         seq = outbox.next_seq(10)
         entries = [
-            Entry("telemetry", f"t/{i}", json.dumps({"seq": seq + i}).encode() + b" " * 300)
+            Message("telemetry", f"t/{i}", json.dumps({"seq": seq + i}).encode() + b" " * 300)
             for i in range(10)
         ]
         outbox.add(entries)

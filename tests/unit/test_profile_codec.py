@@ -13,14 +13,13 @@ from pydantic import ValidationError
 
 from derms_edge.config import RegisterPoint, RegisterType
 from derms_edge.devices.profile.codec import (
-    RegisterValueError,
     WordOrder,
     decode,
     decode_reads,
     encode,
     plan,
 )
-from derms_edge.errors import DeviceProtocolError, GatewayError
+from derms_edge.errors import DeviceProtocolError, GatewayError, RegisterValueError
 
 
 def point(address: int = 1215, type: RegisterType = "uint16", scale: float = 1.0) -> RegisterPoint:

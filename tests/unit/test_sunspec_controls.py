@@ -12,8 +12,6 @@ import pytest
 import sunspec2
 from sunspec2.file.client import FileClientDevice
 
-from derms_edge.control.curves import CATEGORY_CURVES
-from derms_edge.control.events import FixedPf, VoltVarCurve
 from derms_edge.devices.sunspec import build_layout, decode
 from derms_edge.devices.sunspec.controls import (
     AwaitAdoption,
@@ -27,7 +25,7 @@ from derms_edge.devices.sunspec.controls import (
 from derms_edge.devices.sunspec.models import PointValue
 from derms_edge.devices.sunspec.writes import PointWrite, differing, group_writes
 from derms_edge.errors import ControlRefused
-from derms_edge.model import SetpointName, SetpointValue
+from derms_edge.model import CATEGORY_CURVES, FixedPf, SetpointName, SetpointValue, VoltVarCurve
 from hil.devices import build_device
 from hil.physics import SimClock
 from hil.spec import RigSpec

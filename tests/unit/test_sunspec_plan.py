@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from derms_edge.devices.sunspec import ModelHeader, model_spans, plan_reads
+from derms_edge.devices.registers import plan_reads
+from derms_edge.devices.sunspec import ModelHeader, model_spans
 
 
 def test_adjacent_and_overlapping_spans_merge() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import sunspec2.device as ps
 
+from derms_edge.devices.registers import plan_reads
 from derms_edge.devices.sunspec import (
     DiscoveryResult,
     ModelHeader,
@@ -20,7 +21,6 @@ from derms_edge.devices.sunspec import (
     decode,
     discover,
     model_spans,
-    plan_reads,
 )
 from derms_edge.errors import DeviceException
 

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from derms_edge.supervisor import supervise
+from derms_edge.runtime.supervisor import supervise
 
 
 def test_a_crashing_task_is_started_again_until_it_returns(

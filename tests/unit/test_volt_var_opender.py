@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 import pytest
 from opender import DER, DER_PV
 
-from derms_edge.control.curves import CATEGORY_CURVES, TAU_PER_OLRT, EdgeVoltVar, volt_var
+from derms_edge.control.volt_var import TAU_PER_OLRT, EdgeVoltVar, volt_var
+from derms_edge.model import CATEGORY_CURVES
 
 VA = 10000.0
 DISTURBANCE_S = 1.0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from derms_edge.watchdog import Notifier, Watchdog, notify_address, watchdog_interval
+from derms_edge.runtime.watchdog import Notifier, Watchdog, notify_address, watchdog_interval
 
 
 @dataclass

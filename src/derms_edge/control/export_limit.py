@@ -46,6 +46,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from derms_edge.control.views import DeviceView
+from derms_edge.model import ControlType, DeviceKind, Quality, SetpointName, SetpointValue, number
+
 
 @dataclass(frozen=True, slots=True)
 class Inverter:
@@ -171,3 +174,41 @@ def level_pct(allowed_w: float, inverters: Mapping[str, Inverter]) -> float:
         level = cap
         free_w_max -= inverter.w_max
     return level if remaining_w <= 0 else 100.0
+
+
+def limit_export(
+    limiter: ExportLimiter,
+    limit_w: float,
+    *,
+    meter: DeviceView | None,
+    devices: Mapping[str, DeviceView],
+    setpoints: Mapping[str, Mapping[SetpointName, SetpointValue]],
+    dt_s: float,
+) -> dict[str, float]:
+    """One step of the export loop on the site: the inverters whose limit it lowers below
+    what the other controls allow them (``setpoints``), with that limit, % of WMax."""
+    export_w = None
+    if meter is not None and meter.quality is Quality.OK and meter.state is not None:
+        export_w = meter.state.w
+    inverters: dict[str, Inverter] = {}
+    for device in devices.values():
+        cap = device.capability
+        if (
+            device.kind != DeviceKind.INVERTER
+            or not device.can(ControlType.MAX_W_PCT)
+            or cap is None
+            or cap.w_max is None
+        ):
+            continue
+        own = setpoints[device.id].get(SetpointName.MAX_W_PCT)
+        w_now = device.state.w if device.state is not None and device.state.w else 0.0
+        inverters[device.id] = Inverter(
+            cap.w_max, max(w_now, 0.0), number(own) if own is not None else 100.0
+        )
+    if not inverters:
+        return {}
+    return {
+        device_id: pct
+        for device_id, pct in limiter.step(export_w, limit_w, inverters, dt_s).items()
+        if pct < inverters[device_id].cap_pct
+    }

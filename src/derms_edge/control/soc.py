@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from derms_edge.control.events import ControlType
+from derms_edge.model import ControlType
 
 SOC_TOLERANCE_PCT = 0.05
 """SoC within this many % of a limit counts as at the limit (reading and rounding noise)."""

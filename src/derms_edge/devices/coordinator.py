@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from derms_edge.aio import honour_cancellation, wait_set
+from derms_edge.backoff import backoff_delay
 from derms_edge.errors import ControlRefused, DeviceChanged, DeviceError
 from derms_edge.model import (
     Capability,
@@ -85,10 +86,27 @@ class Reading:
     """Monotonic time of the reading, for ages."""
 
 
-def backoff_delay(attempt: int, base_s: float, cap_s: float) -> float:
-    """Capped exponential backoff with full jitter above half the delay."""
-    delay = min(cap_s, base_s * 2.0 ** min(attempt, 30))
-    return random.uniform(delay / 2, delay)
+@dataclass(frozen=True, slots=True)
+class DeviceConnected:
+    """A device (re)connected: what it is and can do now. A coordinator that awaits
+    decisions holds its writes until the next `DeviceCoordinator.command`, the decision made
+    with this capability."""
+
+    device_id: str
+    capability: Capability
+
+
+@dataclass(frozen=True, slots=True)
+class SetpointRefused:
+    """A device did not take a setpoint: it answered an exception, or read back another value."""
+
+    device_id: str
+    name: SetpointName
+    refusal: ControlRefused
+
+
+DeviceReport = DeviceConnected | SetpointRefused
+"""What a coordinator tells the gateway, through its one ``report`` callable."""
 
 
 class DeviceCoordinator:
@@ -106,9 +124,15 @@ class DeviceCoordinator:
 
     A setpoint is held through an outage, never dropped: what was asked for is written as
     soon as the device answers. A write the device refuses (an exception that says the value
-    or address is wrong, or a read-back that differs) is reported through ``on_refused``
-    once and not tried again until the setpoint changes; one answered "busy" or "failing"
-    is tried again at the next poll, and reported after `WRITE_TRIES` such answers.
+    or address is wrong, or a read-back that differs) is reported (`SetpointRefused`) once
+    and not tried again until the setpoint changes; one answered "busy" or "failing" is tried
+    again at the next poll, and reported after `WRITE_TRIES` such answers.
+
+    Everything the coordinator tells the gateway goes through ``report``: `DeviceConnected`
+    after every connect, `SetpointRefused`. With ``await_decision_s`` > 0 the writes after a
+    connect wait for the next `command` (the controller deciding with the capability just
+    read), at most that long: a decision made before the device said what it is (a charger's
+    highest current, a battery's capacity) is never written on the way.
     """
 
     def __init__(
@@ -119,8 +143,8 @@ class DeviceCoordinator:
         poll_interval_s: float,
         stale_after_s: float,
         backoff_max_s: float,
-        on_capability: Callable[[str, Capability], None] | None = None,
-        on_refused: Callable[[str, SetpointName, ControlRefused], None] | None = None,
+        report: Callable[[DeviceReport], None] | None = None,
+        await_decision_s: float = 0.0,
         keepalive_s: float | None = None,
         hold_when_idle: bool = False,
         take_over: bool = False,
@@ -131,8 +155,10 @@ class DeviceCoordinator:
         self._interval = poll_interval_s
         self._stale_after = stale_after_s
         self._backoff_max = backoff_max_s
-        self._on_capability = on_capability
-        self._on_refused = on_refused
+        self._report = report
+        self._await_decision_s = await_decision_s
+        self._decide_by: float | None = None
+        """After a connect, until the next command: the writes wait until this moment."""
         self._keepalive_s = keepalive_s
         self._hold_when_idle = hold_when_idle
         """Release every control at connect and keep the released state alive (a charger's
@@ -173,8 +199,9 @@ class DeviceCoordinator:
     def command(self, setpoints: Setpoints) -> None:
         """Ask for these setpoints (names left out are released); written at once."""
         desired = dict(setpoints)
-        if desired != self._desired:
+        if desired != self._desired or self._decide_by is not None:
             self._desired = desired
+            self._decide_by = None
             self._wake.set()
 
     @property
@@ -227,11 +254,22 @@ class DeviceCoordinator:
 
     async def _sleep_until(self, moment: float) -> None:
         """Sleep until ``moment`` (monotonic) or until a new command arrives."""
+        if self._decide_by is not None:
+            moment = min(moment, self._decide_by)
         delay = max(0.0, moment - self._clock())
         await wait_set(self._wake, delay)
 
     async def _apply(self) -> None:
         """Write what differs between the desired and the applied setpoints; keep them alive."""
+        if self._decide_by is not None:
+            if self._clock() < self._decide_by:
+                return  # the decision for this connect has not come yet
+            log.warning(
+                "%s: no control decision %g s after connecting; writing the last one",
+                self.device_id,
+                self._await_decision_s,
+            )
+            self._decide_by = None
         for name in list(dict.fromkeys([*self._unsure, *self._applied, *self._desired])):
             value = self._desired.get(name)
             if name not in self._unsure and self._applied.get(name) == value:
@@ -246,7 +284,7 @@ class DeviceCoordinator:
                 self._tries.pop(name, None)
                 self._refused[name] = value
                 log.warning("%s: %s", self.device_id, refusal)
-                self._notify(self._on_refused, name, refusal)
+                self._tell(SetpointRefused(self.device_id, name, refusal))
                 continue
             self.writes += 1
             self._tries.pop(name, None)
@@ -276,14 +314,14 @@ class DeviceCoordinator:
         log.info("%s: %s; trying again at the next poll", self.device_id, refusal)
         return True
 
-    def _notify(self, callback: Callable[..., None] | None, *args: object) -> None:
-        """Call back the gateway; a bug there is logged, never the device's failure."""
-        if callback is None:
+    def _tell(self, report: DeviceReport) -> None:
+        """Report to the gateway; a bug there is logged, never the device's failure."""
+        if self._report is None:
             return
         try:
-            callback(self.device_id, *args)
+            self._report(report)
         except Exception:
-            log.exception("%s: callback %r failed", self.device_id, callback)
+            log.exception("%s: the report callback failed on %r", self.device_id, report)
 
     def _rediscover(self, change: DeviceChanged) -> None:
         """The device answers but is not as discovered: connect again, without a backoff."""
@@ -303,7 +341,9 @@ class DeviceCoordinator:
         self._unsure |= names | set(self._applied) | set(self._desired)
         self._applied = {}
         self._refused = {}
-        self._notify(self._on_capability, self.capability)
+        if self._await_decision_s > 0:
+            self._decide_by = self._clock() + self._await_decision_s
+        self._tell(DeviceConnected(self.device_id, self.capability))
 
     async def _poll(self) -> None:
         state = await self.driver.poll()

@@ -3,39 +3,47 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from derms_edge.config import AnyDevice, OpcUaDevice, ProfileDevice
-from derms_edge.devices.coordinator import DeviceCoordinator, DeviceDriver
+from derms_edge.devices.coordinator import DeviceCoordinator, DeviceDriver, DeviceReport
 from derms_edge.devices.modbus import LinkPool
 from derms_edge.devices.profile import ProfileDriver
 from derms_edge.devices.sunspec.driver import SunSpecDriver
-from derms_edge.errors import ControlRefused
-from derms_edge.model import Capability, SetpointName
+
+
+@dataclass(frozen=True, slots=True)
+class Wiring:
+    """How a coordinator is tied into a running gateway (the defaults: standing alone)."""
+
+    report: Callable[[DeviceReport], None] | None = None
+    await_decision_s: float = 0.0
+    """After a connect, the writes wait for the controller's decision at most this long."""
+    keepalive_s: float | None = None
+    """How often setpoints in force are kept alive (None: never)."""
+    revert_s: float = 0.0
+    """The devices' revert timers (0: not used)."""
+    revert_max_w_pct: float | None = None
+    """What an IEEE 1547 device's active power limit reverts to when the gateway falls silent
+    (704 WMaxLimPctRvrt); None: 100 %."""
 
 
 def build_coordinator(
-    device: AnyDevice,
-    links: LinkPool,
-    on_capability: Callable[[str, Capability], None] | None = None,
-    *,
-    on_refused: Callable[[str, SetpointName, ControlRefused], None] | None = None,
-    keepalive_s: float | None = None,
-    revert_s: float = 0.0,
+    device: AnyDevice, links: LinkPool, wiring: Wiring = Wiring()
 ) -> DeviceCoordinator:
     """The coordinator of one configured device, on a link shared with its neighbours.
 
-    ``revert_s`` goes into the devices' revert timers (0: not used). ``keepalive_s`` is how
-    often setpoints in force are kept alive (None: never). A register profile's charger is
-    kept alive at least every ``refresh_s / 2`` whatever it is: its limit expires by itself.
-    An OPC UA device has its own session and needs no link; asyncua is imported only here,
-    when the configuration has one.
+    A register profile's charger is kept alive at least every ``refresh_s / 2`` whatever the
+    wiring says: its limit expires by itself. An OPC UA device has its own session and needs
+    no link; asyncua is imported only here, when the configuration has one.
     """
     driver: DeviceDriver
+    keepalive_s = wiring.keepalive_s
     if isinstance(device, OpcUaDevice):
         from derms_edge.devices.opcua.driver import OpcUaDriver
 
         driver = OpcUaDriver(device)
-        return _coordinator(device, driver, on_capability, on_refused, keepalive_s, take_over=True)
+        return _coordinator(device, driver, wiring, keepalive_s, take_over=True)
     if device.serial is not None:
         link = links.serial(device.serial, device.timeout_s)
     else:
@@ -48,23 +56,22 @@ def build_coordinator(
         keepalive_s = half_refresh_s if keepalive_s is None else min(keepalive_s, half_refresh_s)
     else:
         driver = SunSpecDriver(
-            transport, device.kind, device.id, device.base_address, revert_s=revert_s
+            transport,
+            device.kind,
+            device.id,
+            device.base_address,
+            revert_s=wiring.revert_s,
+            max_w_pct_fallback=wiring.revert_max_w_pct,
         )
     return _coordinator(
-        device,
-        driver,
-        on_capability,
-        on_refused,
-        keepalive_s,
-        hold_when_idle=isinstance(device, ProfileDevice),
+        device, driver, wiring, keepalive_s, hold_when_idle=isinstance(device, ProfileDevice)
     )
 
 
 def _coordinator(
     device: AnyDevice,
     driver: DeviceDriver,
-    on_capability: Callable[[str, Capability], None] | None,
-    on_refused: Callable[[str, SetpointName, ControlRefused], None] | None,
+    wiring: Wiring,
     keepalive_s: float | None,
     *,
     hold_when_idle: bool = False,
@@ -76,8 +83,8 @@ def _coordinator(
         poll_interval_s=device.poll_interval_s,
         stale_after_s=device.stale_after,
         backoff_max_s=device.backoff_max,
-        on_capability=on_capability,
-        on_refused=on_refused,
+        report=wiring.report,
+        await_decision_s=wiring.await_decision_s,
         keepalive_s=keepalive_s,
         hold_when_idle=hold_when_idle,
         take_over=take_over,

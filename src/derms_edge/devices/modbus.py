@@ -17,12 +17,8 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from derms_edge.config import SerialSection
+from derms_edge.devices.registers import MAX_READ_REGISTERS, MAX_WRITE_REGISTERS
 from derms_edge.errors import ConnectionLost, DeviceException, DeviceProtocolError, DeviceTimeout
-
-MAX_READ_REGISTERS = 125
-"""Modbus allows at most 125 holding registers in one read (FC3)."""
-MAX_WRITE_REGISTERS = 123
-"""Modbus allows at most 123 registers in one write (FC16)."""
 
 
 class RegisterTransport(Protocol):

@@ -22,12 +22,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from derms_edge.config import MqttSection, TelemetrySection
-from derms_edge.control.events import MAX_EVSE_A, MIN_EVSE_A, Reason, Status
-from derms_edge.northbound.commands import (
-    CancelPayload,
-    ControlPayload,
-    EventPayload,
-)
+from derms_edge.model import MAX_EVSE_A, MIN_EVSE_A, Reason, Status
+from derms_edge.northbound.commands import CancelPayload, EventPayload
 from derms_edge.northbound.messages import (
     ActiveMessage,
     CapabilityMessage,
@@ -36,6 +32,7 @@ from derms_edge.northbound.messages import (
     TelemetryMessage,
 )
 from derms_edge.northbound.topics import API_VERSION, Topics
+from derms_edge.schema import ControlPayload
 
 DEFAULT_OUTPUT = Path("docs/asyncapi.yaml")
 ASYNCAPI_VERSION = "3.0.0"

@@ -8,9 +8,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
-from derms_edge.config import DeviceKind
-from derms_edge.control.events import Response, Status
-from derms_edge.model import Capability, DeviceState, OperatingState, Quality
+from derms_edge.model import (
+    Capability,
+    ControlValue,
+    DeviceKind,
+    DeviceState,
+    FixedPf,
+    OperatingState,
+    Quality,
+    Response,
+    Status,
+    VoltVarCurve,
+)
 
 
 def rfc3339(moment: datetime) -> str:
@@ -159,6 +168,20 @@ class ResponseMessage(_Payload):
             detail=response.detail,
             ts=response.ts,
         )
+
+
+def control_value_data(value: ControlValue) -> Any:
+    """A control value as JSON-ready data, in the contract's field names."""
+    if isinstance(value, VoltVarCurve):
+        return {
+            "points": [list(point) for point in value.points],
+            "v_ref_pu": value.v_ref_pu,
+            "response_time_s": value.response_time_s,
+            "mode": value.mode,
+        }
+    if isinstance(value, FixedPf):
+        return {"pf": value.pf, "excitation": value.excitation}
+    return value
 
 
 class ActiveValue(BaseModel):

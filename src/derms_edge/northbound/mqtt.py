@@ -4,7 +4,7 @@ paho's thread owns the socket and reconnects with capped backoff; asyncio code o
 ``publish`` and ``send`` (thread-safe in paho, never blocking) and learns of (re)connections
 and acknowledgements through callbacks that cross back into the event loop with
 ``call_soon_threadsafe``. Retained state (status, capability, active) is published directly;
-telemetry and responses come from the outbox through ``send`` (see telemetry/forward.py).
+telemetry and responses come from the outbox through ``send`` (see outbox/forward.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -30,29 +30,49 @@ MAX_INFLIGHT = 200
 outbox's rows never wait in paho's queue behind retained state."""
 
 
-@dataclass(frozen=True, slots=True)
-class Publication:
-    """One message to publish."""
+Kind = Literal["telemetry", "response", "state"]
+"""What a message is: telemetry and responses go through the outbox (telemetry may be
+dropped when it is full, responses never); retained state (status, capability, active) is
+published directly, the latest wins."""
 
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One MQTT message the gateway sends, and what it is."""
+
+    kind: Kind
     topic: str
     payload: bytes
     qos: int = 1
     retain: bool = False
 
 
+def new_client(
+    config: MqttSection, client_id: str = "", *, persistent: bool = False
+) -> paho.Client:
+    """A paho client for the configured broker (MQTT 3.1.1, the credentials), not connected.
+
+    ``persistent``: the broker keeps the session (subscriptions, QoS 1 messages) while the
+    client is away; it needs a ``client_id``. Without one the broker makes one up.
+    """
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=paho.MQTTv311,
+        clean_session=not persistent,
+    )
+    if config.username is not None:
+        client.username_pw_set(config.username, config.password)
+    return client
+
+
 class MqttSession:
     """A long-lived MQTT connection with a last will, reconnecting by itself."""
 
-    def __init__(self, config: MqttSection, client_id: str, will: Publication) -> None:
+    def __init__(self, config: MqttSection, client_id: str, will: Message) -> None:
         self._config = config
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=config.client_id or client_id,
-            protocol=paho.MQTTv311,
-            clean_session=False,  # the broker keeps QoS 1 controls sent while we are away
-        )
-        if config.username is not None:
-            self._client.username_pw_set(config.username, config.password)
+        # a persistent session: the broker keeps QoS 1 controls sent while we are away
+        self._client = new_client(config, config.client_id or client_id, persistent=True)
         self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         self._client.reconnect_delay_set(min_delay=1, max_delay=int(config.reconnect_max_s))
         self._client.max_queued_messages_set(MAX_QUEUED_MESSAGES)
@@ -95,7 +115,7 @@ class MqttSession:
         )
         self._client.loop_start()
 
-    def publish(self, message: Publication) -> None:
+    def publish(self, message: Message) -> None:
         """Queue a message; paho sends it now or after the next reconnection."""
         info = self._client.publish(
             message.topic, message.payload, qos=message.qos, retain=message.retain
@@ -103,7 +123,7 @@ class MqttSession:
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             log.warning("MQTT: cannot queue %s: %s", message.topic, paho.error_string(info.rc))
 
-    def send(self, message: Publication) -> int | None:
+    def send(self, message: Message) -> int | None:
         """Hand a message to paho; its message id, or None when paho did not take it.
 
         A QoS 1 message taken while the connection is down waits in paho and goes out after
@@ -121,7 +141,7 @@ class MqttSession:
             log.warning("MQTT: cannot queue %s: %s", message.topic, paho.error_string(info.rc))
         return None
 
-    async def stop(self, final: list[Publication], timeout_s: float = 3.0) -> None:
+    async def stop(self, final: list[Message], timeout_s: float = 3.0) -> None:
         """Publish the final messages (if connected), disconnect cleanly, stop the thread."""
         self._stopping = True
         if self.connected.is_set():

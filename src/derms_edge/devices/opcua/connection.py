@@ -27,8 +27,7 @@ from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from derms_edge.config import OpcUaSecurity
-from derms_edge.devices.opcua.nodeid import NodeRef
+from derms_edge.config import NodeRef, OpcUaSecurity
 from derms_edge.errors import (
     ConnectionLost,
     DeviceError,

@@ -25,7 +25,7 @@ from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaStatusCodeError
 
 from derms_edge.config import POINT_UNITS, OpcUaDevice, OpcUaPointName
-from derms_edge.devices.charger import limit_refusal, rated_w
+from derms_edge.devices.charger import rated_w
 from derms_edge.devices.opcua.connection import (
     Target,
     discard,
@@ -46,7 +46,14 @@ from derms_edge.devices.opcua.values import (
     to_si,
 )
 from derms_edge.errors import ConnectionLost, ControlRefused, DeviceProtocolError
-from derms_edge.model import Capability, DeviceState, SetpointName, SetpointValue
+from derms_edge.model import (
+    Capability,
+    DeviceKind,
+    DeviceState,
+    SetpointName,
+    SetpointValue,
+    limit_refusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +371,7 @@ class OpcUaDriver:
         si = {p: to_si(_raw(values[p]), nodes[p].factor(p)) for p in CAPABILITIES if p in nodes}
         max_a = self._device.max_a or si.get("max_a") or DEFAULT_MAX_A
         self._max_a = max_a
-        if self._device.kind != "evse":
+        if self._device.kind != DeviceKind.EVSE:
             return Capability(
                 w_max=si.get("w_max"),
                 va_max=si.get("va_max"),

@@ -12,7 +12,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from derms_edge.config import DeviceKind, OpcUaPointName, OpcUaSecurity
+from derms_edge.config import OpcUaPointName, OpcUaSecurity
+from derms_edge.model import DeviceKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +127,12 @@ def _device_id(name: str) -> str:
 def _kind(points: Iterable[str], device_id: str) -> DeviceKind:
     names = set(points)
     if names & {"max_a_setpoint", "max_a"} or re.search(r"ev|charg|wallbox", device_id.casefold()):
-        return "evse"
+        return DeviceKind.EVSE
     if names & {"soc_pct", "storage_w_setpoint", "wh_rtg", "charge_w_max"}:
-        return "battery"
+        return DeviceKind.BATTERY
     if names & {"max_w_pct_setpoint", "var_setpoint", "w_max"}:
-        return "inverter"
-    return "meter" if names else "inverter"
+        return DeviceKind.INVERTER
+    return DeviceKind.METER if names else DeviceKind.INVERTER
 
 
 def skeletons(variables: Sequence[Variable], fallback_id: str = "device") -> list[Skeleton]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from derms_edge.config import OpcUaPointName
 from derms_edge.devices.charger import charging_state
-from derms_edge.model import DeviceState, OperatingState
+from derms_edge.model import DeviceKind, DeviceState, OperatingState
 
 INTEGER_RANGES: dict[str, tuple[int, int]] = {
     "SByte": (-(2**7), 2**7 - 1),
@@ -123,16 +123,16 @@ def map_state(raw: object, states: Mapping[str, str] | None) -> OperatingState |
 
 
 def derive_state(
-    kind: str, w: float | None, a: float | None, v: float | None
+    kind: DeviceKind, w: float | None, a: float | None, v: float | None
 ) -> OperatingState | None:
     """A charger's or battery's state from its power (W positive = delivered to the grid).
 
     Chargers: as `charging_state` (``a`` is the total current here). Batteries: CHARGING or
     DISCHARGING beyond `BATTERY_IDLE_W`, else IDLE. Other kinds: None.
     """
-    if kind == "evse":
+    if kind == DeviceKind.EVSE:
         return charging_state(w, a, v)
-    if kind == "battery" and w is not None:
+    if kind == DeviceKind.BATTERY and w is not None:
         if w < -BATTERY_IDLE_W:
             return OperatingState.CHARGING
         if w > BATTERY_IDLE_W:
@@ -145,7 +145,7 @@ def derive_state(
 class Conversion:
     """How one device's raw node values become a DeviceState."""
 
-    kind: str
+    kind: DeviceKind
     factors: Mapping[OpcUaPointName, float]
     """Per configured point, SI value = node value x factor."""
     phases: int = 3
@@ -163,7 +163,7 @@ class Conversion:
             return None if factor is None else to_si(raw.get(point), factor)
 
         w, v, a = si("w"), si("v"), si("a")
-        if a is not None and self.kind == "evse":
+        if a is not None and self.kind == DeviceKind.EVSE:
             a *= self.phases
         state = map_state(raw.get("state"), self.states) if "state" in self.factors else None
         if state is None:

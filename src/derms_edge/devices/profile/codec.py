@@ -13,9 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal, TypeVar
 
 from derms_edge.config import RegisterPoint, RegisterType
-from derms_edge.devices.modbus import MAX_READ_REGISTERS
-from derms_edge.devices.sunspec.plan import plan_reads
-from derms_edge.errors import DeviceProtocolError, GatewayError
+from derms_edge.devices.registers import MAX_READ_REGISTERS, plan_reads
+from derms_edge.errors import DeviceProtocolError, RegisterValueError
 
 WordOrder = Literal["big", "little"]
 MAX_GAP = 8
@@ -32,17 +31,8 @@ _STRUCT: dict[RegisterType, str] = {
 }
 
 
-class RegisterValueError(GatewayError):
-    """A value cannot be written to a profile register (ours: out of range for its type)."""
-
-    def __init__(self, point: RegisterPoint, value: float, reason: str) -> None:
-        super().__init__(
-            f"register {point.address} ({point.type}, scale {point.scale:g}): "
-            f"cannot write {value!r}: {reason}"
-        )
-        self.address = point.address
-        self.value = value
-        self.reason = reason
+def _described(point: RegisterPoint) -> str:
+    return f"{point.address} ({point.type}, scale {point.scale:g})"
 
 
 def size(point: RegisterPoint) -> int:
@@ -64,7 +54,7 @@ def decode(point: RegisterPoint, registers: Sequence[int], word_order: WordOrder
 def encode(point: RegisterPoint, value: float, word_order: WordOrder) -> list[int]:
     """The registers that make the point read ``value``; RegisterValueError if it cannot."""
     if not math.isfinite(value):
-        raise RegisterValueError(point, value, "must be a finite number")
+        raise RegisterValueError(_described(point), point.address, value, "must be a finite number")
     code = ">" + _STRUCT[point.type]
     raw: float = value / point.scale
     if point.type != "float32":
@@ -72,7 +62,9 @@ def encode(point: RegisterPoint, value: float, word_order: WordOrder) -> list[in
     try:
         data = struct.pack(code, raw)
     except (struct.error, OverflowError):
-        raise RegisterValueError(point, value, _out_of_range(point.type, raw)) from None
+        raise RegisterValueError(
+            _described(point), point.address, value, _out_of_range(point.type, raw)
+        ) from None
     words = list(struct.unpack(f">{size(point)}H", data))
     return words if word_order == "big" else words[::-1]
 

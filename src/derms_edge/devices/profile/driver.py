@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from derms_edge.config import EvseProfile, RegisterPoint
-from derms_edge.devices.charger import charging_state, limit_refusal, rated_w
+from derms_edge.devices.charger import charging_state, rated_w
 from derms_edge.devices.modbus import RegisterTransport
 from derms_edge.devices.profile.codec import decode, decode_reads, encode, plan, size
 from derms_edge.errors import ControlRefused, DeviceException, DeviceProtocolError
@@ -23,6 +23,7 @@ from derms_edge.model import (
     DeviceState,
     SetpointName,
     SetpointValue,
+    limit_refusal,
 )
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""SunSpec Modbus without I/O: model layouts, the register codec, discovery and read planning."""
+"""SunSpec Modbus without I/O: model layouts, the register codec, discovery and the spans
+to read."""
 
 from derms_edge.devices.sunspec.codec import decode, encode
 from derms_edge.devices.sunspec.discovery import (
@@ -15,7 +16,7 @@ from derms_edge.devices.sunspec.models import (
     build_layout,
     model_definition,
 )
-from derms_edge.devices.sunspec.plan import model_spans, plan_reads
+from derms_edge.devices.sunspec.plan import model_spans
 
 __all__ = [
     "Discovery",
@@ -31,5 +32,4 @@ __all__ = [
     "encode",
     "model_definition",
     "model_spans",
-    "plan_reads",
 ]

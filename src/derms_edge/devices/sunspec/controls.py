@@ -34,12 +34,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from derms_edge.control.events import FixedPf, VoltVarCurve
 from derms_edge.devices.sunspec.mapping import STORAGE, ModelValues, to_capability
 from derms_edge.devices.sunspec.models import ModelLayout, PointValue
 from derms_edge.devices.sunspec.writes import PointWrite, differing, encode_write
 from derms_edge.errors import ControlRefused
-from derms_edge.model import Capability, SetpointName, SetpointValue
+from derms_edge.model import Capability, FixedPf, SetpointName, SetpointValue, VoltVarCurve
 
 IMMEDIATE = 123
 STATIC_VOLT_VAR = 126

@@ -41,6 +41,7 @@ from derms_edge.errors import (
 SUNS_MARKER = (0x5375, 0x6E53)  # "SunS"
 END_MODEL_ID = sunspec2.mb.SUNS_END_MODEL_ID
 DEFAULT_BASES = (40000, 0, 50000)
+"""Where the SunS marker is looked for, in this order (the SunSpec Modbus specification)."""
 _ADDRESS_LIMIT = 0x10000
 _STANDARD_IDS = range(1, 1000)  # SunSpec's assigned model ranges; test and vendor models follow
 _TEST_AND_VENDOR_IDS = range(63000, END_MODEL_ID)

@@ -8,8 +8,8 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 
-from derms_edge.config import DeviceKind
-from derms_edge.devices.modbus import MAX_READ_REGISTERS, RegisterTransport
+from derms_edge.devices.modbus import RegisterTransport
+from derms_edge.devices.registers import MAX_READ_REGISTERS, plan_reads
 from derms_edge.devices.sunspec.codec import decode
 from derms_edge.devices.sunspec.controls import (
     AwaitAdoption,
@@ -21,7 +21,12 @@ from derms_edge.devices.sunspec.controls import (
     plan_setpoint,
     supported,
 )
-from derms_edge.devices.sunspec.discovery import DiscoveryResult, ModelHeader, discover
+from derms_edge.devices.sunspec.discovery import (
+    DEFAULT_BASES,
+    DiscoveryResult,
+    ModelHeader,
+    discover,
+)
 from derms_edge.devices.sunspec.mapping import (
     nameplate_models,
     poll_models,
@@ -29,14 +34,13 @@ from derms_edge.devices.sunspec.mapping import (
     to_state,
 )
 from derms_edge.devices.sunspec.models import ModelLayout, PointValue, build_layout
-from derms_edge.devices.sunspec.plan import model_spans, plan_reads
+from derms_edge.devices.sunspec.plan import model_spans
 from derms_edge.devices.sunspec.writes import PointWrite, WriteRequest, differing, group_writes
 from derms_edge.errors import ControlRefused, DeviceChanged, DeviceException, DeviceProtocolError
-from derms_edge.model import Capability, DeviceState, SetpointName, SetpointValue
+from derms_edge.model import Capability, DeviceKind, DeviceState, SetpointName, SetpointValue
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASES = (40000, 0, 50000)
 ADOPT_TIMEOUT_S = 10.0
 """How long a 705 device may take to adopt a curve."""
 ADOPT_POLL_S = 0.2
@@ -215,7 +219,7 @@ class SunSpecDriver:
             models=self._chain,
             layouts=self._layouts,
             values=self._values,
-            storage=self._kind == "battery",
+            storage=self._kind == DeviceKind.BATTERY,
             revert_s=self._revert_s,
             max_w_pct_fallback=self._max_w_pct_fallback,
         )

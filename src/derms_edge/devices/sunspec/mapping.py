@@ -11,9 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from statistics import fmean
 
-from derms_edge.config import DeviceKind
 from derms_edge.devices.sunspec.models import PointValue
-from derms_edge.model import Capability, DeviceState, OperatingState
+from derms_edge.model import Capability, DeviceKind, DeviceState, OperatingState
 
 ModelValues = Mapping[int, Mapping[str, PointValue]]
 """Decoded points of each model a device has, by model id."""
@@ -70,7 +69,7 @@ def _first(models: Iterable[int], candidates: Sequence[int]) -> int | None:
 def measurement_model(kind: DeviceKind, models: Iterable[int]) -> int | None:
     """The model that carries AC measurements for this kind of device."""
     models = tuple(models)
-    if kind == "meter":
+    if kind == DeviceKind.METER:
         return _first(models, (*METER_MODELS, DER_MEASURE_AC))
     return _first(models, (DER_MEASURE_AC, *INVERTER_MODELS))
 
@@ -84,7 +83,7 @@ def poll_models(kind: DeviceKind, models: Iterable[int]) -> tuple[int, ...]:
     """The models read on every poll of a device of this kind."""
     models = tuple(models)
     wanted = [measurement_model(kind, models)]
-    if kind == "battery":
+    if kind == DeviceKind.BATTERY:
         wanted += [soc_model(models), _first(models, (BATTERY, STORAGE))]
     return tuple(dict.fromkeys(m for m in wanted if m is not None))
 
@@ -190,79 +189,73 @@ def to_state(kind: DeviceKind, values: ModelValues) -> DeviceState:
         state = _meter(points)
     else:
         state = _legacy_inverter(points)
-    if kind != "battery":
+    if kind != DeviceKind.BATTERY:
         return state
     operating = _charge_state(values) or state.state
     return replace(state, soc_pct=_soc(values), state=operating)
 
 
-def _abs(value: float | None) -> float | None:
-    return None if value is None else abs(value)
+_NAMEPLATE: dict[str, tuple[tuple[int, str], ...]] = {
+    "w_max": ((DER_CAPACITY, "WMax"), (SETTINGS, "WMax"), (NAMEPLATE, "WRtg")),
+    "v_nom": ((DER_CAPACITY, "VNom"), (SETTINGS, "VRef")),
+    "va_max": ((DER_CAPACITY, "VAMax"), (SETTINGS, "VAMax"), (NAMEPLATE, "VARtg")),
+    "var_max_inj": ((DER_CAPACITY, "VarMaxInj"), (SETTINGS, "VArMaxQ1"), (NAMEPLATE, "VArRtgQ1")),
+    "var_max_abs": ((DER_CAPACITY, "VarMaxAbs"), (SETTINGS, "VArMaxQ4"), (NAMEPLATE, "VArRtgQ4")),
+    "wh_rtg": ((DER_STORAGE_CAPACITY, "WHRtg"), (BATTERY, "WHRtg"), (NAMEPLATE, "WHRtg")),
+    "charge_w_max": (
+        (DER_CAPACITY, "WChaRteMax"),
+        (BATTERY, "WChaRteMax"),
+        (STORAGE, "WChaMax"),
+        (NAMEPLATE, "MaxChaRte"),
+    ),
+    "discharge_w_max": (
+        (DER_CAPACITY, "WDisChaRteMax"),
+        (BATTERY, "WDisChaRteMax"),
+        (NAMEPLATE, "MaxDisChaRte"),
+        (STORAGE, "WChaMax"),
+    ),
+}
+"""Each nameplate value and the points it is read from, the first one a device has: the
+IEEE 1547 models (702, 713, 802) before the legacy ones (121 settings, 120 nameplate, 124)."""
+_SOC_MINIMUMS = ((BATTERY, "SoCMin"), (BATTERY, "SoCRsvMin"), (STORAGE, "MinRsvPct"))
+"""The storage state of charge may not go below any of these, %: the highest holds."""
+_SOC_MAXIMUMS = ((BATTERY, "SoCMax"), (BATTERY, "SocRsvMax"))
+"""... nor above any of these: the lowest holds."""
 
 
 def to_capability(values: ModelValues, models: Sequence[int]) -> Capability:
     """Nameplate and limits, preferring 702/713/802 settings over 120/121/124."""
-    common = values.get(COMMON, {})
-    der = values.get(DER_CAPACITY, {})
-    nameplate = values.get(NAMEPLATE, {})
-    settings = values.get(SETTINGS, {})
-    storage_capacity = values.get(DER_STORAGE_CAPACITY, {})
-    battery = values.get(BATTERY, {})
-    storage = values.get(STORAGE, {})
+
+    def point(model_id: int, name: str) -> PointValue:
+        return values.get(model_id, {}).get(name)
 
     def text(name: str) -> str | None:
-        value = common.get(name)
+        value = point(COMMON, name)
         return value if isinstance(value, str) and value else None
 
-    soc_minimums = [
-        _num(battery.get("SoCMin")),
-        _num(battery.get("SoCRsvMin")),
-        _num(storage.get("MinRsvPct")),
-    ]
-    soc_maximums = [_num(battery.get("SoCMax")), _num(battery.get("SocRsvMax"))]
-    has_storage = bool(storage_capacity or battery or storage)
-    known_minimums = [v for v in soc_minimums if v is not None]
-    known_maximums = [v for v in soc_maximums if v is not None]
+    nameplate = {
+        field: _pick(*(_num(point(model_id, name)) for model_id, name in sources))
+        for field, sources in _NAMEPLATE.items()
+    }
+    if nameplate["var_max_abs"] is not None:  # some devices state it negative
+        nameplate["var_max_abs"] = abs(nameplate["var_max_abs"])
+    minimums = [v for v in (_num(point(m, n)) for m, n in _SOC_MINIMUMS) if v is not None]
+    maximums = [v for v in (_num(point(m, n)) for m, n in _SOC_MAXIMUMS) if v is not None]
+    has_storage = any(values.get(m) for m in (DER_STORAGE_CAPACITY, BATTERY, STORAGE))
     return Capability(
         manufacturer=text("Mn"),
         model=text("Md"),
         serial_number=text("SN"),
         version=text("Vr"),
-        w_max=_pick(_num(der.get("WMax")), _num(settings.get("WMax")), _num(nameplate.get("WRtg"))),
-        v_nom=_pick(_num(der.get("VNom")), _num(settings.get("VRef"))),
-        va_max=_pick(
-            _num(der.get("VAMax")), _num(settings.get("VAMax")), _num(nameplate.get("VARtg"))
-        ),
-        var_max_inj=_pick(
-            _num(der.get("VarMaxInj")),
-            _num(settings.get("VArMaxQ1")),
-            _num(nameplate.get("VArRtgQ1")),
-        ),
-        var_max_abs=_abs(
-            _pick(
-                _num(der.get("VarMaxAbs")),
-                _num(settings.get("VArMaxQ4")),
-                _num(nameplate.get("VArRtgQ4")),
-            )
-        ),
-        wh_rtg=_pick(
-            _num(storage_capacity.get("WHRtg")),
-            _num(battery.get("WHRtg")),
-            _num(nameplate.get("WHRtg")),
-        ),
-        charge_w_max=_pick(
-            _num(der.get("WChaRteMax")),
-            _num(battery.get("WChaRteMax")),
-            _num(storage.get("WChaMax")),
-            _num(nameplate.get("MaxChaRte")),
-        ),
-        discharge_w_max=_pick(
-            _num(der.get("WDisChaRteMax")),
-            _num(battery.get("WDisChaRteMax")),
-            _num(nameplate.get("MaxDisChaRte")),
-            _num(storage.get("WChaMax")),
-        ),
-        soc_min_pct=max(known_minimums) if known_minimums else (0.0 if has_storage else None),
-        soc_max_pct=min(known_maximums) if known_maximums else (100.0 if has_storage else None),
+        w_max=nameplate["w_max"],
+        v_nom=nameplate["v_nom"],
+        va_max=nameplate["va_max"],
+        var_max_inj=nameplate["var_max_inj"],
+        var_max_abs=nameplate["var_max_abs"],
+        wh_rtg=nameplate["wh_rtg"],
+        charge_w_max=nameplate["charge_w_max"],
+        discharge_w_max=nameplate["discharge_w_max"],
+        soc_min_pct=max(minimums) if minimums else (0.0 if has_storage else None),
+        soc_max_pct=min(maximums) if maximums else (100.0 if has_storage else None),
         models=tuple(models),
     )

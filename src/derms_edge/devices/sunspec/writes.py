@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from derms_edge.devices.registers import MAX_WRITE_REGISTERS
 from derms_edge.devices.sunspec.codec import encode
 from derms_edge.devices.sunspec.models import ModelLayout, PointValue
 from derms_edge.errors import ControlRefused, PointError
-
-MAX_WRITE_COUNT = 123  # Modbus limit for one Write Multiple Registers request (FC16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +70,7 @@ class WriteRequest:
 
 
 def group_writes(
-    writes: Sequence[PointWrite], max_count: int = MAX_WRITE_COUNT
+    writes: Sequence[PointWrite], max_count: int = MAX_WRITE_REGISTERS
 ) -> list[WriteRequest]:
     """Merge writes to adjacent points of one model into requests of <= ``max_count`` registers.
 
@@ -79,8 +78,8 @@ def group_writes(
     points that touch are merged. Requests come in the order of their earliest write, so a
     value written before its enable point stays before it unless both go in one request.
     """
-    if not 1 <= max_count <= MAX_WRITE_COUNT:
-        raise ValueError(f"max_count must be 1..{MAX_WRITE_COUNT}, got {max_count}")
+    if not 1 <= max_count <= MAX_WRITE_REGISTERS:
+        raise ValueError(f"max_count must be 1..{MAX_WRITE_REGISTERS}, got {max_count}")
     ranked = sorted(enumerate(writes), key=lambda item: (item[1].model_id, item[1].offset))
     runs: list[list[tuple[int, PointWrite]]] = []
     for rank, write in ranked:

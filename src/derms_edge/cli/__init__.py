@@ -1,0 +1,39 @@
+"""The ``derms-edge`` command: one module per subcommand, each adding itself to the parser.
+
+run, check-config, discover, send, monitor, asyncapi, hil (the rig's own command line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from derms_edge import __version__
+from derms_edge.cli import asyncapi, check_config, discover, hil, monitor, run, send
+
+COMMANDS = (run, monitor, check_config, discover, send, asyncapi, hil)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    top = argparse.ArgumentParser(
+        prog="derms-edge", description="DER device gateway and edge DERMS controller"
+    )
+    top.add_argument("--version", action="version", version=f"derms-edge {__version__}")
+    commands = top.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add(commands)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``derms-edge`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["hil"]:
+        return hil.main(argv[1:])  # everything after `hil` is the rig's own command line
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    return code

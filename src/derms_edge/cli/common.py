@@ -1,0 +1,39 @@
+"""What every command shares: exit codes, and reading the configuration file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from derms_edge.config import Config, load_config
+from derms_edge.errors import ConfigError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_INVALID = 2
+
+
+def load(path: Path) -> Config | None:
+    """The configuration in ``path``; None (every problem printed) when it is not valid."""
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        print(f"{path}: {len(error.problems)} problem(s):", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+
+
+def add_mqtt_port(parser: argparse.ArgumentParser) -> None:
+    """The option of the commands that talk to the broker: another port than the file's."""
+    parser.add_argument("--mqtt-port", type=int, help="override mqtt.port of the file")
+
+
+def load_with_mqtt_port(args: argparse.Namespace) -> Config | None:
+    """The configuration ``args.config``, with ``--mqtt-port`` applied; None when invalid."""
+    config = load(args.config)
+    if config is None or args.mqtt_port is None:
+        return config
+    mqtt = config.mqtt.model_copy(update={"port": args.mqtt_port})
+    return config.model_copy(update={"mqtt": mqtt})

@@ -1,0 +1,41 @@
+"""``derms-edge run CONFIG``: run the gateway until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+from derms_edge.cli.common import EXIT_INVALID, EXIT_OK, add_mqtt_port, load_with_mqtt_port
+
+
+def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the command to the command line."""
+    run = commands.add_parser("run", help="run the gateway on a configuration file")
+    run.add_argument("config", type=Path)
+    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_mqtt_port(run)
+    run.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Load, set up logging, serve."""
+    config = load_with_mqtt_port(args)
+    if config is None:
+        return EXIT_INVALID
+    logging.basicConfig(
+        level=args.log_level or config.log_level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    if logging.getLogger().level > logging.DEBUG:
+        # the gateway reports every device failure itself, once, in its own words
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+        # asyncua logs a traceback a second for a dead session until the driver closes it
+        logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+        # one line per control wake-up is noise; its warnings still show
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    from derms_edge.runtime.gateway import serve
+
+    asyncio.run(serve(config))
+    return EXIT_OK

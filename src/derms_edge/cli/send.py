@@ -1,0 +1,144 @@
+"""``derms-edge send CONFIG --control JSON``: publish one control event as a role would, and
+print the answers.
+
+For installers and test engineers: the event is validated with the same model the gateway
+uses before anything is published, so a typo is named here and never reaches a device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import paho.mqtt.client as paho
+
+from derms_edge.cli.common import (
+    EXIT_FAILURE,
+    EXIT_INVALID,
+    EXIT_OK,
+    add_mqtt_port,
+    load_with_mqtt_port,
+)
+from derms_edge.config import Config
+from derms_edge.northbound.commands import EventPayload, Invalid, parse_events
+from derms_edge.northbound.mqtt import new_client
+from derms_edge.northbound.topics import Topics
+
+_FINAL = {"started", "completed", "cancelled", "superseded", "rejected", "aborted"}
+_REFUSED = {"rejected", "aborted"}
+
+
+def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the command to the command line."""
+    sender = commands.add_parser(
+        "send", help="publish a control event as a role, and print the gateway's responses"
+    )
+    sender.add_argument("config", type=Path, help="the gateway's configuration (broker, topics)")
+    sender.add_argument("--role", default="dso", help="the role to send as (default: dso)")
+    sender.add_argument(
+        "--control", required=True, help="the control object, JSON: '{\"evse_max_w\": 4200}'"
+    )
+    sender.add_argument("--devices", help="comma-separated device ids (default: every device)")
+    sender.add_argument("--duration-s", type=float, default=3600.0, help="default: 3600")
+    sender.add_argument("--mrid", help="the event's id (default: a new one)")
+    sender.add_argument("--wait-s", type=float, default=10.0, help="wait this long for answers")
+    add_mqtt_port(sender)
+    sender.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Validate the event, publish it, follow its answers."""
+    config = load_with_mqtt_port(args)
+    if config is None:
+        return EXIT_INVALID
+    devices = args.devices.split(",") if args.devices else None
+    event = build_event(args.control, duration_s=args.duration_s, devices=devices, mrid=args.mrid)
+    if isinstance(event, Invalid):
+        print(f"send: not sent: {event.detail}", file=sys.stderr)
+        return EXIT_INVALID
+    return send(config, args.role, event, wait_s=args.wait_s)
+
+
+def build_event(
+    control: str, *, duration_s: float, devices: list[str] | None, mrid: str | None
+) -> EventPayload | Invalid:
+    """The event as JSON text would give it, validated; Invalid names the field."""
+    try:
+        control_data = json.loads(control)
+    except json.JSONDecodeError as error:
+        return Invalid(mrid, f"--control is not JSON: {error.msg} at column {error.colno}")
+    data: dict[str, Any] = {
+        "mrid": mrid or f"cli-{uuid.uuid4().hex[:12]}",
+        "creation_time": datetime.now(UTC).isoformat(),
+        "duration_s": duration_s,
+        "control": control_data,
+    }
+    if devices:
+        data["devices"] = devices
+    (parsed,) = parse_events(json.dumps(data).encode())
+    return parsed
+
+
+def send(
+    config: Config,
+    role: str,
+    event: EventPayload,
+    *,
+    wait_s: float,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Publish ``event`` on the role's controls topic and print its responses until it starts
+    (or is refused) or ``wait_s`` passes. Exit code 0 unless it was rejected or aborted."""
+    topics = Topics(config.mqtt.prefix, config.gateway.id)
+    answers: queue.Queue[dict[str, Any]] = queue.Queue()
+    subscribed = queue.Queue[bool]()
+    client = new_client(config.mqtt)
+    client.on_connect = lambda c, *_: c.subscribe(topics.responses, qos=1)
+    client.on_subscribe = lambda *_: subscribed.put(True)
+
+    def on_message(_c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+        try:
+            answer = json.loads(message.payload)
+        except ValueError:
+            return
+        if isinstance(answer, dict) and answer.get("mrid") == event.mrid:
+            answers.put(answer)
+
+    client.on_message = on_message
+    client.connect_async(config.mqtt.host, config.mqtt.port)
+    client.loop_start()
+    try:
+        try:
+            subscribed.get(timeout=wait_s)
+        except queue.Empty:
+            print(f"no MQTT broker at {config.mqtt.host}:{config.mqtt.port}", file=out)
+            return EXIT_FAILURE
+        body = event.model_dump_json(exclude_none=True)
+        client.publish(topics.controls(role), body, qos=1).wait_for_publish(wait_s)
+        print(f"sent {event.mrid} to {topics.controls(role)}: {body}", file=out, flush=True)
+        return _follow(answers, wait_s, out)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _follow(answers: queue.Queue[dict[str, Any]], wait_s: float, out: TextIO) -> int:
+    deadline = time.monotonic() + wait_s
+    status = None
+    while status not in _FINAL:
+        try:
+            answer = answers.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            print(f"no further answer within {wait_s:g} s (last: {status})", file=out)
+            return EXIT_OK if status is not None else EXIT_FAILURE
+        status = answer.get("status")
+        why = " ".join(str(answer[k]) for k in ("reason", "detail") if answer.get(k))
+        print(f"  {answer.get('ts', '')}  {status}  {why}".rstrip(), file=out, flush=True)
+    return EXIT_FAILURE if status in _REFUSED else EXIT_OK

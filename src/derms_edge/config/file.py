@@ -1,0 +1,119 @@
+"""The configuration file: the whole of it as one pydantic model, and loading it with errors
+that name what and where."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from derms_edge.config.modbus import ProfileDevice, SunSpecDevice
+from derms_edge.config.opcua import OpcUaDevice
+from derms_edge.config.sections import (
+    ControlSection,
+    GatewaySection,
+    MqttSection,
+    TelemetrySection,
+)
+from derms_edge.errors import ConfigError
+from derms_edge.model import DeviceKind
+from derms_edge.schema import Strict, problems
+
+Device = Annotated[SunSpecDevice | ProfileDevice | OpcUaDevice, Field(discriminator="protocol")]
+AnyDevice = SunSpecDevice | ProfileDevice | OpcUaDevice
+
+
+class Config(Strict):
+    """The whole configuration file."""
+
+    gateway: GatewaySection
+    mqtt: MqttSection = MqttSection()
+    devices: list[Device] = Field(min_length=1)
+    telemetry: TelemetrySection = TelemetrySection()
+    control: ControlSection = ControlSection()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _unique_devices(self) -> Self:
+        seen: dict[str, int] = {}
+        for index, device in enumerate(self.devices):
+            if device.id in seen:
+                raise ValueError(
+                    f"device id {device.id!r} is used twice: devices[{seen[device.id]}] "
+                    f"and devices[{index}]"
+                )
+            seen[device.id] = index
+        links: dict[tuple[str, int], str] = {}
+        for device in self.devices:
+            if isinstance(device, OpcUaDevice):
+                continue  # one OPC UA server may well hold several devices
+            key = (device.connection, device.unit_id)
+            if key in links:
+                raise ValueError(
+                    f"devices {links[key]!r} and {device.id!r} both use {device.link} "
+                    f"unit {device.unit_id}"
+                )
+            links[key] = device.id
+        self._default_backoffs()
+        meter = self.control.export_limit.meter
+        if meter is not None and seen.get(meter) is None:
+            raise ValueError(f"control.export_limit.meter: no device {meter!r}")
+        if meter is not None and self.devices[seen[meter]].kind != DeviceKind.METER:
+            raise ValueError(f"control.export_limit.meter: {meter!r} is not a kind: meter device")
+        return self
+
+    def _default_backoffs(self) -> None:
+        """Fill in each device's ``backoff_max_s`` left out.
+
+        A device alone on its link is tried again every poll interval at most, so the
+        controls in force are back within two poll intervals of its recovery. Devices that
+        share a link (units on one RS485 bus or behind one Modbus TCP gateway) wait up to
+        30 timeouts: every try at a silent unit holds the link for up to three timeouts
+        (SunS marker search), so a unit gone for long takes at most about a tenth of it.
+        """
+        # an OPC UA device has a session of its own, even on a server it shares
+        sharing = Counter(d.connection for d in self.devices if not isinstance(d, OpcUaDevice))
+        for index, device in enumerate(self.devices):
+            if device.backoff_max_s is not None:
+                continue
+            shared = not isinstance(device, OpcUaDevice) and sharing[device.connection] > 1
+            cap = 30 * device.timeout_s if shared else device.poll_interval_s
+            self.devices[index] = device.model_copy(
+                update={"backoff_max_s": min(3600.0, max(device.poll_interval_s, cap))}
+            )
+
+
+_WORDING = {"extra_forbidden": "unknown key (check the spelling; see docs/configuration.md)"}
+_TAGS = ("sunspec", "modbus", "opcua")
+"""The device entries' discriminator values: pydantic puts them in error locations."""
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    """Validate already-parsed YAML; raise ConfigError with one line per problem."""
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: the file must be a YAML mapping (key: value)"])
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(
+            problems(error, nowhere="(top level)", wording=_WORDING, tags=_TAGS)
+        ) from error
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a configuration file; raise ConfigError with one line per problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot read the file ({error.strerror})"]) from error
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError([f"{path}: not valid YAML at {where}: {problem}"]) from error
+    return parse_config(data, str(path))

@@ -1,0 +1,108 @@
+"""What the control core is told: the roles that may command, and each device as it is now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from derms_edge.control.soc import BatteryLimits
+from derms_edge.model import (
+    Capability,
+    Control,
+    ControlType,
+    DeviceKind,
+    DeviceState,
+    Quality,
+    SetpointName,
+)
+
+CARRIERS: dict[ControlType, tuple[SetpointName, ...]] = {
+    # a battery without a limit point is still curtailed: its storage setpoint is capped
+    ControlType.MAX_W_PCT: (
+        SetpointName.MAX_W_PCT,
+        SetpointName.EVSE_MAX_A,
+        SetpointName.STORAGE_W,
+    ),
+    ControlType.VOLT_VAR: (SetpointName.VOLT_VAR, SetpointName.VAR),
+    ControlType.FIXED_PF: (SetpointName.FIXED_PF,),
+    ControlType.STORAGE_W: (SetpointName.STORAGE_W,),
+    ControlType.EVSE_MAX_A: (SetpointName.EVSE_MAX_A,),
+    ControlType.EVSE_MAX_W: (SetpointName.EVSE_MAX_A,),
+}
+"""The setpoints that can carry a control type to a device (any one of them will do)."""
+KINDS: dict[ControlType, frozenset[DeviceKind]] = {
+    ControlType.MAX_W_PCT: frozenset({DeviceKind.INVERTER, DeviceKind.BATTERY, DeviceKind.EVSE}),
+    ControlType.VOLT_VAR: frozenset({DeviceKind.INVERTER, DeviceKind.BATTERY}),
+    ControlType.FIXED_PF: frozenset({DeviceKind.INVERTER, DeviceKind.BATTERY}),
+    ControlType.STORAGE_W: frozenset({DeviceKind.BATTERY}),
+    ControlType.EVSE_MAX_A: frozenset({DeviceKind.EVSE}),
+    ControlType.EVSE_MAX_W: frozenset({DeviceKind.EVSE}),
+}
+"""The kinds of device a control type applies to (export_limit_w applies to the site)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """A party allowed to send controls."""
+
+    name: str
+    primacy: int
+    allow: frozenset[ControlType]
+
+    def refusal(self, control: Control) -> str | None:
+        """Why this role may not send ``control`` (a type it is not allowed), or None."""
+        forbidden = sorted(control.types - self.allow)
+        if not forbidden:
+            return None
+        return (
+            f"role {self.name} may not send {', '.join(forbidden)} "
+            f"(allowed: {', '.join(sorted(self.allow))})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    """What the control core needs to know about one device now."""
+
+    id: str
+    kind: DeviceKind
+    quality: Quality
+    state: DeviceState | None = None
+    capability: Capability | None = None
+    supports: frozenset[SetpointName] | None = None
+    """None until the device has connected once (then judged by its kind)."""
+    reserve_soc_pct: float | None = None
+    efficiency: float = 0.95
+    max_a: float | None = None
+    """EV chargers: the highest current limit, A per phase."""
+    phases: int | None = None
+    """EV chargers: phases in use."""
+
+    def can(self, control_type: ControlType) -> bool:
+        """Whether this device can carry a control of this type."""
+        if self.kind not in KINDS.get(control_type, frozenset()):
+            return False
+        if self.supports is None:
+            return True
+        return any(name in self.supports for name in CARRIERS[control_type])
+
+    @property
+    def soc_known(self) -> bool:
+        """A fresh state of charge: read within the staleness window."""
+        return (
+            self.quality is Quality.OK and self.state is not None and self.state.soc_pct is not None
+        )
+
+    def battery_limits(self) -> BatteryLimits | None:
+        """SoC limits and ratings for projections; None when the capacity is unknown."""
+        cap = self.capability
+        if cap is None or cap.wh_rtg is None or cap.wh_rtg <= 0:
+            return None
+        reserve = max(cap.soc_min_pct or 0.0, self.reserve_soc_pct or 0.0)
+        return BatteryLimits(
+            capacity_wh=cap.wh_rtg,
+            reserve_pct=reserve,
+            max_pct=cap.soc_max_pct if cap.soc_max_pct is not None else 100.0,
+            efficiency=self.efficiency,
+            charge_w_max=cap.charge_w_max,
+            discharge_w_max=cap.discharge_w_max,
+        )

@@ -1,0 +1,390 @@
+"""The outbox: every telemetry message and control response in SQLite until each sink
+(the MQTT broker, a history database) has delivered it.
+
+Plain sqlite3, no asyncio. One ``add`` is one transaction (a telemetry round, a batch of
+responses), so an SD card sees one commit per round, not one per message. The file is in WAL
+mode with ``synchronous=FULL``: every commit is fsynced to the WAL before ``add`` returns, so
+what was added survives ``kill -9`` and power loss alike (``NORMAL`` would survive the kill
+but could roll back the commits since the last checkpoint on power loss; FULL costs one fsync
+per commit). Pages are 1 KiB, not SQLite's 4 KiB: a commit writes whole pages to the WAL,
+and a round of telemetry is a few KiB, so small pages write about 40 % fewer bytes
+(bench/outbox_bench.py).
+
+Each row carries a bit per sink that still has to deliver it; a sink's ``done`` clears its
+bit and a row with no bit left is deleted. Responses are for the MQTT sink only: other sinks
+(a history store) see telemetry. The buffer is bounded by the pages in use: beyond
+``max_bytes`` the oldest telemetry is dropped (never responses) and counted, persistently.
+Rows get ids in insertion order that are never reused, and ``next_seq`` hands out the
+telemetry sequence numbers, strictly increasing across restarts, and across a file found
+unreadable (moved aside; seq goes on from the time in milliseconds).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from derms_edge.northbound.mqtt import Kind, Message
+
+log = logging.getLogger(__name__)
+
+KINDS: tuple[Kind, ...] = ("telemetry", "response")
+"""The kinds of message the outbox keeps (retained state is published directly)."""
+MQTT = "mqtt"
+"""The sink that delivers every row; any other sink sees telemetry only."""
+SCHEMA_VERSION = 1
+MAX_SINKS = 62
+"""Sinks are bits of a SQLite integer."""
+PAGE_SIZE = 1024
+"""Bytes per page of a new file (an existing file keeps its own)."""
+WAL_LIMIT_BYTES = 2 * 1024 * 1024
+"""The WAL file is truncated back to this size after a checkpoint (about 1 MiB is written
+between checkpoints: SQLite's 1000 pages)."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS message (
+    id INTEGER PRIMARY KEY,   -- insertion order, never reused (meta.last_id)
+    kind TEXT NOT NULL,       -- telemetry | response
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    todo INTEGER NOT NULL     -- one bit per sink (table sink) that has not delivered it yet
+);
+CREATE TABLE IF NOT EXISTS sink (
+    name TEXT PRIMARY KEY,
+    bit INTEGER NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS meta (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    last_id INTEGER NOT NULL,  -- the newest row id ever given
+    seq INTEGER NOT NULL,      -- the newest telemetry seq ever stored
+    dropped INTEGER NOT NULL   -- telemetry rows dropped because the buffer was full
+);
+INSERT OR IGNORE INTO meta (one, last_id, seq, dropped) VALUES (1, 0, 0, 0);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A message in the outbox; ``id`` gives the insertion order."""
+
+    id: int
+    kind: Kind
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+
+    @property
+    def message(self) -> Message:
+        """The message as it is sent."""
+        return Message(self.kind, self.topic, self.payload, self.qos, self.retain)
+
+
+class Outbox:
+    """The store-and-forward buffer in one SQLite file; use from one thread."""
+
+    def __init__(self, path: Path, *, max_bytes: int, sinks: Sequence[str] = (MQTT,)) -> None:
+        if not sinks or len(set(sinks)) != len(sinks) or len(sinks) > MAX_SINKS:
+            raise ValueError(f"outbox sinks must be 1..{MAX_SINKS} distinct names, not {sinks}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.max_bytes = max_bytes
+        try:
+            self._db = _open(path)
+        except sqlite3.DatabaseError as exc:
+            aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+            log.error("telemetry buffer %s is unreadable (%s): moved to %s", path, exc, aside)
+            for suffix in ("", "-wal", "-shm"):
+                source = Path(f"{path}{suffix}")
+                if source.exists():
+                    source.rename(Path(f"{aside}{suffix}"))
+            self._db = _open(path)
+            # The seq given so far is lost with the file: going on from 1 would make every new
+            # message look like one seen before. The time in ms is above any seq this gateway
+            # gave (it gives fewer than 1000 a second); subscribers see a gap, which is loss.
+            floor = time.time_ns() // 1_000_000
+            with self._db:
+                self._db.execute("UPDATE meta SET seq = max(seq, ?)", (floor,))
+            log.error("telemetry seq continues from %d", floor + 1)
+        self._page_size: int = self._db.execute("PRAGMA page_size").fetchone()[0]
+        self._bits = self._assign_bits(sinks)
+        last_id, seq, dropped = self._db.execute(
+            "SELECT last_id, seq, dropped FROM meta"
+        ).fetchone()
+        self._last_id: int = last_id
+        self._seq: int = seq
+        self._dropped: int = dropped
+        self._stored_seq = self._seq
+        self._rows: int = self._db.execute("SELECT COUNT(*) FROM message").fetchone()[0]
+        self._backlog: dict[str, int] = {
+            sink: self._db.execute(
+                "SELECT COUNT(*) FROM message WHERE todo & ?", (bit,)
+            ).fetchone()[0]
+            for sink, bit in self._bits.items()
+        }
+        self._listeners: list[Callable[[], None]] = []
+        self._drop_logged = False
+        self._full_logged = False
+
+    # -- writing --------------------------------------------------------------------------
+
+    def add(self, messages: Sequence[Message]) -> list[int]:
+        """Store these messages in one transaction; their row ids, in order.
+
+        Beyond ``max_bytes`` the oldest telemetry rows are dropped in the same transaction.
+        Listeners (``add_listener``) are called after the commit.
+        """
+        if not messages:
+            return []
+        first = self._last_id + 1
+        records = []
+        added = dict.fromkeys(self._bits, 0)
+        for offset, message in enumerate(messages):
+            if message.kind not in KINDS:
+                raise ValueError(
+                    f"outbox message kind must be one of {KINDS}, not {message.kind!r}"
+                )
+            todo = self._todo(message.kind)
+            for sink, bit in self._bits.items():
+                added[sink] += bool(todo & bit)
+            records.append(
+                (
+                    first + offset,
+                    message.kind,
+                    message.topic,
+                    message.payload,
+                    message.qos,
+                    int(message.retain),
+                    todo,
+                )
+            )
+        last_id = first + len(records) - 1
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO message (id, kind, topic, payload, qos, retain, todo) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                records,
+            )
+            dropped, dropped_per_sink = self._bound(self._rows + len(records))
+            self._db.execute(
+                "UPDATE meta SET last_id = ?, seq = ?, dropped = ?",
+                (last_id, self._seq, self._dropped + dropped),
+            )
+        self._last_id = last_id
+        self._stored_seq = self._seq
+        self._dropped += dropped
+        self._rows += len(records) - dropped
+        for sink in self._bits:
+            self._backlog[sink] += added[sink] - dropped_per_sink[sink]
+        for listener in self._listeners:
+            listener()
+        return list(range(first, last_id + 1))
+
+    def done(self, sink: str, ids: Sequence[int]) -> None:
+        """``sink`` delivered these rows (one transaction); a row that every sink delivered
+        is deleted. Ids no longer stored (dropped, or done before) are ignored."""
+        if not ids:
+            return
+        bit = self._bit(sink)
+        params = [(id_,) for id_ in ids]
+        with self._transaction():
+            cleared = self._db.executemany(
+                "UPDATE message SET todo = todo & ~? WHERE id = ? AND todo & ?",
+                [(bit, id_, bit) for id_ in ids],
+            ).rowcount
+            deleted = self._db.executemany(
+                "DELETE FROM message WHERE id = ? AND todo = 0", params
+            ).rowcount
+        self._backlog[sink] -= cleared
+        self._rows -= deleted
+        if deleted:  # deliveries resumed: a new run of drops will be logged again
+            self._drop_logged = self._full_logged = False
+
+    def next_seq(self, count: int = 1) -> int:
+        """Reserve ``count`` telemetry sequence numbers; the first of them.
+
+        Strictly increasing across restarts: the reservation is stored by the next ``add``
+        (which stores the messages carrying these numbers) or by ``close``. After a crash
+        before that ``add``, the same numbers are handed out again, which is harmless, as no
+        stored message carries them.
+        """
+        if count < 1:
+            raise ValueError(f"count must be at least 1, not {count}")
+        first = self._seq + 1
+        self._seq += count
+        return first
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after every ``add`` (in the thread that added)."""
+        self._listeners.append(callback)
+
+    def close(self) -> None:
+        """Store the seq reservation and close the file; undelivered rows stay for the next
+        start."""
+        if self._seq != self._stored_seq:
+            with self._transaction():
+                self._db.execute("UPDATE meta SET seq = ?", (self._seq,))
+            self._stored_seq = self._seq
+        self._db.close()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def pending(self, sink: str, limit: int, after_id: int = 0) -> list[Row]:
+        """Up to ``limit`` rows after ``after_id`` that ``sink`` has not delivered, oldest
+        first."""
+        bit = self._bit(sink)
+        cursor = self._db.execute(
+            "SELECT id, kind, topic, payload, qos, retain FROM message "
+            "WHERE id > ? AND todo & ? ORDER BY id LIMIT ?",
+            (after_id, bit, limit),
+        )
+        return [
+            Row(id_, cast(Kind, kind), topic, bytes(payload), qos, bool(retain))
+            for id_, kind, topic, payload, qos, retain in cursor
+        ]
+
+    def backlog(self, sink: str) -> int:
+        """Rows ``sink`` has not delivered yet."""
+        self._bit(sink)
+        return self._backlog[sink]
+
+    @property
+    def dropped(self) -> int:
+        """Telemetry rows dropped because the buffer was full, since the file was created."""
+        return self._dropped
+
+    @property
+    def last_id(self) -> int:
+        """The id of the newest row ever added (0 before the first)."""
+        return self._last_id
+
+    @property
+    def sinks(self) -> tuple[str, ...]:
+        """The sinks rows are kept for."""
+        return tuple(self._bits)
+
+    def size_bytes(self) -> int:
+        """Bytes of the pages in use (what ``max_bytes`` bounds; the file may be larger by
+        free pages it reuses)."""
+        pages, free = (
+            self._db.execute("PRAGMA page_count").fetchone()[0],
+            self._db.execute("PRAGMA freelist_count").fetchone()[0],
+        )
+        return int((pages - free) * self._page_size)
+
+    # -- inside ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _bit(self, sink: str) -> int:
+        try:
+            return self._bits[sink]
+        except KeyError:
+            raise ValueError(
+                f"unknown outbox sink {sink!r} (sinks: {', '.join(self._bits)})"
+            ) from None
+
+    def _todo(self, kind: Kind) -> int:
+        if kind == "telemetry":
+            return sum(self._bits.values())
+        return self._bits.get(MQTT, 0)
+
+    def _assign_bits(self, sinks: Sequence[str]) -> dict[str, int]:
+        """Each sink's bit, kept across restarts; sinks no longer configured are forgotten
+        and rows only they still had to deliver are deleted."""
+        with self._transaction():
+            known = dict(self._db.execute("SELECT name, bit FROM sink").fetchall())
+            for name, bit in known.items():
+                if name not in sinks:
+                    self._db.execute(
+                        "UPDATE message SET todo = todo & ~? WHERE todo & ?", (bit, bit)
+                    )
+                    gone = self._db.execute("DELETE FROM message WHERE todo = 0").rowcount
+                    self._db.execute("DELETE FROM sink WHERE name = ?", (name,))
+                    log.info("telemetry buffer: sink %s removed; %d rows only for it", name, gone)
+            bits = {name: bit for name, bit in known.items() if name in sinks}
+            for name in sinks:
+                if name not in bits:
+                    used = set(bits.values())
+                    bits[name] = next(1 << i for i in range(MAX_SINKS) if 1 << i not in used)
+                    self._db.execute(
+                        "INSERT INTO sink (name, bit) VALUES (?, ?)", (name, bits[name])
+                    )
+        return {name: bits[name] for name in sinks}
+
+    def _bound(self, rows: int) -> tuple[int, dict[str, int]]:
+        """Drop the oldest telemetry until the pages in use fit ``max_bytes`` (inside the
+        caller's transaction); how many rows were dropped, in all and per sink."""
+        per_sink = dict.fromkeys(self._bits, 0)
+        dropped = 0
+        used = self.size_bytes()
+        while used > self.max_bytes and rows > 0:
+            row_bytes = used / rows
+            count = max(16, math.ceil((used - self.max_bytes) / row_bytes))
+            victims = self._db.execute(
+                "SELECT id, todo FROM message WHERE kind = 'telemetry' ORDER BY id LIMIT ?",
+                (count,),
+            ).fetchall()
+            if not victims:
+                if not self._full_logged:
+                    log.error(
+                        "telemetry buffer %s is full (%d bytes) of control responses only",
+                        self.path,
+                        used,
+                    )
+                    self._full_logged = True
+                break
+            self._db.executemany("DELETE FROM message WHERE id = ?", [(v[0],) for v in victims])
+            for _id, todo in victims:
+                for sink, bit in self._bits.items():
+                    per_sink[sink] += bool(todo & bit)
+            dropped += len(victims)
+            rows -= len(victims)
+            used = self.size_bytes()
+        if dropped and not self._drop_logged:
+            log.warning(
+                "telemetry buffer %s reached %d bytes: dropping the oldest telemetry "
+                "(counted in the status message)",
+                self.path,
+                self.max_bytes,
+            )
+            self._drop_logged = True
+        return dropped, per_sink
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"telemetry buffer {path} has schema version {version}, newer than this "
+                f"gateway's {SCHEMA_VERSION}: use a newer derms-edge or another buffer_path"
+            )
+        db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before the first write, else ignored
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+        db.executescript(_SCHEMA)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    except BaseException:
+        db.close()
+        raise
+    return db

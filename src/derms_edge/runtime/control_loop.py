@@ -1,0 +1,415 @@
+"""The control loop: the one task that steps the controller.
+
+Everything that can change a decision is put in its inbox (`ControlLoop.post`): validated
+commands from MQTT, a device connected or refusing a setpoint, a wake-up at an event's start
+or end or at the control interval (APScheduler only posts these; it never runs a step).
+The loop takes what is there, lets the controller handle each, steps it once, and hands the
+decision on: the setpoints to the coordinators, the responses to the outbox (after the
+schedule store has them: a response is never ahead of the store), the values in force to
+the retained ``active`` topic. Nothing else calls the controller. A step that raises ends
+the task (the supervisor logs it and starts it again, the watchdog sees the silence); a
+command that cannot be handled is logged and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from derms_edge.config import Config
+from derms_edge.control import (
+    SITE,
+    TERMINAL,
+    Controller,
+    Decision,
+    ExportLimiter,
+    InForce,
+    Record,
+    Role,
+)
+from derms_edge.devices.coordinator import DeviceConnected, DeviceCoordinator, SetpointRefused
+from derms_edge.model import Control, DeviceKind, Event, Reason, Response, Status
+from derms_edge.northbound.commands import (
+    Cancel,
+    Command,
+    Controls,
+    DefaultControl,
+    EventPayload,
+    Heartbeat,
+    Invalid,
+)
+from derms_edge.northbound.messages import (
+    ActiveMessage,
+    ActiveValue,
+    ResponseMessage,
+    control_value_data,
+)
+from derms_edge.northbound.mqtt import Message
+from derms_edge.northbound.topics import Topics
+from derms_edge.runtime.device_views import DeviceViews
+from derms_edge.runtime.schedule_store import ScheduleStore
+
+log = logging.getLogger(__name__)
+
+SCHEDULE_FILE = "schedule.sqlite"
+
+
+def utc_now() -> datetime:
+    """The wall clock, UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The control interval came round (edge volt-var, the export loop, the SoC guard)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Boundary:
+    """An event's start or end is due."""
+
+    mrid: str
+
+
+Input = Command | DeviceConnected | SetpointRefused | Tick | Boundary
+"""What the control loop's inbox takes."""
+
+
+class ControlLoop:
+    """The control side of one gateway: its controller, schedule store and inbox."""
+
+    def __init__(
+        self,
+        controller: Controller,
+        store: ScheduleStore,
+        views: DeviceViews,
+        coordinators: Mapping[str, DeviceCoordinator],
+        topics: Topics,
+        *,
+        interval_s: float,
+        respond: Callable[[Sequence[Message]], object],
+        publish: Callable[[Message], None],
+        on_tick: Callable[[], None] | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.controller = controller
+        self.store = store
+        self._views = views
+        self._coordinators = coordinators
+        self._topics = topics
+        self._interval_s = interval_s
+        self._respond = respond
+        self._publish = publish
+        self._on_tick = on_tick
+        """Called at every Tick the loop handles: the loop is alive."""
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._inbox: asyncio.Queue[Input] = asyncio.Queue()
+        self._scheduler: AsyncIOScheduler | None = None
+        self._active: dict[str, dict[str, InForce]] | None = None
+        self._last: Decision | None = None
+
+    def post(self, item: Input) -> None:
+        """Put something that may change a decision in the inbox (from the event loop)."""
+        self._inbox.put_nowait(item)
+
+    async def run(self) -> None:
+        """Take the inbox, step, hand the decision on; until cancelled. APScheduler posts a
+        Tick every control interval and a Boundary at each event's start and end."""
+        scheduler = self._scheduler = AsyncIOScheduler(timezone=UTC)
+        scheduler.add_job(
+            self._post_tick,
+            "interval",
+            seconds=self._interval_s,
+            id="control-interval",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,
+        )
+        scheduler.start()
+        for record in self.controller.records.values():
+            if record.status not in TERMINAL:
+                self._wake_at_boundaries(record.event)
+        self.post(Tick())
+        try:
+            while True:
+                inputs = [await self._inbox.get()]
+                while not self._inbox.empty():
+                    inputs.append(self._inbox.get_nowait())
+                self.handle(inputs)
+        finally:
+            scheduler.shutdown(wait=False)
+            self._scheduler = None
+
+    def handle(self, inputs: Sequence[Input]) -> None:
+        """Let the controller take every input, then step once if any asks for it (``run``
+        calls it with what the inbox holds; a test may call it directly). Each input is taken
+        at its own time: an event's creation time defaults to the moment it is taken."""
+        step = False
+        for item in inputs:
+            now = self._clock()
+            match item:
+                case Tick():
+                    step = True
+                    if self._on_tick is not None:
+                        self._on_tick()
+                case Boundary() | DeviceConnected():
+                    step = True
+                case SetpointRefused():
+                    self._refused(item, now)
+                case Command():
+                    try:
+                        step |= self._take(item, now)
+                    except Exception:  # a bad message must never take the control loop down
+                        log.exception("a message of role %s could not be handled", item.role)
+        if step:
+            self._step(self._clock())
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def _take(self, command: Command, now: datetime) -> bool:
+        """Let the controller take a command; whether a step must follow."""
+        role = self.controller.roles.get(command.role)
+        if role is None:
+            self._unknown_role(command, now)
+            return False
+        if not command.retained:  # a retained message proves nothing about its sender now
+            self.controller.hear(role.name, now)
+        match command:
+            case Heartbeat():
+                return False
+            case Controls():
+                self._events(role, command.events, now)
+            case Cancel():
+                request = command.request
+                if isinstance(request, Invalid):
+                    self._answer([_invalid(request, now)], [], now)
+                else:
+                    self._answer(*self.controller.cancel(request.mrid, role.name, now), now)
+            case DefaultControl():
+                self._default(role, command.control, now)
+        return True
+
+    def _events(self, role: Role, items: Sequence[EventPayload | Invalid], now: datetime) -> None:
+        views = self._views()
+        for item in items:
+            if isinstance(item, Invalid):
+                self._answer([_invalid(item, now)], [], now)
+                continue
+            spread_s = item.randomize_start_s
+            delay_s = self._rng.uniform(0, spread_s) if spread_s else 0.0
+            event = item.to_event(role=role.name, primacy=role.primacy, now=now, delay_s=delay_s)
+            responses, changed = self.controller.accept(event, views, now)
+            self._answer(responses, changed, now)
+            if changed:
+                self._wake_at_boundaries(event)
+
+    def _default(self, role: Role, control: Control | Invalid | None, now: datetime) -> None:
+        if isinstance(control, Invalid):
+            refused = _refused_default(role.name, Reason.INVALID, control.detail, now)
+            self._answer([refused], [], now)
+            return
+        refusal = self.controller.set_default(role.name, control)
+        if refusal is not None:
+            self._answer([_refused_default(role.name, Reason.UNAUTHORIZED, refusal, now)], [], now)
+            return
+        self.store.save_default(role.name, control)
+
+    def _unknown_role(self, command: Command, now: datetime) -> None:
+        roles = ", ".join(self.controller.roles)
+        detail = f"no role {command.role!r} at this gateway (roles: {roles})"
+        log.warning("%s from %s: %s", type(command).__name__, command.role, detail)
+        match command:
+            case Controls():
+                mrids = [item.mrid for item in command.events]
+            case Cancel():
+                mrids = [command.request.mrid]
+            case _:
+                return
+        responses = [
+            Response.rejected(mrid or "", now, Reason.UNAUTHORIZED, detail) for mrid in mrids
+        ]
+        self._answer(responses, [], now)
+
+    def _refused(self, refused: SetpointRefused, now: datetime) -> None:
+        """A device did not take a setpoint: the event it came from is aborted."""
+        if self._last is None:
+            return
+        self._answer(
+            *self.controller.setpoint_refused(
+                refused.device_id,
+                refused.name,
+                str(refused.refusal),
+                active=self._last.active,
+                now=now,
+            ),
+            now,
+        )
+
+    # -- the step and its outputs -------------------------------------------------------------
+
+    def _step(self, now: datetime) -> None:
+        decision = self.controller.step(self._views(), now)
+        self._last = decision
+        self._answer(decision.responses, decision.changed, now)
+        for device_id, setpoints in decision.setpoints.items():
+            self._coordinators[device_id].command(setpoints)
+        self._publish_active(decision, now)
+
+    def _answer(self, responses: list[Response], changed: list[Record], now: datetime) -> None:
+        """Persist first, then say it: a response is never ahead of the store."""
+        self.store.save(changed, now)
+        for record in changed:
+            if record.status in TERMINAL:  # its wake-ups are not needed any more
+                self._forget_boundaries(record.event.mrid)
+        for response in responses:
+            level = logging.WARNING if response.status is Status.REJECTED else logging.INFO
+            log.log(
+                level,
+                "event %s: %s %s %s",
+                response.mrid,
+                response.status,
+                response.reason or "",
+                response.detail or "",
+            )
+        if responses:
+            self._respond(
+                [
+                    Message("response", self._topics.responses, ResponseMessage.of(r).encode())
+                    for r in responses
+                ]
+            )
+
+    def _publish_active(self, decision: Decision, now: datetime) -> None:
+        active = {
+            device: {str(t): v for t, v in values.items()}
+            for device, values in decision.active.items()
+        }
+        if active == self._active:
+            return
+        self._active = active
+        message = ActiveMessage(
+            ts=now,
+            devices={
+                device: {t: _active_value(v) for t, v in values.items()}
+                for device, values in active.items()
+                if device != SITE
+            },
+            site={t: _active_value(v) for t, v in active.get(SITE, {}).items()},
+        )
+        self._publish(Message("state", self._topics.active, message.encode(), retain=True))
+
+    # -- wake-ups ---------------------------------------------------------------------------
+
+    async def _post_tick(self) -> None:
+        self.post(Tick())
+
+    async def _post_boundary(self, mrid: str) -> None:
+        self.post(Boundary(mrid))
+
+    def _wake_at_boundaries(self, event: Event) -> None:
+        """Wake the loop exactly at the event's start and end."""
+        if self._scheduler is None:
+            return
+        now = self._clock()
+        for label, moment in (("start", event.start), ("end", event.end)):
+            if moment > now:
+                self._scheduler.add_job(
+                    self._post_boundary,
+                    "date",
+                    run_date=moment,
+                    args=(event.mrid,),
+                    id=f"{event.mrid}:{label}",
+                    replace_existing=True,
+                    misfire_grace_time=None,
+                )
+
+    def _forget_boundaries(self, mrid: str) -> None:
+        if self._scheduler is None:
+            return
+        for label in ("start", "end"):
+            if self._scheduler.get_job(f"{mrid}:{label}") is not None:
+                self._scheduler.remove_job(f"{mrid}:{label}")
+
+
+def build_control_loop(
+    config: Config,
+    coordinators: Mapping[str, DeviceCoordinator],
+    topics: Topics,
+    *,
+    respond: Callable[[Sequence[Message]], object],
+    publish: Callable[[Message], None],
+    on_tick: Callable[[], None] | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> ControlLoop:
+    """The control loop of a configured gateway, with its stored schedule and the roles'
+    stored defaults restored."""
+    control = config.control
+    roles = {
+        name: Role(name, role.primacy, frozenset(role.allow))
+        for name, role in control.roles.items()
+    }
+    export = control.export_limit
+    controller = Controller(
+        roles=roles,
+        dispatcher_timeout_s=control.dispatcher_timeout_s,
+        limiter=ExportLimiter(
+            export.gain, export.max_step_pct, export.deadband_w, interval_s=control.interval_s
+        ),
+        meter=_meter(config),
+        interval_s=control.interval_s,
+        config_default=control.default.to_control(),
+    )
+    store = ScheduleStore(config.gateway.state_dir / SCHEDULE_FILE)
+    now = clock()
+    controller.restore(store.load(now), now)
+    for role, default in store.load_defaults().items():
+        refusal = controller.set_default(role, default) if role in roles else None
+        if refusal is not None:
+            log.warning("the stored default control of role %s is not applied: %s", role, refusal)
+    return ControlLoop(
+        controller,
+        store,
+        DeviceViews(config, coordinators),
+        coordinators,
+        topics,
+        interval_s=control.interval_s,
+        respond=respond,
+        publish=publish,
+        on_tick=on_tick,
+        clock=clock,
+    )
+
+
+def _meter(config: Config) -> str | None:
+    """The meter at the point of connection: the configured one, else the only meter."""
+    if config.control.export_limit.meter is not None:
+        return config.control.export_limit.meter
+    meters = [d.id for d in config.devices if d.kind == DeviceKind.METER]
+    return meters[0] if len(meters) == 1 else None
+
+
+def _active_value(in_force: InForce) -> ActiveValue:
+    source = in_force.source
+    return ActiveValue(
+        value=control_value_data(in_force.value),
+        source=source.kind.value,
+        mrid=source.mrid,
+        role=source.role,
+    )
+
+
+def _invalid(invalid: Invalid, now: datetime) -> Response:
+    return Response.rejected(invalid.mrid or "", now, Reason.INVALID, invalid.detail)
+
+
+def _refused_default(role: str, reason: Reason, detail: str, now: datetime) -> Response:
+    """A refused default control is answered like an event, without an mrid."""
+    return Response.rejected("", now, reason, f"default_control/{role}: {detail}")

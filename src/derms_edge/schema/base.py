@@ -1,0 +1,48 @@
+"""What every pydantic shape of the gateway shares: strictness, identifiers, readable errors."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+"""Ids end up in MQTT topics: 1 to 64 letters, digits, '_', '.', '-'; no '/', '+', '#' or
+spaces."""
+
+
+class Strict(BaseModel):
+    """Base of every shape read from outside: unknown keys are errors, so typos do not pass
+    silently; values are immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_VALIDATOR_NAME = re.compile(r"function-\w+\[.*\]")
+
+
+def problems(
+    error: ValidationError,
+    *,
+    root: str = "",
+    nowhere: str = "payload",
+    wording: Mapping[str, str] | None = None,
+    tags: Collection[str] = (),
+) -> list[str]:
+    """One line per problem: where (a path such as ``devices[1].port``, after ``root``) and
+    what. ``nowhere`` names a problem of the whole; ``wording`` replaces pydantic's message
+    for an error type (``extra_forbidden``, ``missing``); ``tags`` are discriminator values
+    in pydantic's locations that are not keys in the document."""
+    lines = []
+    for item in error.errors(include_url=False):
+        path = root
+        for part in item["loc"]:
+            if isinstance(part, int):
+                path += f"[{part}]"
+            elif part not in tags and not _VALIDATOR_NAME.fullmatch(part):
+                path += f".{part}" if path else part
+        message = (wording or {}).get(item["type"]) or item["msg"].removeprefix("Value error, ")
+        lines.append(f"{path or nowhere}: {message}")
+    return lines

@@ -1,0 +1,205 @@
+"""The control loop tells the watchdog it is alive at its own pace; steps that a device
+connect asks for do not."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from derms_edge.config import parse_config
+from derms_edge.devices.coordinator import DeviceConnected
+from derms_edge.devices.factory import build_coordinator
+from derms_edge.devices.modbus import LinkPool
+from derms_edge.model import Capability
+from derms_edge.northbound.commands import Controls, parse_command
+from derms_edge.northbound.mqtt import Message
+from derms_edge.northbound.topics import Topics
+from derms_edge.runtime.control_loop import ControlLoop, Tick, build_control_loop
+from derms_edge.runtime.supervisor import supervise
+
+
+def test_only_the_loops_own_steps_feed_the_watchdog(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "gateway": {"id": "site", "state_dir": str(tmp_path)},
+            "devices": [
+                {"id": "inv1", "kind": "inverter", "protocol": "sunspec", "host": "127.0.0.1"}
+            ],
+            "control": {"interval_s": 0.05},
+        }
+    )
+    ticks: list[None] = []
+
+    async def scenario() -> None:
+        pool = LinkPool()  # the pymodbus client wants a running loop
+        coordinators = {d.id: build_coordinator(d, pool) for d in config.devices}
+        loop = build_control_loop(
+            config,
+            coordinators,
+            Topics("derms", "site"),
+            respond=lambda _messages: None,
+            publish=lambda _message: None,
+            on_tick=lambda: ticks.append(None),
+        )
+        # what a device connect asks for: no sign that the loop is alive
+        loop.handle([DeviceConnected("inv1", Capability())])
+        assert ticks == []
+        task = asyncio.create_task(loop.run())
+        async with asyncio.timeout(5):
+            while len(ticks) < 3:
+                await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert len(ticks) >= 3
+
+
+# -- the loop's own guarantees: one task steps, a failing step is a crash, a bad message is not
+
+
+class Recorder:
+    """What the loop hands on: responses (as JSON) and the setpoints commanded."""
+
+    def __init__(self) -> None:
+        self.responses: list[dict[str, object]] = []
+        self.actives: list[bytes] = []
+
+    def respond(self, messages: Sequence[Message]) -> None:
+        self.responses += [json.loads(m.payload) for m in messages]
+
+    def publish(self, message: Message) -> None:
+        self.actives.append(message.payload)
+
+
+def loop_for(tmp_path: Path, recorder: Recorder, **control: object) -> ControlLoop:
+    """A control loop on one inverter that never answers (nothing is written here)."""
+    config = parse_config(
+        {
+            "gateway": {"id": "site", "state_dir": str(tmp_path)},
+            "devices": [
+                {"id": "inv1", "kind": "inverter", "protocol": "sunspec", "host": "127.0.0.1"}
+            ],
+            "control": control,
+        }
+    )
+    coordinators = {d.id: build_coordinator(d, LinkPool()) for d in config.devices}
+    loop = build_control_loop(
+        config,
+        coordinators,
+        Topics("derms", "site"),
+        respond=recorder.respond,
+        publish=recorder.publish,
+    )
+    return loop
+
+
+def event(mrid: str, pct: float) -> bytes:
+    """An event from tomorrow on: nothing here needs the (unreachable) inverter to start it."""
+    start = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0).isoformat()
+    body = {"mrid": mrid, "start": start, "duration_s": 600, "control": {"max_w_pct": pct}}
+    return json.dumps(body).encode()
+
+
+def controls(payload: bytes, role: str = "dso") -> Controls:
+    (command,) = [
+        parse_command(Topics("derms", "site"), f"derms/v1/site/controls/{role}", payload, False)
+    ]
+    assert isinstance(command, Controls)
+    return command
+
+
+def test_what_arrives_together_is_taken_together_and_stepped_once(tmp_path: Path) -> None:
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        loop = loop_for(tmp_path, recorder)
+        steps: list[datetime] = []
+        step = loop.controller.step
+
+        def counted(views: Any, now: datetime) -> Any:
+            steps.append(now)
+            return step(views, now)
+
+        loop.controller.step = counted  # type: ignore[method-assign]
+        loop.handle([controls(event("a", 50)), controls(event("b", 40)), Tick()])
+        assert len(steps) == 1
+        statuses = [(r["mrid"], r["status"]) for r in recorder.responses]
+        assert statuses == [
+            ("a", "received"),
+            ("a", "scheduled"),
+            ("b", "received"),
+            ("b", "scheduled"),
+            ("a", "superseded"),
+        ]
+        loop.controller.step = step  # type: ignore[method-assign]
+        loop.store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_message_that_cannot_be_handled_is_logged_and_the_loop_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        loop = loop_for(tmp_path, recorder)
+        accept = loop.controller.accept
+
+        def broken(*_args: object) -> Any:
+            raise OverflowError("date value out of range")
+
+        loop.controller.accept = broken  # type: ignore[method-assign]
+        loop.handle([controls(event("bad", 10))])
+        loop.controller.accept = accept  # type: ignore[method-assign]
+        loop.handle([controls(event("good", 60))])
+        assert [(r["mrid"], r["status"]) for r in recorder.responses] == [
+            ("good", "received"),
+            ("good", "scheduled"),
+        ]
+        loop.store.close()
+
+    asyncio.run(scenario())
+    assert any("could not be handled" in r.getMessage() for r in caplog.records)
+
+
+def test_a_step_that_raises_ends_the_task_the_supervisor_starts_it_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = Recorder()
+    ticks: list[float] = []
+
+    async def scenario() -> None:
+        loop = loop_for(tmp_path, recorder, interval_s=0.02)
+        loop._on_tick = lambda: ticks.append(time.monotonic())
+        step = loop.controller.step
+        failures = iter([True, True])
+
+        def failing(views: Any, now: datetime) -> Any:
+            if next(failures, False):
+                raise ZeroDivisionError("bug in a step")
+            return step(views, now)
+
+        loop.controller.step = failing  # type: ignore[method-assign]
+        task = asyncio.create_task(supervise("control", loop.run, base_s=0.05, cap_s=0.1))
+        async with asyncio.timeout(5):
+            while len([r for r in caplog.records if "control crashed" in r.getMessage()]) < 2:
+                await asyncio.sleep(0.01)
+            crashed_at = time.monotonic()
+            while not any(t > crashed_at for t in ticks):
+                await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        loop.store.close()
+
+    asyncio.run(scenario())
+    crashes = [r for r in caplog.records if "control crashed" in r.getMessage()]
+    assert len(crashes) == 2 and crashes[0].exc_info is not None  # logged, with the traceback
