@@ -11,16 +11,19 @@ import contextlib
 import functools
 import math
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from derms_edge.config import parse_config
 from derms_edge.control.volt_var import volt_var
 from derms_edge.devices.modbus import ModbusLink
 from derms_edge.devices.sunspec import driver as driver_module
 from derms_edge.devices.sunspec.driver import SunSpecDriver
 from derms_edge.errors import ControlRefused, DeviceChanged, DeviceError
 from derms_edge.model import CATEGORY_CURVES, FixedPf, SetpointName, VoltVarCurve
+from derms_edge.runtime.gateway import Gateway
 from hil.devices import PhysicsDevice
 from hil.rig import Rig
 from hil.spec import RigSpec
@@ -339,6 +342,47 @@ async def test_without_keepalive_the_limit_reverts_to_the_fallback() -> None:
         await asyncio.sleep(0.15)  # 3 simulated s
         state = pv.snapshot()
         assert (state.w_lim_pct, state.w) == (80.0, 8000.0)
+
+
+@in_loop
+async def test_the_configured_default_limit_is_what_a_device_reverts_to(tmp_path: Path) -> None:
+    """control.default.max_w_pct reaches the device as 704 WMaxLimPctRvrt through the
+    gateway's own wiring: a gateway that falls silent leaves it at the site's default."""
+    async with Rig(RigSpec.model_validate({"speed": 20, "devices": [PV_1547]})) as rig:
+        config = parse_config(
+            {
+                "gateway": {"id": "site", "state_dir": str(tmp_path)},
+                "devices": [
+                    {
+                        "id": "pv",
+                        "kind": "inverter",
+                        "protocol": "sunspec",
+                        "host": HOST,
+                        "port": rig.port("pv"),
+                    }
+                ],
+                "control": {"revert_s": 2, "default": {"max_w_pct": 80}},
+            }
+        )
+        gateway = Gateway(config)
+        coordinator = gateway.coordinators["pv"]
+        task = asyncio.create_task(coordinator.run())
+        try:
+            coordinator.command({S.MAX_W_PCT: 40.0})
+            pv = rig.physics_device("pv")
+            async with asyncio.timeout(10):
+                while coordinator.applied != {S.MAX_W_PCT: 40.0}:
+                    await asyncio.sleep(0.01)
+            assert pv.image.get(704, "WMaxLimPctRvrt") == 80.0
+            task.cancel()  # the gateway falls silent: no keepalive refreshes the timer
+            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.sleep(0.15)  # 3 simulated s, past the 2 s revert timer
+            assert pv.snapshot().w_lim_pct == 80.0
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            gateway.outbox.close()
+            gateway.control.store.close()
 
 
 @pytest.mark.parametrize(
