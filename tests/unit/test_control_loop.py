@@ -21,7 +21,8 @@ from derms_edge.model import Capability
 from derms_edge.northbound.commands import Controls, parse_command
 from derms_edge.northbound.mqtt import Message
 from derms_edge.northbound.topics import Topics
-from derms_edge.runtime.control_loop import ControlLoop, Tick, build_control_loop
+from derms_edge.runtime.control_loop import ControlLoop, Tick
+from derms_edge.runtime.gateway import build_control_loop
 from derms_edge.runtime.supervisor import supervise
 
 

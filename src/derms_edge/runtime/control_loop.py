@@ -22,19 +22,17 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from derms_edge.config import Config
 from derms_edge.control import (
     SITE,
     TERMINAL,
     Controller,
     Decision,
-    ExportLimiter,
     InForce,
     Record,
     Role,
 )
 from derms_edge.devices.coordinator import DeviceConnected, DeviceCoordinator, SetpointRefused
-from derms_edge.model import Control, DeviceKind, Event, Reason, Response, Status
+from derms_edge.model import Control, Event, Reason, Response, Status
 from derms_edge.northbound.commands import (
     Cancel,
     Command,
@@ -56,8 +54,6 @@ from derms_edge.runtime.device_views import DeviceViews
 from derms_edge.runtime.schedule_store import ScheduleStore
 
 log = logging.getLogger(__name__)
-
-SCHEDULE_FILE = "schedule.sqlite"
 
 
 def utc_now() -> datetime:
@@ -337,63 +333,6 @@ class ControlLoop:
         for label in ("start", "end"):
             if self._scheduler.get_job(f"{mrid}:{label}") is not None:
                 self._scheduler.remove_job(f"{mrid}:{label}")
-
-
-def build_control_loop(
-    config: Config,
-    coordinators: Mapping[str, DeviceCoordinator],
-    topics: Topics,
-    *,
-    respond: Callable[[Sequence[Message]], object],
-    publish: Callable[[Message], None],
-    on_tick: Callable[[], None] | None = None,
-    clock: Callable[[], datetime] = utc_now,
-) -> ControlLoop:
-    """The control loop of a configured gateway, with its stored schedule and the roles'
-    stored defaults restored."""
-    control = config.control
-    roles = {
-        name: Role(name, role.primacy, frozenset(role.allow))
-        for name, role in control.roles.items()
-    }
-    export = control.export_limit
-    controller = Controller(
-        roles=roles,
-        dispatcher_timeout_s=control.dispatcher_timeout_s,
-        limiter=ExportLimiter(
-            export.gain, export.max_step_pct, export.deadband_w, interval_s=control.interval_s
-        ),
-        meter=_meter(config),
-        interval_s=control.interval_s,
-        config_default=control.default.to_control(),
-    )
-    store = ScheduleStore(config.gateway.state_dir / SCHEDULE_FILE)
-    now = clock()
-    controller.restore(store.load(now), now)
-    for role, default in store.load_defaults().items():
-        refusal = controller.set_default(role, default) if role in roles else None
-        if refusal is not None:
-            log.warning("the stored default control of role %s is not applied: %s", role, refusal)
-    return ControlLoop(
-        controller,
-        store,
-        DeviceViews(config, coordinators),
-        coordinators,
-        topics,
-        interval_s=control.interval_s,
-        respond=respond,
-        publish=publish,
-        on_tick=on_tick,
-        clock=clock,
-    )
-
-
-def _meter(config: Config) -> str | None:
-    """The meter at the point of connection: the configured one, else the only meter."""
-    if config.control.export_limit.meter is not None:
-        return config.control.export_limit.meter
-    meters = [d.id for d in config.devices if d.kind == DeviceKind.METER]
-    return meters[0] if len(meters) == 1 else None
 
 
 def _active_value(in_force: InForce) -> ActiveValue:

@@ -25,10 +25,12 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from derms_edge import __version__
 from derms_edge.config import Config
+from derms_edge.control import Controller, ExportLimiter, Role
 from derms_edge.devices.coordinator import (
     DeviceConnected,
     DeviceCoordinator,
@@ -36,7 +38,7 @@ from derms_edge.devices.coordinator import (
 )
 from derms_edge.devices.factory import Wiring, build_coordinator
 from derms_edge.devices.modbus import LinkPool
-from derms_edge.model import Capability, Quality
+from derms_edge.model import Capability, DeviceKind, Quality
 from derms_edge.northbound.commands import parse_command
 from derms_edge.northbound.messages import CapabilityMessage, StatusMessage, TelemetryMessage
 from derms_edge.northbound.mqtt import Message, MqttSession
@@ -45,11 +47,14 @@ from derms_edge.outbox.buffer import MQTT, Outbox
 from derms_edge.outbox.forward import Forwarder
 from derms_edge.outbox.influx import SINK as INFLUX
 from derms_edge.outbox.influx import InfluxSink
-from derms_edge.runtime.control_loop import build_control_loop
+from derms_edge.runtime.control_loop import ControlLoop, utc_now
+from derms_edge.runtime.device_views import DeviceViews
+from derms_edge.runtime.schedule_store import ScheduleStore
 from derms_edge.runtime.supervisor import supervise
 from derms_edge.runtime.watchdog import Watchdog
 
 BUFFER_FILE = "telemetry.sqlite"
+SCHEDULE_FILE = "schedule.sqlite"
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,63 @@ this often: a device that restarted between two polls has forgotten them."""
 def keepalive_interval(revert_s: float) -> float:
     """How often the setpoints in force are refreshed (revert timers, heartbeat) and read back."""
     return revert_s / 3 if revert_s > 0 else CHECK_S
+
+
+def build_control_loop(
+    config: Config,
+    coordinators: Mapping[str, DeviceCoordinator],
+    topics: Topics,
+    *,
+    respond: Callable[[Sequence[Message]], object],
+    publish: Callable[[Message], None],
+    on_tick: Callable[[], None] | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> ControlLoop:
+    """The control loop of a configured gateway, with its stored schedule and the roles'
+    stored defaults restored."""
+    control = config.control
+    roles = {
+        name: Role(name, role.primacy, frozenset(role.allow))
+        for name, role in control.roles.items()
+    }
+    export = control.export_limit
+    controller = Controller(
+        roles=roles,
+        dispatcher_timeout_s=control.dispatcher_timeout_s,
+        limiter=ExportLimiter(
+            export.gain, export.max_step_pct, export.deadband_w, interval_s=control.interval_s
+        ),
+        meter=_meter(config),
+        interval_s=control.interval_s,
+        config_default=control.default.to_control(),
+    )
+    store = ScheduleStore(config.gateway.state_dir / SCHEDULE_FILE)
+    now = clock()
+    controller.restore(store.load(now), now)
+    for role, default in store.load_defaults().items():
+        refusal = controller.set_default(role, default) if role in roles else None
+        if refusal is not None:
+            log.warning("the stored default control of role %s is not applied: %s", role, refusal)
+    return ControlLoop(
+        controller,
+        store,
+        DeviceViews(config, coordinators),
+        coordinators,
+        topics,
+        interval_s=control.interval_s,
+        respond=respond,
+        publish=publish,
+        on_tick=on_tick,
+        clock=clock,
+    )
+
+
+def _meter(config: Config) -> str | None:
+    """The meter at the point of connection: the configured one, else the only meter."""
+    if config.control.export_limit.meter is not None:
+        return config.control.export_limit.meter
+    meters = [d.id for d in config.devices if d.kind == DeviceKind.METER]
+    return meters[0] if len(meters) == 1 else None
 
 
 class Gateway:
