@@ -103,7 +103,7 @@ class TelemetryMessage(_Payload):
         values = {} if state is None or quality is Quality.OFFLINE else _fields(state)
         # values come from our own dataclasses: validated once, at the device boundary
         return cls.model_construct(
-            seq=seq, device=device, kind=kind, quality=quality, ts=ts, **values
+            seq=seq, device=device, kind=DeviceKind(kind), quality=quality, ts=ts, **values
         )
 
 
