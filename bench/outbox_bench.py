@@ -172,6 +172,9 @@ async def replay_worker(directory: Path, port: int, rate: float, seconds: float)
         will=Message("state", TOPICS.status, b'{"online": false}', qos=1, retain=True),
     )
     forwarder = Forwarder(outbox, session, replay_rate_per_s=rate)
+    outbox.add_listener(forwarder.wake)  # as the gateway wires it (runtime/gateway.py)
+    session.on_connected(forwarder.reconnected)
+    session.on_published(forwarder.published)
     task = asyncio.create_task(forwarder.run())
     idle_mb = rss_mb()[0]
     for index in range(HOUR_ROUNDS):

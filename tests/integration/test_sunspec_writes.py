@@ -382,7 +382,7 @@ async def test_the_configured_default_limit_is_what_a_device_reverts_to(tmp_path
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             gateway.outbox.close()
-            gateway.control.store.close()
+            gateway.control_loop.close()
 
 
 @pytest.mark.parametrize(

@@ -81,12 +81,20 @@ class Recorder:
 
 
 def loop_for(tmp_path: Path, recorder: Recorder, **control: object) -> ControlLoop:
-    """A control loop on one inverter that never answers (nothing is written here)."""
+    """A control loop on an inverter and a site meter that never answer (nothing is written
+    here)."""
     config = parse_config(
         {
             "gateway": {"id": "site", "state_dir": str(tmp_path)},
             "devices": [
-                {"id": "inv1", "kind": "inverter", "protocol": "sunspec", "host": "127.0.0.1"}
+                {"id": "inv1", "kind": "inverter", "protocol": "sunspec", "host": "127.0.0.1"},
+                {
+                    "id": "meter",
+                    "kind": "meter",
+                    "protocol": "sunspec",
+                    "host": "127.0.0.1",
+                    "unit_id": 2,
+                },
             ],
             "control": control,
         }
@@ -141,7 +149,7 @@ def test_what_arrives_together_is_taken_together_and_stepped_once(tmp_path: Path
             ("a", "superseded"),
         ]
         loop.controller.step = step  # type: ignore[method-assign]
-        loop.store.close()
+        loop.close()
 
     asyncio.run(scenario())
 
@@ -166,7 +174,7 @@ def test_a_message_that_cannot_be_handled_is_logged_and_the_loop_goes_on(
             ("good", "received"),
             ("good", "scheduled"),
         ]
-        loop.store.close()
+        loop.close()
 
     asyncio.run(scenario())
     assert any("could not be handled" in r.getMessage() for r in caplog.records)
@@ -199,8 +207,75 @@ def test_a_step_that_raises_ends_the_task_the_supervisor_starts_it_again(
                 await asyncio.sleep(0.01)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        loop.store.close()
+        loop.close()
 
     asyncio.run(scenario())
     crashes = [r for r in caplog.records if "control crashed" in r.getMessage()]
     assert len(crashes) == 2 and crashes[0].exc_info is not None  # logged, with the traceback
+
+
+def test_a_step_that_keeps_failing_never_feeds_the_watchdog(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The beat follows a completed step at the control interval: a control task that
+    crashes at every step, restarted again and again, looks dead to the watchdog."""
+    recorder = Recorder()
+    ticks: list[None] = []
+
+    async def scenario() -> None:
+        loop = loop_for(tmp_path, recorder, interval_s=0.02)
+        loop._on_tick = lambda: ticks.append(None)
+
+        def failing(_views: Any, _now: datetime) -> Any:
+            raise ZeroDivisionError("bug in every step")
+
+        loop.controller.step = failing  # type: ignore[method-assign]
+        task = asyncio.create_task(supervise("control", loop.run, base_s=0.01, cap_s=0.02))
+        async with asyncio.timeout(5):
+            while len([r for r in caplog.records if "control crashed" in r.getMessage()]) < 5:
+                await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        loop.close()
+
+    asyncio.run(scenario())
+    assert ticks == []
+
+
+def test_what_a_failed_step_changed_is_stored_and_answered_after_the_restart(
+    tmp_path: Path,
+) -> None:
+    """A step that raised after it had started an event neither stored nor answered that:
+    the restarted loop reloads the schedule from the store and starts it again, once."""
+    recorder = Recorder()
+    export = json.dumps(
+        {"mrid": "cap", "duration_s": 600, "control": {"export_limit_w": 3000}}
+    ).encode()
+
+    async def scenario() -> None:
+        loop = loop_for(tmp_path, recorder, interval_s=0.05)
+        step = loop.controller.step
+        failures = iter([True])
+
+        def fails_after_its_moves(views: Any, now: datetime) -> Any:
+            decision = step(views, now)
+            if next(failures, False):
+                raise ZeroDivisionError("bug after the lifecycle moved")
+            return decision
+
+        loop.controller.step = fails_after_its_moves  # type: ignore[method-assign]
+        loop.post(controls(export))
+        task = asyncio.create_task(supervise("control", loop.run, base_s=0.01, cap_s=0.02))
+        async with asyncio.timeout(5):
+            while ("cap", "started") not in [(r["mrid"], r["status"]) for r in recorder.responses]:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # a few more steps: no second "started"
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        (record,) = loop.store.load(datetime.now(UTC))
+        assert str(record.status) == "started"
+        loop.close()
+
+    asyncio.run(scenario())
+    statuses = [(r["mrid"], r["status"]) for r in recorder.responses]
+    assert statuses == [("cap", "received"), ("cap", "scheduled"), ("cap", "started")]

@@ -438,3 +438,21 @@ def test_evse_max_w_is_not_applicable_to_inverters() -> None:
         Status.REJECTED,
         Reason.NOT_APPLICABLE,
     ) in statuses(responses)
+
+
+def test_an_event_on_two_batteries_at_their_reserve_is_aborted_once() -> None:
+    """Both batteries of one event reach the reserve in the same step: one aborted answer
+    (the event stops once), and both hold at 0 W."""
+    core = controller()
+    second = replace(BATTERY, id="bat2")
+    accept(core, event("d", duration_s=600, control=Control(storage_w=3000.0)), views(second))
+    step(core, T0, views(second))
+    low = DeviceState(w=3000.0, soc_pct=20.0)
+    decision = step(
+        core,
+        T0 + timedelta(seconds=60),
+        views(replace(BATTERY, state=low), replace(second, state=low)),
+    )
+    assert statuses(decision.responses) == [("d", Status.ABORTED, Reason.SOC_LIMIT)]
+    for battery in ("bat1", "bat2"):
+        assert decision.setpoints[battery].get(SetpointName.STORAGE_W, 0.0) == 0.0

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import sys
 from pathlib import Path
+
+from derms_edge.northbound.asyncapi import DEFAULT_OUTPUT, render
 
 
 def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,8 +23,37 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Generate from the payload models; write, or compare with what is there."""
-    from derms_edge.northbound.asyncapi import DEFAULT_OUTPUT
-    from derms_edge.northbound.asyncapi import main as generate
-
-    return generate(output=args.output or DEFAULT_OUTPUT, check=args.check)
+    """Write the document to ``--output``; with ``--check``, only compare (1 if it differs)."""
+    output: Path = args.output or DEFAULT_OUTPUT
+    text = render()
+    if not args.check:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+        print(f"{output}: written")
+        return 0
+    try:
+        committed = output.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        print(
+            f"{output}: no such file (run from the repository root, or give --output)",
+            file=sys.stderr,
+        )
+        return 1
+    if committed == text:
+        print(f"{output}: up to date")
+        return 0
+    diff = difflib.unified_diff(
+        committed.splitlines(keepends=True),
+        text.splitlines(keepends=True),
+        fromfile=f"{output} (the file)",
+        tofile=f"{output} (from the models)",
+        n=1,
+    )
+    print(
+        f"{output} differs from what the payload models generate; run `derms-edge asyncapi"
+        + ("" if output == DEFAULT_OUTPUT else f" --output {output}")
+        + "` and commit the result:",
+        file=sys.stderr,
+    )
+    sys.stderr.writelines(list(diff)[:60])
+    return 1

@@ -27,12 +27,14 @@ from derms_edge.cli.common import (
     load_with_mqtt_port,
 )
 from derms_edge.config import Config
+from derms_edge.model import Status
 from derms_edge.northbound.commands import EventPayload, Invalid, parse_events
 from derms_edge.northbound.mqtt import new_client
 from derms_edge.northbound.topics import Topics
 
-_FINAL = {"started", "completed", "cancelled", "superseded", "rejected", "aborted"}
-_REFUSED = {"rejected", "aborted"}
+_FINAL = set(Status) - {Status.RECEIVED, Status.SCHEDULED}
+"""The statuses after which there is nothing more to wait for: started, or an end."""
+_REFUSED = {Status.REJECTED, Status.ABORTED}
 
 
 def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -9,6 +9,7 @@
 from derms_edge.config.device import DeviceSection, StorageSettings
 from derms_edge.config.file import AnyDevice, Config, Device, load_config, parse_config
 from derms_edge.config.modbus import (
+    SUNSPEC_BASES,
     EvseProfile,
     MeasuredName,
     ModbusDevice,
@@ -16,6 +17,7 @@ from derms_edge.config.modbus import (
     RegisterPoint,
     RegisterType,
     SerialSection,
+    SunSpecBase,
     SunSpecDevice,
 )
 from derms_edge.config.nodeid import NodeRef, parse_node_id
@@ -40,6 +42,7 @@ from derms_edge.config.sections import (
 __all__ = [
     "POINT_UNITS",
     "SI_UNITS",
+    "SUNSPEC_BASES",
     "AnyDevice",
     "Config",
     "ControlSection",
@@ -63,6 +66,7 @@ __all__ = [
     "RoleSection",
     "SerialSection",
     "StorageSettings",
+    "SunSpecBase",
     "SunSpecDevice",
     "TelemetrySection",
     "load_config",

@@ -44,7 +44,7 @@ class StorageSettings(Strict):
 
     @model_validator(mode="after")
     def _storage_settings(self) -> Self:
-        if getattr(self, "kind", "battery") != "battery":
+        if getattr(self, "kind", DeviceKind.BATTERY) != DeviceKind.BATTERY:
             for key in ("reserve_soc_pct", "efficiency"):
                 if getattr(self, key) is not None:
                     kind = getattr(self, "kind", "")

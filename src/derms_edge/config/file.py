@@ -22,8 +22,10 @@ from derms_edge.errors import ConfigError
 from derms_edge.model import DeviceKind
 from derms_edge.schema import Strict, problems
 
-Device = Annotated[SunSpecDevice | ProfileDevice | OpcUaDevice, Field(discriminator="protocol")]
 AnyDevice = SunSpecDevice | ProfileDevice | OpcUaDevice
+"""Any device entry."""
+Device = Annotated[AnyDevice, Field(discriminator="protocol")]
+"""A device entry as the file gives it: which one, by its ``protocol``."""
 
 
 class Config(Strict):

@@ -3,11 +3,12 @@ devices, and register profiles (a vendor's map described as data)."""
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Literal, Self, get_args
 
 from pydantic import Field, model_validator
 
 from derms_edge.config.device import DeviceSection, StorageSettings
+from derms_edge.model import MAX_EVSE_A, MIN_EVSE_A, DeviceKind
 from derms_edge.schema import Strict
 
 
@@ -46,9 +47,17 @@ class ModbusDevice(DeviceSection):
         return self.serial.port if self.serial is not None else f"{self.host}:{self.port}"
 
 
+SunSpecBase = Literal[40000, 0, 50000]
+"""Where the SunSpec Modbus specification puts the SunS marker."""
+SUNSPEC_BASES: tuple[int, ...] = get_args(SunSpecBase)
+"""... in the order discovery looks for it."""
+
+
 class SunSpecDevice(ModbusDevice, StorageSettings):
+    """A device that speaks SunSpec Modbus."""
+
     protocol: Literal["sunspec"]
-    base_address: Literal[40000, 0, 50000] | None = None
+    base_address: SunSpecBase | None = None
     """Where the SunS marker is; omitted: discovered at 40000, 0 and 50000 in that order."""
 
 
@@ -83,7 +92,7 @@ class EvseProfile(Strict):
     word_order: Literal["big", "little"] = "big"
     """Order of the 16-bit words in 32-bit values."""
     phases: Literal[1, 3] = 3
-    max_a: float = Field(32.0, ge=6, le=80)
+    max_a: float = Field(32.0, ge=MIN_EVSE_A, le=MAX_EVSE_A)
     """Highest current limit the charger (and its cable) takes, A per phase."""
     measurements: dict[MeasuredName, RegisterPoint] = Field(default_factory=dict)
     """Read every poll. W is positive for power delivered to the grid (charging is negative);
@@ -104,7 +113,7 @@ class ProfileDevice(ModbusDevice):
 
     @model_validator(mode="after")
     def _kind(self) -> Self:
-        if self.kind != "evse":
+        if self.kind != DeviceKind.EVSE:
             raise ValueError(
                 f"register profiles describe EV chargers (kind: evse), not {self.kind}"
             )

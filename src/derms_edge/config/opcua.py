@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 
 from derms_edge.config.device import DeviceSection, StorageSettings
 from derms_edge.config.nodeid import NodeRef, parse_node_id
-from derms_edge.model import OperatingState
+from derms_edge.model import MAX_EVSE_A, MIN_EVSE_A, DeviceKind, OperatingState
 from derms_edge.schema import Strict
 
 OpcUaPointName = Literal[
@@ -131,7 +131,7 @@ class OpcUaDevice(DeviceSection, StorageSettings):
     """The subscription's publishing (and sampling) interval."""
     phases: Literal[1, 3] = 3
     """EV chargers: phases in use."""
-    max_a: float | None = Field(None, ge=6, le=80)
+    max_a: float | None = Field(None, ge=MIN_EVSE_A, le=MAX_EVSE_A)
     """EV chargers: the highest current limit, A per phase (default: the max_a node, else 32)."""
 
     @model_validator(mode="after")
@@ -148,7 +148,7 @@ class OpcUaDevice(DeviceSection, StorageSettings):
                 raise ValueError(f"nodes.{point}: unit {unit!r} is not one of {allowed}")
             if spec.states is not None and point != "state":
                 raise ValueError(f"nodes.{point}: states applies to the state point only")
-        if self.kind != "evse" and self.max_a is not None:
+        if self.kind != DeviceKind.EVSE and self.max_a is not None:
             raise ValueError(
                 f"max_a applies to EV chargers only (this device is kind: {self.kind})"
             )

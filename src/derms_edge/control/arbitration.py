@@ -139,7 +139,7 @@ def role_primacy(source: Source, roles: Mapping[str, Role]) -> int:
     return role.primacy if role is not None else CONFIG_PRIMACY
 
 
-def in_force(
+def device_in_force(
     device: DeviceView,
     events: Iterable[Event],
     defaults: Mapping[ControlType, InForce],

@@ -26,8 +26,8 @@ from derms_edge.control.arbitration import (
     InForce,
     Source,
     SourceKind,
+    device_in_force,
     displaces,
-    in_force,
     role_primacy,
     site_in_force,
 )
@@ -103,7 +103,10 @@ class Controller:
         self.heard[role] = now
 
     def restore(self, records: Iterable[Record], now: datetime) -> None:
-        """Records from the schedule store after a restart; every role counts as heard now."""
+        """The records as the schedule store has them (they replace those in memory); a role
+        not heard from yet counts as heard now."""
+        self.records = {}
+        self._open = {}
         for record in records:
             self.records[record.event.mrid] = record
             self._track(record)
@@ -150,12 +153,15 @@ class Controller:
         return [response], [record]
 
     def set_default(self, role: str, control: Control | None) -> str | None:
-        """The retained default control of a role (None clears it); why it is refused (a
-        control type the role may not send), or None when it holds."""
+        """The retained default control of a role (None clears it); why it is refused (no
+        such role, or a control type the role may not send), or None when it holds."""
         if control is None:
             self.defaults.pop(role, None)
             return None
-        refusal = self.roles[role].refusal(control)
+        known = self.roles.get(role)
+        if known is None:
+            return f"no role {role!r} at this gateway (roles: {', '.join(self.roles)})"
+        refusal = known.refusal(control)
         if refusal is None:
             self.defaults[role] = control
         return refusal
@@ -206,7 +212,7 @@ class Controller:
         for device in devices.values():
             if device.kind == DeviceKind.METER:
                 continue
-            held = in_force(device, events, per_type, self._stronger)
+            held = device_in_force(device, events, per_type, self._stronger)
             active[device.id] = held
             storage_w = self._storage(device, held, move)
             setpoints[device.id] = device_setpoints(device, held, storage_w, self._edges, dt_s)

@@ -28,7 +28,7 @@ from derms_edge.model import (
     SetpointValue,
     VoltVarCurve,
     number,
-    signalled,
+    signal_at_most,
 )
 
 
@@ -101,7 +101,7 @@ def evse_amps(device: DeviceView, in_force: Mapping[ControlType, InForce]) -> fl
         caps.append(number(amps.value))
     limit = in_force.get(ControlType.MAX_W_PCT)
     if limit is not None and device.max_a is not None:
-        caps.append(signalled(number(limit.value) / 100.0 * device.max_a, device.max_a))
+        caps.append(signal_at_most(number(limit.value) / 100.0 * device.max_a, device.max_a))
     power = in_force.get(ControlType.EVSE_MAX_W)
     if power is not None:
         caps.append(amps_for_power(number(power.value), device))
@@ -123,4 +123,4 @@ def amps_for_power(w: float, device: DeviceView) -> float:
         v_nom = device.capability.v_nom if device.capability is not None else None
         v = (v_nom or NOMINAL_V_LN) * 1.1
     amps = math.floor(w / (phases * v) * 10.0 + 1e-9) / 10.0
-    return signalled(amps, device.max_a if device.max_a is not None else MAX_EVSE_A)
+    return signal_at_most(amps, device.max_a if device.max_a is not None else MAX_EVSE_A)

@@ -29,7 +29,7 @@ CARRIERS: dict[ControlType, tuple[SetpointName, ...]] = {
     ControlType.EVSE_MAX_W: (SetpointName.EVSE_MAX_A,),
 }
 """The setpoints that can carry a control type to a device (any one of them will do)."""
-KINDS: dict[ControlType, frozenset[DeviceKind]] = {
+APPLIES_TO: dict[ControlType, frozenset[DeviceKind]] = {
     ControlType.MAX_W_PCT: frozenset({DeviceKind.INVERTER, DeviceKind.BATTERY, DeviceKind.EVSE}),
     ControlType.VOLT_VAR: frozenset({DeviceKind.INVERTER, DeviceKind.BATTERY}),
     ControlType.FIXED_PF: frozenset({DeviceKind.INVERTER, DeviceKind.BATTERY}),
@@ -79,7 +79,7 @@ class DeviceView:
 
     def can(self, control_type: ControlType) -> bool:
         """Whether this device can carry a control of this type."""
-        if self.kind not in KINDS.get(control_type, frozenset()):
+        if self.kind not in APPLIES_TO.get(control_type, frozenset()):
             return False
         if self.supports is None:
             return True

@@ -18,7 +18,7 @@ from derms_edge.model.device import (
     Quality,
 )
 from derms_edge.model.events import Event, Reason, Response, Status, superseded_by
-from derms_edge.model.evse import MAX_EVSE_A, MIN_EVSE_A, limit_refusal, signalable, signalled
+from derms_edge.model.evse import MAX_EVSE_A, MIN_EVSE_A, can_signal, limit_refusal, signal_at_most
 from derms_edge.model.setpoints import SetpointName, Setpoints, SetpointValue
 
 __all__ = [
@@ -45,9 +45,9 @@ __all__ = [
     "Status",
     "VoltVarCurve",
     "VoltVarMode",
+    "can_signal",
     "limit_refusal",
     "number",
-    "signalable",
-    "signalled",
+    "signal_at_most",
     "superseded_by",
 ]

@@ -30,7 +30,7 @@ MAX_INFLIGHT = 200
 outbox's rows never wait in paho's queue behind retained state."""
 
 
-Kind = Literal["telemetry", "response", "state"]
+MessageKind = Literal["telemetry", "response", "state"]
 """What a message is: telemetry and responses go through the outbox (telemetry may be
 dropped when it is full, responses never); retained state (status, capability, active) is
 published directly, the latest wins."""
@@ -40,7 +40,7 @@ published directly, the latest wins."""
 class Message:
     """One MQTT message the gateway sends, and what it is."""
 
-    kind: Kind
+    kind: MessageKind
     topic: str
     payload: bytes
     qos: int = 1

@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from derms_edge.northbound.mqtt import Kind, Message
+from derms_edge.northbound.mqtt import Message, MessageKind
 
 log = logging.getLogger(__name__)
 
-KINDS: tuple[Kind, ...] = ("telemetry", "response")
+BUFFERED: tuple[MessageKind, ...] = ("telemetry", "response")
 """The kinds of message the outbox keeps (retained state is published directly)."""
 MQTT = "mqtt"
 """The sink that delivers every row; any other sink sees telemetry only."""
@@ -77,7 +77,7 @@ class Row:
     """A message in the outbox; ``id`` gives the insertion order."""
 
     id: int
-    kind: Kind
+    kind: MessageKind
     topic: str
     payload: bytes
     qos: int = 1
@@ -149,9 +149,9 @@ class Outbox:
         records = []
         added = dict.fromkeys(self._bits, 0)
         for offset, message in enumerate(messages):
-            if message.kind not in KINDS:
+            if message.kind not in BUFFERED:
                 raise ValueError(
-                    f"outbox message kind must be one of {KINDS}, not {message.kind!r}"
+                    f"outbox message kind must be one of {BUFFERED}, not {message.kind!r}"
                 )
             todo = self._todo(message.kind)
             for sink, bit in self._bits.items():
@@ -248,7 +248,7 @@ class Outbox:
             (after_id, bit, limit),
         )
         return [
-            Row(id_, cast(Kind, kind), topic, bytes(payload), qos, bool(retain))
+            Row(id_, cast(MessageKind, kind), topic, bytes(payload), qos, bool(retain))
             for id_, kind, topic, payload, qos, retain in cursor
         ]
 
@@ -301,7 +301,7 @@ class Outbox:
                 f"unknown outbox sink {sink!r} (sinks: {', '.join(self._bits)})"
             ) from None
 
-    def _todo(self, kind: Kind) -> int:
+    def _todo(self, kind: MessageKind) -> int:
         if kind == "telemetry":
             return sum(self._bits.values())
         return self._bits.get(MQTT, 0)

@@ -6,19 +6,26 @@ or end or at the control interval (APScheduler only posts these; it never runs a
 The loop takes what is there, lets the controller handle each, steps it once, and hands the
 decision on: the setpoints to the coordinators, the responses to the outbox (after the
 schedule store has them: a response is never ahead of the store), the values in force to
-the retained ``active`` topic. Nothing else calls the controller. A step that raises ends
-the task (the supervisor logs it and starts it again, the watchdog sees the silence); a
-command that cannot be handled is logged and the loop goes on.
+the retained ``active`` topic. Nothing else calls the controller.
+
+A step that raises ends the task: the supervisor logs it and starts it again, and the loop
+then reloads the controller's schedule from the store, so a status change the failed step
+made in memory but never stored or answered is made again, and said. The watchdog's beat
+follows a step that completed at the control interval, so a step that keeps failing is
+seen. A message the controller cannot handle is logged and the loop goes on; storing and
+answering are not guarded: their failure ends the task, as a step's does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal, TypeVar, assert_never
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -27,6 +34,7 @@ from derms_edge.control import (
     TERMINAL,
     Controller,
     Decision,
+    DeviceView,
     InForce,
     Record,
     Role,
@@ -35,6 +43,7 @@ from derms_edge.devices.coordinator import DeviceConnected, DeviceCoordinator, S
 from derms_edge.model import Control, Event, Reason, Response, Status
 from derms_edge.northbound.commands import (
     Cancel,
+    CancelPayload,
     Command,
     Controls,
     DefaultControl,
@@ -55,6 +64,8 @@ from derms_edge.runtime.schedule_store import ScheduleStore
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 def utc_now() -> datetime:
     """The wall clock, UTC."""
@@ -69,8 +80,6 @@ class Tick:
 @dataclass(frozen=True, slots=True)
 class Boundary:
     """An event's start or end is due."""
-
-    mrid: str
 
 
 Input = Command | DeviceConnected | SetpointRefused | Tick | Boundary
@@ -104,7 +113,7 @@ class ControlLoop:
         self._respond = respond
         self._publish = publish
         self._on_tick = on_tick
-        """Called at every Tick the loop handles: the loop is alive."""
+        """Called after a step at the control interval completed: the loop is alive."""
         self._clock = clock
         self._rng = rng or random.Random()
         self._inbox: asyncio.Queue[Input] = asyncio.Queue()
@@ -119,54 +128,72 @@ class ControlLoop:
     async def run(self) -> None:
         """Take the inbox, step, hand the decision on; until cancelled. APScheduler posts a
         Tick every control interval and a Boundary at each event's start and end."""
+        self._restore()
         scheduler = self._scheduler = AsyncIOScheduler(timezone=UTC)
-        scheduler.add_job(
-            self._post_tick,
-            "interval",
-            seconds=self._interval_s,
-            id="control-interval",
-            coalesce=True,
-            max_instances=1,
-            misfire_grace_time=None,
-        )
-        scheduler.start()
-        for record in self.controller.records.values():
-            if record.status not in TERMINAL:
-                self._wake_at_boundaries(record.event)
-        self.post(Tick())
         try:
+            scheduler.add_job(
+                self._post_tick,
+                "interval",
+                seconds=self._interval_s,
+                id="control-interval",
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=None,
+            )
+            scheduler.start()
+            for record in self.controller.records.values():
+                if record.status not in TERMINAL:
+                    self._wake_at_boundaries(record.event)
+            self.post(Tick())
             while True:
                 inputs = [await self._inbox.get()]
                 while not self._inbox.empty():
                     inputs.append(self._inbox.get_nowait())
                 self.handle(inputs)
         finally:
-            scheduler.shutdown(wait=False)
+            if scheduler.running:
+                scheduler.shutdown(wait=False)
             self._scheduler = None
+
+    def close(self) -> None:
+        """Close the schedule store (at the gateway's shutdown)."""
+        self.store.close()
 
     def handle(self, inputs: Sequence[Input]) -> None:
         """Let the controller take every input, then step once if any asks for it (``run``
         calls it with what the inbox holds; a test may call it directly). Each input is taken
         at its own time: an event's creation time defaults to the moment it is taken."""
-        step = False
+        step = tick = False
         for item in inputs:
             now = self._clock()
             match item:
                 case Tick():
-                    step = True
-                    if self._on_tick is not None:
-                        self._on_tick()
+                    step = tick = True
                 case Boundary() | DeviceConnected():
                     step = True
                 case SetpointRefused():
                     self._refused(item, now)
                 case Command():
-                    try:
-                        step |= self._take(item, now)
-                    except Exception:  # a bad message must never take the control loop down
-                        log.exception("a message of role %s could not be handled", item.role)
+                    step |= self._take(item, now)
+                case _:
+                    assert_never(item)
         if step:
             self._step(self._clock())
+        if tick and self._on_tick is not None:
+            self._on_tick()
+
+    def _restore(self) -> None:
+        """The schedule and the roles' defaults as the store has them: at the start, and again
+        after a step failed half way (what it changed in memory only is made again)."""
+        now = self._clock()
+        self.controller.restore(self.store.load(now), now)
+        self.controller.defaults.clear()
+        for role, default in self.store.load_defaults().items():
+            refusal = self.controller.set_default(role, default)
+            if refusal is not None:
+                log.warning(
+                    "the stored default control of role %s is not applied: %s", role, refusal
+                )
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -182,37 +209,62 @@ class ControlLoop:
             case Heartbeat():
                 return False
             case Controls():
-                self._events(role, command.events, now)
+                views = self._views()
+                for item in command.events:
+                    self._event(role, item, views, now)
             case Cancel():
-                request = command.request
-                if isinstance(request, Invalid):
-                    self._answer([_invalid(request, now)], [], now)
-                else:
-                    self._answer(*self.controller.cancel(request.mrid, role.name, now), now)
+                self._cancel(role, command.request, now)
             case DefaultControl():
                 self._default(role, command.control, now)
         return True
 
-    def _events(self, role: Role, items: Sequence[EventPayload | Invalid], now: datetime) -> None:
-        views = self._views()
-        for item in items:
-            if isinstance(item, Invalid):
-                self._answer([_invalid(item, now)], [], now)
-                continue
-            spread_s = item.randomize_start_s
-            delay_s = self._rng.uniform(0, spread_s) if spread_s else 0.0
+    def _event(
+        self,
+        role: Role,
+        item: EventPayload | Invalid,
+        views: Mapping[str, DeviceView],
+        now: datetime,
+    ) -> None:
+        if isinstance(item, Invalid):
+            self._answer([_invalid(item, now)], [], now)
+            return
+        spread_s = item.randomize_start_s
+        delay_s = self._rng.uniform(0, spread_s) if spread_s else 0.0
+
+        def accept() -> tuple[Event, list[Response], list[Record]]:
             event = item.to_event(role=role.name, primacy=role.primacy, now=now, delay_s=delay_s)
-            responses, changed = self.controller.accept(event, views, now)
-            self._answer(responses, changed, now)
-            if changed:
-                self._wake_at_boundaries(event)
+            return event, *self.controller.accept(event, views, now)
+
+        taken = _guarded(f"event {item.mrid} of role {role.name}", accept)
+        if taken is UNHANDLED:
+            return
+        event, responses, changed = taken
+        self._answer(responses, changed, now)
+        if changed:
+            self._wake_at_boundaries(event)
+
+    def _cancel(self, role: Role, request: CancelPayload | Invalid, now: datetime) -> None:
+        if isinstance(request, Invalid):
+            self._answer([_invalid(request, now)], [], now)
+            return
+        taken = _guarded(
+            f"cancel of {request.mrid} by role {role.name}",
+            lambda: self.controller.cancel(request.mrid, role.name, now),
+        )
+        if taken is not UNHANDLED:
+            self._answer(*taken, now)
 
     def _default(self, role: Role, control: Control | Invalid | None, now: datetime) -> None:
         if isinstance(control, Invalid):
             refused = _refused_default(role.name, Reason.INVALID, control.detail, now)
             self._answer([refused], [], now)
             return
-        refusal = self.controller.set_default(role.name, control)
+        refusal = _guarded(
+            f"default control of role {role.name}",
+            lambda: self.controller.set_default(role.name, control),
+        )
+        if refusal is UNHANDLED:
+            return
         if refusal is not None:
             self._answer([_refused_default(role.name, Reason.UNAUTHORIZED, refusal, now)], [], now)
             return
@@ -307,8 +359,8 @@ class ControlLoop:
     async def _post_tick(self) -> None:
         self.post(Tick())
 
-    async def _post_boundary(self, mrid: str) -> None:
-        self.post(Boundary(mrid))
+    async def _post_boundary(self) -> None:
+        self.post(Boundary())
 
     def _wake_at_boundaries(self, event: Event) -> None:
         """Wake the loop exactly at the event's start and end."""
@@ -321,7 +373,6 @@ class ControlLoop:
                     self._post_boundary,
                     "date",
                     run_date=moment,
-                    args=(event.mrid,),
                     id=f"{event.mrid}:{label}",
                     replace_existing=True,
                     misfire_grace_time=None,
@@ -333,6 +384,25 @@ class ControlLoop:
         for label in ("start", "end"):
             if self._scheduler.get_job(f"{mrid}:{label}") is not None:
                 self._scheduler.remove_job(f"{mrid}:{label}")
+
+
+class _Unhandled(enum.Enum):
+    UNHANDLED = "unhandled"
+
+
+UNHANDLED = _Unhandled.UNHANDLED
+"""What `_guarded` gives for a message the controller raised on."""
+
+
+def _guarded(what: str, decide: Callable[[], T]) -> T | Literal[_Unhandled.UNHANDLED]:
+    """The controller's answer to one message; UNHANDLED, logged, when it raises: a message
+    that cannot be handled must not take the loop down. Only the controller's work is
+    guarded: storing and answering run outside, and their failures end the task."""
+    try:
+        return decide()
+    except Exception:
+        log.exception("%s could not be handled", what)
+        return UNHANDLED
 
 
 def _active_value(in_force: InForce) -> ActiveValue:

@@ -7,15 +7,14 @@ Who tells whom is connected here and nowhere else:
   the capability is published, and the report goes into the control loop's inbox;
 - the MQTT session hands every inbound message to `_inbound`: validated into a command
   (northbound), then into the control loop's inbox; after every (re)connection it calls
-  the forwarder (the backlog starts over) and `_announce` (status online, capabilities);
+  the forwarder (the backlog starts over) and the reporter (status online, capabilities);
   each PUBACK goes to the forwarder;
 - the outbox wakes the forwarder and the InfluxDB sink when rows are added;
 - the control loop hands setpoints to the coordinators, responses to the outbox and the
   values in force to the retained ``active`` topic.
 
-Telemetry and responses go into the outbox (one transaction per telemetry round) and the
-forwarder sends them on; status, capability and active are retained state, published
-directly while connected (the latest wins, nothing to buffer).
+What the gateway says about itself (status, capabilities, telemetry rounds) is the
+reporter's (`runtime/reporting.py`); the control loop's is `runtime/control_loop.py`.
 """
 
 from __future__ import annotations
@@ -24,11 +23,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
-from derms_edge import __version__
 from derms_edge.config import Config
 from derms_edge.control import Controller, ExportLimiter, Role
 from derms_edge.devices.coordinator import (
@@ -38,9 +35,8 @@ from derms_edge.devices.coordinator import (
 )
 from derms_edge.devices.factory import Wiring, build_coordinator
 from derms_edge.devices.modbus import LinkPool
-from derms_edge.model import Capability, DeviceKind, Quality
+from derms_edge.model import DeviceKind, Quality
 from derms_edge.northbound.commands import parse_command
-from derms_edge.northbound.messages import CapabilityMessage, StatusMessage, TelemetryMessage
 from derms_edge.northbound.mqtt import Message, MqttSession
 from derms_edge.northbound.topics import Topics
 from derms_edge.outbox.buffer import MQTT, Outbox
@@ -49,6 +45,7 @@ from derms_edge.outbox.influx import SINK as INFLUX
 from derms_edge.outbox.influx import InfluxSink
 from derms_edge.runtime.control_loop import ControlLoop, utc_now
 from derms_edge.runtime.device_views import DeviceViews
+from derms_edge.runtime.reporting import Reporter, status_message
 from derms_edge.runtime.schedule_store import ScheduleStore
 from derms_edge.runtime.supervisor import supervise
 from derms_edge.runtime.watchdog import Watchdog
@@ -82,8 +79,8 @@ def build_control_loop(
     on_tick: Callable[[], None] | None = None,
     clock: Callable[[], datetime] = utc_now,
 ) -> ControlLoop:
-    """The control loop of a configured gateway, with its stored schedule and the roles'
-    stored defaults restored."""
+    """The control loop of a configured gateway (it loads the stored schedule and the roles'
+    stored defaults when it starts)."""
     control = config.control
     roles = {
         name: Role(name, role.primacy, frozenset(role.allow))
@@ -101,12 +98,6 @@ def build_control_loop(
         config_default=control.default.to_control(),
     )
     store = ScheduleStore(config.gateway.state_dir / SCHEDULE_FILE)
-    now = clock()
-    controller.restore(store.load(now), now)
-    for role, default in store.load_defaults().items():
-        refusal = controller.set_default(role, default) if role in roles else None
-        if refusal is not None:
-            log.warning("the stored default control of role %s is not applied: %s", role, refusal)
     return ControlLoop(
         controller,
         store,
@@ -130,7 +121,7 @@ def _meter(config: Config) -> str | None:
 
 
 class Gateway:
-    """The running gateway: one coordinator per device, telemetry and status over MQTT."""
+    """The running gateway: the parts built from the configuration and wired together."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -165,16 +156,30 @@ class Gateway:
         self.mqtt = MqttSession(
             config.mqtt,
             client_id=f"derms-edge-{config.gateway.id}",
-            will=self._status(
+            will=status_message(
+                self.topics,
+                self._kinds,
                 online=False,
                 quality=dict.fromkeys(self._kinds, Quality.OFFLINE),
                 buffered=self.outbox.backlog(MQTT),
+                dropped=self.outbox.dropped,
             ),
         )
         self.forwarder = Forwarder(
             self.outbox, self.mqtt, replay_rate_per_s=telemetry.replay_rate_per_s
         )
-        self.control = build_control_loop(
+        self.reporter = Reporter(
+            self.topics,
+            self._kinds,
+            self.coordinators,
+            outbox=self.outbox,
+            session=self.mqtt,
+            forwarder=self.forwarder,
+            qos=telemetry.qos,
+            interval_s=telemetry.interval_s,
+            on_round=lambda: self.watchdog.beat("telemetry"),
+        )
+        self.control_loop = build_control_loop(
             config,
             self.coordinators,
             self.topics,
@@ -182,112 +187,34 @@ class Gateway:
             publish=self.mqtt.publish,
             on_tick=lambda: self.watchdog.beat("control"),
         )
-        self._status_shown: tuple[int, int, dict[str, Quality]] | None = None
         # who tells whom
         self.outbox.add_listener(self.forwarder.wake)
         if self.influx is not None:
             self.outbox.add_listener(self.influx.wake)
         self.mqtt.on_connected(self.forwarder.reconnected)
-        self.mqtt.on_connected(self._announce)
+        self.mqtt.on_connected(self.reporter.announce)
         self.mqtt.on_published(self.forwarder.published)
         self.mqtt.subscribe(self.topics.inbound_filters(config.mqtt.groups), self._inbound)
 
     def _inbound(self, topic: str, payload: bytes, retained: bool) -> None:
         """An MQTT message: validated into a command for the control loop."""
-        command = parse_command(self.topics, topic, payload, retained)
+        try:
+            command = parse_command(self.topics, topic, payload, retained)
+        except Exception:  # a hostile payload must not reach the event loop's handler
+            log.exception("a message on %s could not be read", topic)
+            return
         if command is not None:
-            self.control.post(command)
+            self.control_loop.post(command)
+
+    def _health(self) -> str:
+        return self.reporter.health()
 
     def _device_report(self, report: DeviceReport) -> None:
         """A device connected (its capability is published; the controller decides with it)
         or refused a setpoint: both go to the control loop."""
         if isinstance(report, DeviceConnected):
-            self._publish_capability(report.device_id, report.capability)
-        self.control.post(report)
-
-    def _qualities(self) -> dict[str, Quality]:
-        return {device_id: c.quality() for device_id, c in self.coordinators.items()}
-
-    def _status(self, *, online: bool, quality: dict[str, Quality], buffered: int) -> Message:
-        message = StatusMessage(
-            online=online,
-            ts=datetime.now(UTC),
-            version=__version__,
-            devices=list(self._kinds),
-            device_quality=quality,
-            buffered=buffered,
-            dropped=self.outbox.dropped,
-        )
-        return Message("state", self.topics.status, message.encode(), retain=True)
-
-    def _show_status(self, quality: dict[str, Quality], *, force: bool = False) -> None:
-        """Publish the status (retained) when connected and it changed, or when forced."""
-        buffered = self.forwarder.buffered
-        shown = (buffered, self.outbox.dropped, quality)
-        if self.mqtt.connected.is_set() and (force or shown != self._status_shown):
-            self.mqtt.publish(self._status(online=True, quality=quality, buffered=buffered))
-            self._status_shown = shown
-
-    def _announce(self) -> None:
-        """After every (re)connection: status online, and the capabilities known so far."""
-        self._show_status(self._qualities(), force=True)
-        for device_id, coordinator in self.coordinators.items():
-            if coordinator.capability is not None:
-                self._publish_capability(device_id, coordinator.capability)
-
-    def _publish_capability(self, device_id: str, capability: Capability) -> None:
-        message = CapabilityMessage.of(
-            device=device_id,
-            kind=self._kinds[device_id],
-            ts=datetime.now(UTC),
-            capability=capability,
-        )
-        self.mqtt.publish(
-            Message("state", self.topics.capability(device_id), message.encode(), retain=True)
-        )
-
-    def publish_telemetry(self) -> None:
-        """One telemetry round: a message per device, each with the next sequence number,
-        stored in the outbox in one transaction; the status first if it changed."""
-        quality = self._qualities()
-        self._show_status(quality)  # before this round: its rows are not yet sent
-        qos = self.config.telemetry.qos
-        seq = self.outbox.next_seq(len(self.coordinators))
-        messages = []
-        for offset, (device_id, coordinator) in enumerate(self.coordinators.items()):
-            reading = coordinator.reading
-            message = TelemetryMessage.of(
-                seq=seq + offset,
-                device=device_id,
-                kind=self._kinds[device_id],
-                quality=quality[device_id],
-                ts=reading.at
-                if reading is not None and quality[device_id] != "offline"
-                else datetime.now(UTC),
-                state=reading.state if reading is not None else None,
-            )
-            messages.append(
-                Message("telemetry", self.topics.telemetry(device_id), message.encode(), qos)
-            )
-        self.outbox.add(messages)
-
-    async def _telemetry_loop(self) -> None:
-        interval = self.config.telemetry.interval_s
-        while True:
-            # align to the interval so readings from many gateways line up in time
-            await asyncio.sleep(interval - time.time() % interval)
-            self.publish_telemetry()
-            self.watchdog.beat("telemetry")
-
-    def _health(self) -> str:
-        """The STATUS= line systemctl status shows."""
-        counts: dict[str, int] = {}
-        for coordinator in self.coordinators.values():
-            quality = str(coordinator.quality())
-            counts[quality] = counts.get(quality, 0) + 1
-        devices = ", ".join(f"{n} {q}" for q, n in sorted(counts.items()))
-        mqtt = "connected" if self.mqtt.connected.is_set() else "not connected"
-        return f"{len(self.coordinators)} devices ({devices}); MQTT {mqtt}"
+            self.reporter.publish_capability(report.device_id, report.capability)
+        self.control_loop.post(report)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then say goodbye on MQTT and close every device."""
@@ -304,24 +231,21 @@ class Gateway:
                 for device_id, coordinator in self.coordinators.items():
                     name = f"device:{device_id}"
                     group.create_task(supervise(name, coordinator.run), name=name)
-                group.create_task(supervise("telemetry", self._telemetry_loop), name="telemetry")
+                group.create_task(supervise("telemetry", self.reporter.run), name="telemetry")
                 group.create_task(self.watchdog.run(), name="watchdog")
                 group.create_task(supervise("forward", self.forwarder.run), name="forward")
                 if self.influx is not None:
                     group.create_task(supervise("influx", self.influx.run), name="influx")
-                group.create_task(supervise("control", self.control.run), name="control")
+                group.create_task(supervise("control", self.control_loop.run), name="control")
                 await stop.wait()
                 raise _Stop
         except* _Stop:
             pass
         finally:
-            final = self._status(
-                online=False, quality=self._qualities(), buffered=self.forwarder.buffered
-            )
-            await self.mqtt.stop([final])
+            await self.mqtt.stop([self.reporter.status(online=False)])
             self.forwarder.flush()  # PUBACKs that came while stopping
             self.outbox.close()  # what was not acknowledged stays for the next start
-            self.control.store.close()
+            self.control_loop.close()
             log.info("gateway %s stopped", self.config.gateway.id)
 
 

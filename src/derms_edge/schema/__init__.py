@@ -2,7 +2,7 @@
 identifiers, the control object, and errors worded for people. Validation happens at these
 boundaries only; inside, the model's plain dataclasses carry values known to be right."""
 
-from derms_edge.schema.base import Identifier, Strict, problems
+from derms_edge.schema.base import Identifier, Strict, as_identifier, problems
 from derms_edge.schema.controls import ControlPayload, FixedPfPayload, VoltVarPayload
 
 __all__ = [
@@ -11,5 +11,6 @@ __all__ = [
     "Identifier",
     "Strict",
     "VoltVarPayload",
+    "as_identifier",
     "problems",
 ]

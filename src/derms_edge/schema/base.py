@@ -8,9 +8,17 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+_ID_CHARS = "A-Za-z0-9_.-"
+Identifier = Annotated[str, Field(pattern=rf"^[A-Za-z0-9][{_ID_CHARS}]{{0,63}}$")]
 """Ids end up in MQTT topics: 1 to 64 letters, digits, '_', '.', '-'; no '/', '+', '#' or
 spaces."""
+
+
+def as_identifier(name: str, fallback: str) -> str:
+    """``name`` made an `Identifier`: other characters become '-', at most 64, and it starts
+    with a letter or digit; ``fallback`` when nothing is left."""
+    cleaned = re.sub(rf"[^{_ID_CHARS}]", "-", name).strip("-_.")[:64]
+    return cleaned or fallback
 
 
 class Strict(BaseModel):

@@ -20,7 +20,7 @@ from derms_edge.model import (
     Control,
     FixedPf,
     VoltVarCurve,
-    signalable,
+    can_signal,
 )
 from derms_edge.schema.base import Strict
 
@@ -105,7 +105,10 @@ class ControlPayload(Strict):
         None, ge=-1e9, le=1e9, description="battery power, W, positive = discharge"
     )
     evse_max_a: float | None = Field(
-        None, ge=0, le=MAX_EVSE_A, description="EV charger limit per phase, A: 0 (pause) or >= 6"
+        None,
+        ge=0,
+        le=MAX_EVSE_A,
+        description=f"EV charger limit per phase, A: 0 (pause) or >= {MIN_EVSE_A:g}",
     )
 
     evse_max_w: float | None = Field(
@@ -113,13 +116,14 @@ class ControlPayload(Strict):
         ge=0,
         le=1e6,
         description="EV charger power cap, W: the current limit becomes "
-        "W / (phases x measured V line to neutral), rounded down to 0.1 A; under 6 A pauses",
+        "W / (phases x measured V line to neutral), rounded down to 0.1 A; "
+        f"under {MIN_EVSE_A:g} A pauses",
     )
 
     @field_validator("evse_max_a")
     @classmethod
     def _evse(cls, value: float | None) -> float | None:
-        if value is not None and not signalable(value):
+        if value is not None and not can_signal(value):
             raise ValueError(
                 f"{value} A cannot be signalled (IEC 61851): use 0 to pause or at least "
                 f"{MIN_EVSE_A:g} A"

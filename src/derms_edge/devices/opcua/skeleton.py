@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from derms_edge.config import OpcUaPointName, OpcUaSecurity
 from derms_edge.model import DeviceKind
+from derms_edge.schema import as_identifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +121,7 @@ class Skeleton:
 
 
 def _device_id(name: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", name).strip("-_.")[:64]
-    return cleaned or "device"
+    return as_identifier(name, "device")
 
 
 def _kind(points: Iterable[str], device_id: str) -> DeviceKind:

@@ -29,6 +29,7 @@ from typing import NoReturn
 
 import sunspec2.mb
 
+from derms_edge.config import SUNSPEC_BASES
 from derms_edge.devices.sunspec.models import model_definition
 from derms_edge.errors import (
     ConnectionLost,
@@ -40,8 +41,6 @@ from derms_edge.errors import (
 
 SUNS_MARKER = (0x5375, 0x6E53)  # "SunS"
 END_MODEL_ID = sunspec2.mb.SUNS_END_MODEL_ID
-DEFAULT_BASES = (40000, 0, 50000)
-"""Where the SunS marker is looked for, in this order (the SunSpec Modbus specification)."""
 _ADDRESS_LIMIT = 0x10000
 _STANDARD_IDS = range(1, 1000)  # SunSpec's assigned model ranges; test and vendor models follow
 _TEST_AND_VENDOR_IDS = range(63000, END_MODEL_ID)
@@ -113,7 +112,7 @@ _TRANSITIONS: dict[_State, dict[_Event, _State]] = {
 class Discovery:
     """Walks a device's SunSpec model list; you perform the reads it asks for."""
 
-    def __init__(self, bases: Sequence[int] = DEFAULT_BASES, max_models: int = 100) -> None:
+    def __init__(self, bases: Sequence[int] = SUNSPEC_BASES, max_models: int = 100) -> None:
         """Prepare a walk that tries ``bases`` in order and accepts at most ``max_models``."""
         if not bases:
             raise ValueError("need at least one base address")
@@ -275,7 +274,7 @@ class Discovery:
 
 async def discover(
     read: Callable[[int, int], Awaitable[Sequence[int]]],
-    bases: Sequence[int] = DEFAULT_BASES,
+    bases: Sequence[int] = SUNSPEC_BASES,
 ) -> DiscoveryResult:
     """Walk a device's SunSpec models, calling ``read(address, count)`` for each request."""
     discovery = Discovery(bases)

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 
+from derms_edge.config import SUNSPEC_BASES
 from derms_edge.devices.modbus import RegisterTransport
 from derms_edge.devices.registers import MAX_READ_REGISTERS, plan_reads
 from derms_edge.devices.sunspec.codec import decode
@@ -22,7 +23,6 @@ from derms_edge.devices.sunspec.controls import (
     supported,
 )
 from derms_edge.devices.sunspec.discovery import (
-    DEFAULT_BASES,
     DiscoveryResult,
     ModelHeader,
     discover,
@@ -72,7 +72,7 @@ class SunSpecDriver:
         self._transport = transport
         self._kind = kind
         self._name = name
-        self._bases = (base_address,) if base_address is not None else DEFAULT_BASES
+        self._bases = (base_address,) if base_address is not None else SUNSPEC_BASES
         self._revert_s = revert_s
         self._max_w_pct_fallback = max_w_pct_fallback
         self._headers: dict[int, ModelHeader] = {}

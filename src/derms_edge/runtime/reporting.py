@@ -1,0 +1,161 @@
+"""What the gateway says about itself and its devices: the retained status and capabilities
+(published directly while connected: the latest wins), and a telemetry round every
+``telemetry.interval_s`` into the outbox (one transaction per round)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+from derms_edge import __version__
+from derms_edge.devices.coordinator import DeviceCoordinator
+from derms_edge.model import Capability, DeviceKind, Quality
+from derms_edge.northbound.messages import CapabilityMessage, StatusMessage, TelemetryMessage
+from derms_edge.northbound.mqtt import Message, MqttSession
+from derms_edge.northbound.topics import Topics
+from derms_edge.outbox.buffer import Outbox
+from derms_edge.outbox.forward import Forwarder
+
+
+def status_message(
+    topics: Topics,
+    kinds: Mapping[str, DeviceKind],
+    *,
+    online: bool,
+    quality: Mapping[str, Quality],
+    buffered: int,
+    dropped: int,
+) -> Message:
+    """The retained status (the last will is one, offline)."""
+    message = StatusMessage(
+        online=online,
+        ts=datetime.now(UTC),
+        version=__version__,
+        devices=list(kinds),
+        device_quality=dict(quality),
+        buffered=buffered,
+        dropped=dropped,
+    )
+    return Message("state", topics.status, message.encode(), retain=True)
+
+
+class Reporter:
+    """Publishes the status and capabilities, and runs the telemetry rounds."""
+
+    def __init__(
+        self,
+        topics: Topics,
+        kinds: Mapping[str, DeviceKind],
+        coordinators: Mapping[str, DeviceCoordinator],
+        *,
+        outbox: Outbox,
+        session: MqttSession,
+        forwarder: Forwarder,
+        qos: int,
+        interval_s: float,
+        on_round: Callable[[], None],
+    ) -> None:
+        self._topics = topics
+        self._kinds = kinds
+        self._coordinators = coordinators
+        self._outbox = outbox
+        self._session = session
+        self._forwarder = forwarder
+        self._qos = qos
+        self._interval_s = interval_s
+        self._on_round = on_round
+        """Called after every telemetry round: the telemetry loop is alive."""
+        self._status_shown: tuple[int, int, dict[str, Quality]] | None = None
+
+    def qualities(self) -> dict[str, Quality]:
+        """Every device's quality now."""
+        return {device_id: c.quality() for device_id, c in self._coordinators.items()}
+
+    def status(self, *, online: bool) -> Message:
+        """The status message as of now."""
+        return status_message(
+            self._topics,
+            self._kinds,
+            online=online,
+            quality=self.qualities(),
+            buffered=self._forwarder.buffered,
+            dropped=self._outbox.dropped,
+        )
+
+    def announce(self) -> None:
+        """After every (re)connection: status online, and the capabilities known so far."""
+        self._show_status(self.qualities(), force=True)
+        for device_id, coordinator in self._coordinators.items():
+            if coordinator.capability is not None:
+                self.publish_capability(device_id, coordinator.capability)
+
+    def publish_capability(self, device_id: str, capability: Capability) -> None:
+        """What a device is and can do (retained), as read at its last connect."""
+        message = CapabilityMessage.of(
+            device=device_id,
+            kind=self._kinds[device_id],
+            ts=datetime.now(UTC),
+            capability=capability,
+        )
+        self._session.publish(
+            Message("state", self._topics.capability(device_id), message.encode(), retain=True)
+        )
+
+    def publish_telemetry(self) -> None:
+        """One telemetry round: a message per device, each with the next sequence number,
+        stored in the outbox in one transaction; the status first if it changed."""
+        quality = self.qualities()
+        self._show_status(quality)  # before this round: its rows are not yet sent
+        seq = self._outbox.next_seq(len(self._coordinators))
+        messages = []
+        for offset, (device_id, coordinator) in enumerate(self._coordinators.items()):
+            reading = coordinator.reading
+            fresh = reading is not None and quality[device_id] != Quality.OFFLINE
+            message = TelemetryMessage.of(
+                seq=seq + offset,
+                device=device_id,
+                kind=self._kinds[device_id],
+                quality=quality[device_id],
+                ts=reading.at if reading is not None and fresh else datetime.now(UTC),
+                state=reading.state if reading is not None else None,
+            )
+            messages.append(
+                Message("telemetry", self._topics.telemetry(device_id), message.encode(), self._qos)
+            )
+        self._outbox.add(messages)
+
+    async def run(self) -> None:
+        """A telemetry round every interval, aligned to the clock so that readings from many
+        gateways line up in time; until cancelled."""
+        while True:
+            await asyncio.sleep(self._interval_s - time.time() % self._interval_s)
+            self.publish_telemetry()
+            self._on_round()
+
+    def health(self) -> str:
+        """The STATUS= line systemctl status shows."""
+        counts: dict[str, int] = {}
+        for quality in self.qualities().values():
+            counts[str(quality)] = counts.get(str(quality), 0) + 1
+        devices = ", ".join(f"{n} {q}" for q, n in sorted(counts.items()))
+        mqtt = "connected" if self._session.connected.is_set() else "not connected"
+        return f"{len(self._coordinators)} devices ({devices}); MQTT {mqtt}"
+
+    def _show_status(self, quality: dict[str, Quality], *, force: bool = False) -> None:
+        """Publish the status (retained) when connected and it changed, or when forced."""
+        buffered = self._forwarder.buffered
+        shown = (buffered, self._outbox.dropped, quality)
+        if self._session.connected.is_set() and (force or shown != self._status_shown):
+            self._session.publish(
+                status_message(
+                    self._topics,
+                    self._kinds,
+                    online=True,
+                    quality=quality,
+                    buffered=buffered,
+                    dropped=self._outbox.dropped,
+                )
+            )
+            self._status_shown = shown
