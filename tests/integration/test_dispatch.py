@@ -397,14 +397,41 @@ def test_aggregator_never_exceeds_dso_curtailment(
     response(probe, "agg-dis", "completed")
 
 
-def test_soc_unknown_refuses_storage(dso: DsoClient, probe: MqttProbe, rig: RigThread) -> None:
+def test_storage_for_a_silent_battery_waits_for_a_fresh_soc(
+    dso: DsoClient, probe: MqttProbe, rig: RigThread
+) -> None:
+    """Accepted, not started and not written while the battery's SoC is not fresh; started
+    (and written) once the battery answers again."""
     rig.call(lambda r: r.device("bat1").go_silent())
     try:
         time.sleep(2.5)  # past 3 poll intervals: the SoC is stale
-        dso.event("blind", {"storage_w": -500}, role="aggregator", devices=["bat1"])
-        assert response(probe, "blind", "rejected")["reason"] == "soc_unknown"
+        dso.event("blind", {"storage_w": -500}, role="aggregator", devices=["bat1"], duration_s=30)
+        response(probe, "blind", "scheduled")
+        time.sleep(2.0)
+        assert responses(probe, "blind") == ["received", "scheduled"]  # waits, unstarted
     finally:
         rig.call(lambda r: r.device("bat1").clear_faults())
+    started = response(probe, "blind", "started")
+    assert started.get("reason") is None
+    eventually(lambda: rig.state("bat1").w_set == -500, what="bat1 charging at 500 W")
+    dso.cancel("blind", role="aggregator")
+    response(probe, "blind", "cancelled")
+
+
+def test_storage_for_a_battery_silent_all_its_window_ends_aborted_device_offline(
+    dso: DsoClient, probe: MqttProbe, rig: RigThread
+) -> None:
+    rig.call(lambda r: r.device("bat1").go_silent())
+    try:
+        time.sleep(2.5)
+        dso.event("never", {"storage_w": 500}, role="aggregator", devices=["bat1"], duration_s=3)
+        aborted = response(probe, "never", "aborted")
+        assert aborted["reason"] == "device_offline" and "bat1" in aborted["detail"]
+        assert responses(probe, "never") == ["received", "scheduled", "aborted"]
+        assert rig.state("bat1").w_set in (None, 0)  # never written
+    finally:
+        rig.call(lambda r: r.device("bat1").clear_faults())
+    time.sleep(3.0)  # back online before the next test
 
 
 def test_ev_charger_current_limit(dso: DsoClient, probe: MqttProbe, rig: RigThread) -> None:
@@ -493,18 +520,29 @@ def test_default_control_and_dispatcher_timeout(
     eventually(lambda: pv(rig, "inv1").w_lim_pct is None, what="default cleared")
 
 
-def test_an_event_for_offline_devices_does_not_start(
+def test_a_limit_for_a_device_that_is_down_is_written_when_it_is_back_and_after_a_reboot(
     dso: DsoClient, probe: MqttProbe, rig: RigThread
 ) -> None:
+    """Never refused because the inverter does not answer: started, pending named, written
+    within a poll (plus the backoff) of its answering, and again after it restarts."""
     rig.call(lambda r: r.device("inv1").go_silent())
     try:
         time.sleep(2.5)  # a poll timed out: inv1 is offline
-        dso.event("unreachable", {"max_w_pct": 50}, devices=["inv1"])
-        rejected = response(probe, "unreachable", "rejected")
-        assert rejected["reason"] == "device_offline" and "inv1" in rejected["detail"]
+        dso.event("while-down", {"max_w_pct": 35}, devices=["inv1"], duration_s=60)
+        started = response(probe, "while-down", "started")
+        assert "inv1 (offline)" in started["detail"]
+        time.sleep(1.0)
+        assert pv(rig, "inv1").w_lim_pct is None  # nobody could write it
     finally:
         rig.call(lambda r: r.device("inv1").clear_faults())
-    time.sleep(4.0)  # back online (backoff at most 2 s) before the next test
+    back = time.monotonic()
+    eventually(lambda: pv(rig, "inv1").w_lim_pct == 35, what="inv1 at 35 %", timeout_s=5)
+    assert time.monotonic() - back < 0.5 + 2 + 1  # a poll, the 2 s backoff cap, a margin
+    rig.call(lambda r: r.device("inv1").restart())  # forgets its limit
+    eventually(lambda: pv(rig, "inv1").w_lim_pct == 35, what="inv1 at 35 % again", timeout_s=8)
+    dso.cancel("while-down")
+    response(probe, "while-down", "cancelled")
+    eventually(lambda: pv(rig, "inv1").w_lim_pct is None, what="inv1 released")
 
 
 def test_kill_9_mid_event_resumes_and_devices_revert_on_their_own(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -133,9 +134,9 @@ def test_what_arrives_together_is_taken_together_and_stepped_once(tmp_path: Path
         steps: list[datetime] = []
         step = loop.controller.step
 
-        def counted(views: Any, now: datetime) -> Any:
+        def counted(views: Any, now: datetime, elapsed_s: float | None = None) -> Any:
             steps.append(now)
-            return step(views, now)
+            return step(views, now, elapsed_s)
 
         loop.controller.step = counted  # type: ignore[method-assign]
         loop.handle([controls(event("a", 50)), controls(event("b", 40)), Tick()])
@@ -170,9 +171,10 @@ def test_a_message_that_cannot_be_handled_is_logged_and_the_loop_goes_on(
         loop.handle([controls(event("bad", 10))])
         loop.controller.accept = accept  # type: ignore[method-assign]
         loop.handle([controls(event("good", 60))])
-        assert [(r["mrid"], r["status"]) for r in recorder.responses] == [
-            ("good", "received"),
-            ("good", "scheduled"),
+        assert [(r["mrid"], r["status"], r.get("reason")) for r in recorder.responses] == [
+            ("bad", "rejected", "invalid"),  # every event gets its final answer
+            ("good", "received", None),
+            ("good", "scheduled", None),
         ]
         loop.close()
 
@@ -192,10 +194,10 @@ def test_a_step_that_raises_ends_the_task_the_supervisor_starts_it_again(
         step = loop.controller.step
         failures = iter([True, True])
 
-        def failing(views: Any, now: datetime) -> Any:
+        def failing(views: Any, now: datetime, elapsed_s: float | None = None) -> Any:
             if next(failures, False):
                 raise ZeroDivisionError("bug in a step")
-            return step(views, now)
+            return step(views, now, elapsed_s)
 
         loop.controller.step = failing  # type: ignore[method-assign]
         task = asyncio.create_task(supervise("control", loop.run, base_s=0.05, cap_s=0.1))
@@ -226,7 +228,7 @@ def test_a_step_that_keeps_failing_never_feeds_the_watchdog(
         loop = loop_for(tmp_path, recorder, interval_s=0.02)
         loop._on_tick = lambda: ticks.append(None)
 
-        def failing(_views: Any, _now: datetime) -> Any:
+        def failing(_views: Any, _now: datetime, _elapsed_s: float | None = None) -> Any:
             raise ZeroDivisionError("bug in every step")
 
         loop.controller.step = failing  # type: ignore[method-assign]
@@ -257,8 +259,8 @@ def test_what_a_failed_step_changed_is_stored_and_answered_after_the_restart(
         step = loop.controller.step
         failures = iter([True])
 
-        def fails_after_its_moves(views: Any, now: datetime) -> Any:
-            decision = step(views, now)
+        def fails_after_its_moves(views: Any, now: datetime, elapsed_s: float | None = None) -> Any:
+            decision = step(views, now, elapsed_s)
             if next(failures, False):
                 raise ZeroDivisionError("bug after the lifecycle moved")
             return decision
@@ -279,3 +281,58 @@ def test_what_a_failed_step_changed_is_stored_and_answered_after_the_restart(
     asyncio.run(scenario())
     statuses = [(r["mrid"], r["status"]) for r in recorder.responses]
     assert statuses == [("cap", "received"), ("cap", "scheduled"), ("cap", "started")]
+
+
+def test_a_jump_of_the_wall_clock_is_seen_within_an_interval_and_told_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The interval runs on the monotonic clock; when the wall clock is set an hour forward,
+    the next interval says so once, and the controller shifts its dispatchers' liveness."""
+    recorder = Recorder()
+    offset = [timedelta(0)]
+
+    def wall() -> datetime:
+        return datetime.now(UTC) + offset[0]
+
+    async def scenario() -> None:
+        config = parse_config(
+            {
+                "gateway": {"id": "site", "state_dir": str(tmp_path)},
+                "devices": [
+                    {"id": "inv1", "kind": "inverter", "protocol": "sunspec", "host": "127.0.0.1"}
+                ],
+                "control": {"interval_s": 0.05},
+            }
+        )
+        coordinators = {d.id: build_coordinator(d, LinkPool()) for d in config.devices}
+        loop = build_control_loop(
+            config,
+            coordinators,
+            Topics("derms", "site"),
+            respond=recorder.respond,
+            publish=recorder.publish,
+            clock=wall,
+        )
+        ticks: list[float] = []
+        loop._on_tick = lambda: ticks.append(time.monotonic())
+        task = asyncio.create_task(loop.run())
+        async with asyncio.timeout(5):
+            while len(ticks) < 3:
+                await asyncio.sleep(0.01)
+            heard = loop.controller.heard["dso"]
+            offset[0] = timedelta(hours=1)
+            while not any("the clock jumped" in r.getMessage() for r in caplog.records):
+                await asyncio.sleep(0.01)
+            count = len(ticks)
+            while len(ticks) < count + 3:  # the cadence goes on
+                await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        shifted = loop.controller.heard["dso"] - heard
+        assert timedelta(minutes=59) < shifted < timedelta(minutes=61)
+        loop.close()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+    jumps = [r.getMessage() for r in caplog.records if "the clock jumped" in r.getMessage()]
+    assert len(jumps) == 1 and "+3600" in jumps[0]

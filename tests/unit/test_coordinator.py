@@ -115,8 +115,23 @@ async def run_for(coord: DeviceCoordinator, seconds: float) -> None:
         await task
 
 
-def test_offline_before_the_first_reading() -> None:
-    assert coordinator(FakeDriver([])).quality() is Quality.OFFLINE
+def test_unknown_until_the_first_attempt_has_ended() -> None:
+    """Not offline before it was tried: the first telemetry round may come first."""
+    assert coordinator(FakeDriver([])).quality() is Quality.UNKNOWN
+
+
+def test_offline_when_the_first_attempt_fails() -> None:
+    driver = FakeDriver([DeviceTimeout("no answer")] * 50)
+    coord = coordinator(driver)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(coord.run())
+        while coord.failures < 1:
+            await asyncio.sleep(0.001)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert coord.quality() is Quality.OFFLINE
 
 
 def test_polls_at_its_interval_and_keeps_the_reading() -> None:

@@ -104,9 +104,12 @@ def accept(
 
 
 def step(
-    core: Controller, at: datetime, devices: Mapping[str, DeviceView] | None = None
+    core: Controller,
+    at: datetime,
+    devices: Mapping[str, DeviceView] | None = None,
+    elapsed: float | None = None,
 ) -> Decision:
-    return core.step(devices or views(), at)
+    return core.step(devices or views(), at, elapsed)
 
 
 def test_lifecycle_received_scheduled_started_completed() -> None:
@@ -229,17 +232,37 @@ def test_soc_projection_rejects_at_acceptance_with_numbers() -> None:
     assert "bat1" in (rejected.detail or "") and "20" in (rejected.detail or "")
 
 
-def test_soc_unknown_or_stale_refuses_and_stops() -> None:
+def test_soc_unknown_refuses_stale_waits_and_running_stops() -> None:
+    """A battery that answers without a state of charge is refused at once; one whose SoC is
+    stale (it does not answer now) is accepted and waits, unstarted and unwritten, until its
+    SoC is fresh; a running one whose SoC goes unknown stops."""
     core = controller()
-    stale = replace(BATTERY, quality=Quality.STALE)
-    (r,) = accept(core, event("s", control=Control(storage_w=-1000.0)), views(stale))
+    no_soc = replace(BATTERY, state=DeviceState(w=0.0, soc_pct=None))
+    (r,) = accept(core, event("n", control=Control(storage_w=-1000.0)), views(no_soc))
     assert (r.status, r.reason) == (Status.REJECTED, Reason.SOC_UNKNOWN)
-    accept(core, event("t", duration_s=600, control=Control(storage_w=-1000.0)))
-    assert step(core, T0).setpoints["bat1"] == {SetpointName.STORAGE_W: -1000.0}
-    unknown = replace(BATTERY, state=DeviceState(w=0.0, soc_pct=None))
-    decision = step(core, T0 + timedelta(seconds=1), views(unknown))
-    assert ("t", Status.ABORTED, Reason.SOC_UNKNOWN) in statuses(decision.responses)
+    stale = replace(BATTERY, quality=Quality.STALE)
+    waiting = accept(
+        core, event("s", duration_s=600, control=Control(storage_w=-1000.0)), views(stale)
+    )
+    assert statuses(waiting)[-1] == ("s", Status.SCHEDULED, None)
+    held = step(core, T0, views(stale))
+    assert statuses(held.responses) == [] and SetpointName.STORAGE_W not in held.setpoints["bat1"]
+    fresh = step(core, T0 + timedelta(seconds=1))
+    assert statuses(fresh.responses) == [("s", Status.STARTED, None)]
+    assert fresh.setpoints["bat1"] == {SetpointName.STORAGE_W: -1000.0}
+    decision = step(core, T0 + timedelta(seconds=2), views(no_soc))
+    assert ("s", Status.ABORTED, Reason.SOC_UNKNOWN) in statuses(decision.responses)
     assert SetpointName.STORAGE_W not in decision.setpoints["bat1"]
+
+
+def test_a_storage_event_that_waited_its_whole_window_is_aborted_device_offline() -> None:
+    core = controller()
+    offline = replace(BATTERY, quality=Quality.OFFLINE)
+    accept(core, event("w", duration_s=600, control=Control(storage_w=1000.0)), views(offline))
+    assert statuses(step(core, T0, views(offline)).responses) == []
+    decision = step(core, T0 + timedelta(seconds=600), views(offline))
+    assert statuses(decision.responses) == [("w", Status.ABORTED, Reason.DEVICE_OFFLINE)]
+    assert "bat1" in (decision.responses[0].detail or "")
 
 
 def test_activation_rechecks_measured_soc() -> None:
@@ -363,13 +386,16 @@ def test_store_keeps_every_control_field(tmp_path: Path) -> None:
     store.close()
 
 
-def test_an_event_whose_devices_are_all_offline_does_not_start() -> None:
+def test_a_limit_for_an_offline_device_starts_pending_and_is_decided_for_it() -> None:
+    """Never refused because a device cannot be reached: started, the detail names it, and
+    its setpoint is decided (the coordinator writes it as soon as the device answers)."""
     core = controller()
     accept(core, event("e", devices=("inv1",)))
     offline = replace(PV, quality=Quality.OFFLINE)
     decision = step(core, T0, views(offline))
-    assert ("e", Status.REJECTED, Reason.DEVICE_OFFLINE) in statuses(decision.responses)
-    assert decision.setpoints["inv1"] == {}
+    assert statuses(decision.responses) == [("e", Status.STARTED, None)]
+    assert "inv1 (offline)" in (decision.responses[0].detail or "")
+    assert decision.setpoints["inv1"] == {SetpointName.MAX_W_PCT: 50.0}
 
 
 CHARGER = DeviceView(

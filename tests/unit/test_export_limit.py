@@ -220,23 +220,45 @@ def test_passing_cloud_does_not_wind_up() -> None:
     assert max(plant.exports[60:]) <= LIMIT_W + OVERSHOOT_TOLERANCE_W
 
 
-def test_holds_the_limits_without_a_meter_reading() -> None:
+def test_without_a_meter_reading_the_limits_fall_to_the_open_loop_cap_never_higher() -> None:
+    """Meter lost: at once the limits at which the inverters cannot export more than the
+    limit even with no load, or the held ones where lower; never raised without a reading."""
     plant = site(1.5)
     loop = limiter()
     plant.run(loop, 30)
     held = plant.limits[-1]
     plant.load_w = 14000.0  # would release the inverters, but nobody can see it
     plant.run(loop, 10, meter_ok=lambda k: False)
-    assert all(limits == held for limits in plant.limits[30:])
+    for limits in plant.limits[30:]:
+        assert all(limits[name] <= held[name] for name in held)
+        allowed_w = sum(plant.inverters[n].w_max * pct / 100.0 for n, pct in limits.items())
+        assert allowed_w <= LIMIT_W + 1e-6
     plant.run(loop, 20)  # the meter is back: now the loop releases
-    assert plant.limits[-1]["inv1"] > held["inv1"]
+    assert plant.limits[-1]["inv1"] > plant.limits[39]["inv1"]
+
+
+def test_a_meter_lost_with_the_load_falling_to_nothing_keeps_export_under_the_limit() -> None:
+    """The inverters run free under a large load; the meter goes, and while it is gone the
+    load drops to 0: export stays under the limit (the open-loop cap), and it stays there,
+    with no overshoot, when the meter comes back."""
+    plant = site(1.5)
+    plant.load_w = 20000.0
+    loop = limiter()
+    plant.run(loop, 40)
+    assert plant.limits[-1]["inv1"] == 100.0
+    plant.run(loop, 10, meter_ok=lambda k: False)  # the inverters follow the cap down
+    plant.load_w = 0.0
+    plant.run(loop, 30, meter_ok=lambda k: False)
+    assert max(plant.exports[50:]) <= LIMIT_W + OVERSHOOT_TOLERANCE_W
+    plant.run(loop, 40)
+    assert max(plant.exports[80:]) <= LIMIT_W + OVERSHOOT_TOLERANCE_W
 
 
 def test_without_any_reading_assumes_no_house_load() -> None:
     loop = limiter()
     inverters = {"inv1": Inverter(10000.0, 8000.0), "inv2": Inverter(5000.0, 4000.0)}
     limits = loop.step(None, LIMIT_W, inverters, DT_S)
-    assert allowed_w_at(limits["inv1"], inverters) == pytest.approx(LIMIT_W)
+    assert allowed_w_at(limits["inv1"], inverters) == pytest.approx(TARGET_W)  # open loop
     assert loop.step(None, LIMIT_W, inverters, DT_S) == limits
 
 
@@ -257,7 +279,7 @@ def test_reset_starts_afresh() -> None:
     inverters = {"inv1": Inverter(10000.0, 8000.0)}
     loop.step(9000.0, LIMIT_W, inverters, DT_S)
     loop.reset()
-    assert loop.step(None, LIMIT_W, inverters, DT_S) == {"inv1": 20.0}
+    assert loop.step(None, LIMIT_W, inverters, DT_S) == {"inv1": 100 * TARGET_W / 10000.0}
 
 
 caps = st.sampled_from([100.0, 100.0, 60.0, 30.0, 0.0])
@@ -273,6 +295,7 @@ readings = st.one_of(st.none(), st.floats(-20000, 20000))
 def test_limits_move_at_most_one_step_per_interval(
     data: st.DataObject, inverters: dict[str, Inverter]
 ) -> None:
+    """While the meter reads; without a reading a limit may only fall (the open-loop cap)."""
     loop = limiter()
     previous = loop.step(data.draw(readings), LIMIT_W, inverters, DT_S)
     for _ in range(data.draw(st.integers(1, 10))):
@@ -281,9 +304,13 @@ def test_limits_move_at_most_one_step_per_interval(
             name: Inverter(i.w_max, w_now, i.cap_pct)
             for (name, i), w_now in zip(inverters.items(), outputs, strict=False)
         }
-        limits = loop.step(data.draw(readings), LIMIT_W, inverters, DT_S)
+        reading = data.draw(readings)
+        limits = loop.step(reading, LIMIT_W, inverters, DT_S)
         for name, pct in limits.items():
-            assert abs(pct - previous[name]) <= DEFAULTS.max_step_pct + 1e-9
+            if reading is None:
+                assert pct <= previous[name] + 1e-9
+            else:
+                assert abs(pct - previous[name]) <= DEFAULTS.max_step_pct + 1e-9
         previous = limits
 
 

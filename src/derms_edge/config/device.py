@@ -41,11 +41,15 @@ class StorageSettings(Strict):
     """The customer's backup reserve: storage control never takes SoC below it (batteries)."""
     efficiency: float | None = Field(None, gt=0, le=1)
     """One-way charge and discharge efficiency; default control.efficiency (batteries)."""
+    soc_frozen_after_wh: float | None = Field(None, gt=0)
+    """Energy through the battery, Wh, after which a state of charge that has not moved
+    counts as frozen (batteries); default the larger of 2 % of its capacity and two steps
+    of its SoC point."""
 
     @model_validator(mode="after")
     def _storage_settings(self) -> Self:
         if getattr(self, "kind", DeviceKind.BATTERY) != DeviceKind.BATTERY:
-            for key in ("reserve_soc_pct", "efficiency"):
+            for key in ("reserve_soc_pct", "efficiency", "soc_frozen_after_wh"):
                 if getattr(self, key) is not None:
                     kind = getattr(self, "kind", "")
                     raise ValueError(

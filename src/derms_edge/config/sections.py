@@ -26,6 +26,8 @@ class MqttSection(Strict):
     password: str | None = None
     client_id: str | None = None
     keepalive_s: int = Field(30, ge=5, le=3600)
+    max_payload_bytes: int = Field(262_144, ge=1024, le=268_435_455)
+    """A control message larger than this is refused unread (``rejected`` / ``invalid``)."""
     reconnect_max_s: float = Field(60.0, gt=0, le=3600)
 
     @model_validator(mode="after")
@@ -61,6 +63,9 @@ def _default_roles() -> dict[str, RoleSection]:
 
 
 class ControlSection(Strict):
+    max_clock_skew_s: float = Field(300.0, ge=0, le=86400)
+    """An event whose creation_time is further ahead of the gateway's clock than this is
+    refused (a head-end's clock may run a little ahead; a year-9999 one would win forever)."""
     dispatcher_timeout_s: float = Field(900.0, gt=0)
     """A role silent for longer than this has its events aborted; the default control applies."""
     efficiency: float = Field(0.95, gt=0, le=1)

@@ -1,24 +1,43 @@
 """Whether an event may be accepted when it arrives, and whether it may start when it is due.
 
-On arrival: its role may send every control in it at its primacy; it has not ended; its
-devices exist and can carry its controls; an EV current or a storage power is within the
-device's rating; and a battery's projected state of charge stays inside its window over the
-whole storage schedule with this event in it (the schedule already infeasible without it is
-not this event's fault). When it is due: not every targeted device is offline, and the
-projection from the measured state of charge still holds. A storage event never starts on
-an unknown or stale SoC.
+On arrival: its role may send every control in it at its primacy; its times make sense
+(created no later than the gateway's clock allows, starting within a year); it has not
+ended; its devices exist and can carry its controls; an EV current or a storage power is
+within the device's rating; and a battery's projected state of charge stays inside its
+window over the whole storage schedule with this event in it (the schedule already
+infeasible without it is not this event's fault).
+
+A device that cannot be reached is no reason to refuse a limit: it is accepted and started,
+and written when the device answers. Storage never starts blind: an event with a storage
+setpoint for a battery whose state of charge is not known fresh (unreachable, stale, frozen)
+waits, unstarted, until it is; due with a fresh SoC, it starts only if the projection from
+the SoC measured now still holds. A battery that answers but has no state of charge or
+capacity to give is refused at once.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from derms_edge.control.arbitration import applies, resolve
 from derms_edge.control.soc import Segment, project, violation_detail
 from derms_edge.control.views import DeviceView, Role
 from derms_edge.model import ControlType, DeviceKind, Event, Quality, Reason, Response, Status
+
+MAX_AHEAD = timedelta(days=366)
+"""An event may start at most this far ahead of the gateway's clock."""
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A storage event due to start that waits for a fresh state of charge."""
+
+    devices: tuple[str, ...]
+    detail: str
+    """Why, for people: which battery, and what is missing."""
 
 
 def repeat_answer(event: Event, known: Event, status: Status, now: datetime) -> Response:
@@ -41,6 +60,7 @@ def arrival_refusal(
     devices: Mapping[str, DeviceView],
     scheduled: Iterable[Event],
     meter: str | None,
+    max_clock_skew_s: float,
     now: datetime,
 ) -> Response | None:
     """Why ``event`` cannot be accepted now (None: it can). ``scheduled`` are the events not
@@ -54,6 +74,24 @@ def arrival_refusal(
             now,
             Reason.UNAUTHORIZED,
             f"primacy {event.primacy} is stronger than role {role.name}'s {role.primacy}",
+        )
+    skew_s = (event.creation_time - now).total_seconds()
+    if skew_s > max_clock_skew_s:
+        return Response.rejected(
+            event.mrid,
+            now,
+            Reason.INVALID,
+            f"creation_time: {iso(event.creation_time)} is {skew_s:.0f} s ahead of the "
+            f"gateway's clock ({iso(now)}); at most {max_clock_skew_s:g} s "
+            "(control.max_clock_skew_s) is taken as clock skew",
+        )
+    if event.start - now > MAX_AHEAD:
+        return Response.rejected(
+            event.mrid,
+            now,
+            Reason.INVALID,
+            f"start: {iso(event.start)} is more than {MAX_AHEAD.days} days ahead of the "
+            f"gateway's clock ({iso(now)})",
         )
     if event.end <= now:
         return Response.rejected(
@@ -76,25 +114,29 @@ def arrival_refusal(
         return Response.rejected(event.mrid, now, Reason.NOT_APPLICABLE, problem)
     if event.control.storage_w is None:
         return None
-    return _soc_refusal(event, devices, list(scheduled), now, include=True)
+    check = _soc_check(event, devices, list(scheduled), now, include=True)
+    return check if isinstance(check, Response) else None  # waiting: checked when due
 
 
-def start_refusal(
+def start_check(
     event: Event, devices: Mapping[str, DeviceView], scheduled: Iterable[Event], now: datetime
-) -> Response | None:
-    """Why ``event``, due now, cannot start (None: it can): every device it targets is
-    offline, or a battery's SoC measured now would leave its window."""
-    targets = [d for d in targets_of(event, devices) if any(map(d.can, event.control.types))]
-    if targets and all(d.quality is Quality.OFFLINE for d in targets):
-        return Response.rejected(
-            event.mrid,
-            now,
-            Reason.DEVICE_OFFLINE,
-            f"every targeted device is offline ({', '.join(d.id for d in targets)})",
-        )
+) -> Response | Waiting | None:
+    """Whether ``event``, due now, starts (None), waits for a fresh state of charge
+    (`Waiting`), or is refused (the rejection): a battery's SoC measured now would leave
+    its window, or a battery that answers has none to give."""
     if event.control.storage_w is None:
         return None
-    return _soc_refusal(event, devices, list(scheduled), now, include=False)
+    return _soc_check(event, devices, list(scheduled), now, include=False)
+
+
+def pending(event: Event, devices: Mapping[str, DeviceView]) -> str | None:
+    """Which targeted devices cannot be reached now, for the ``started`` answer: their
+    setpoints are written when they answer."""
+    targets = [d for d in targets_of(event, devices) if any(map(d.can, event.control.types))]
+    away = [f"{d.id} ({d.quality})" for d in targets if d.quality is not Quality.OK]
+    if not away:
+        return None
+    return f"pending, written when they answer: {', '.join(away)}"
 
 
 def targets_of(event: Event, devices: Mapping[str, DeviceView]) -> list[DeviceView]:
@@ -142,29 +184,35 @@ def _inapplicable(event: Event, devices: Mapping[str, DeviceView], meter: str | 
     return None
 
 
-def _soc_refusal(
+def _soc_check(
     event: Event,
     devices: Mapping[str, DeviceView],
     scheduled: list[Event],
     now: datetime,
     *,
     include: bool,
-) -> Response | None:
+) -> Response | Waiting | None:
     """Project every targeted battery over its storage schedule (with ``event`` added when
-    ``include``); refuse the event if it takes one outside its SoC window."""
+    ``include``); refuse the event if it takes one outside its SoC window, or if a battery
+    that answers has no SoC or capacity to give; wait while a battery's SoC is not known
+    fresh."""
+    waiting: list[str] = []
     for device in targets_of(event, devices):
         if not device.can(ControlType.STORAGE_W):
             continue
         limits = device.battery_limits()
         if not device.soc_known or limits is None:
             what = "capacity" if limits is None else "state of charge"
-            return Response.rejected(
-                event.mrid,
-                now,
-                Reason.SOC_UNKNOWN,
-                f"{device.id}: {what} unknown or stale (quality {device.quality}); "
-                "no storage activation without it",
-            )
+            if device.quality is Quality.OK and device.soc_frozen is None:
+                return Response.rejected(
+                    event.mrid,
+                    now,
+                    Reason.SOC_UNKNOWN,
+                    f"{device.id}: answers but gives no {what}; no storage activation without it",
+                )
+            why = device.soc_frozen or f"{what} not known fresh (quality {device.quality})"
+            waiting.append(f"{device.id}: {why}")
+            continue
         assert device.state is not None and device.state.soc_pct is not None
         soc = device.state.soc_pct
         schedule = [*scheduled, event] if include else scheduled
@@ -177,6 +225,8 @@ def _soc_refusal(
         return Response.rejected(
             event.mrid, now, Reason.SOC_LIMIT, f"{device.id}: {violation_detail(violation)}"
         )
+    if waiting:
+        return Waiting(tuple(w.partition(":")[0] for w in waiting), "; ".join(waiting))
     return None
 
 

@@ -86,6 +86,8 @@ class SourceKind(enum.StrEnum):
     DEFAULT = "default"
     EXPORT_LIMIT = "export_limit"
     """The site export loop's own limit on an inverter."""
+    EXPORT_LIMIT_FALLBACK = "export_limit_fallback"
+    """The export loop's open-loop cap while the meter's reading is not fresh."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,15 +11,17 @@ schedule run in a test in milliseconds.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from derms_edge.control.admission import (
+    Waiting,
     arrival_refusal,
     iso,
+    pending,
     repeat_answer,
-    start_refusal,
+    start_check,
 )
 from derms_edge.control.arbitration import (
     Defaults,
@@ -31,7 +33,7 @@ from derms_edge.control.arbitration import (
     role_primacy,
     site_in_force,
 )
-from derms_edge.control.export_limit import ExportLimiter, limit_export
+from derms_edge.control.export_limit import ExportCaps, ExportLimiter, limit_export
 from derms_edge.control.lifecycle import (
     OPEN,
     TERMINAL,
@@ -42,6 +44,7 @@ from derms_edge.control.lifecycle import (
 )
 from derms_edge.control.setpoints import device_setpoints
 from derms_edge.control.soc_guard import Stop, guard_storage
+from derms_edge.control.soc_watch import SocWatch, frozen, watched
 from derms_edge.control.views import CARRIERS, DeviceView, Role
 from derms_edge.control.volt_var import EdgeVoltVar
 from derms_edge.model import (
@@ -85,6 +88,8 @@ class Controller:
     """The control step period; storage power is tapered so SoC cannot cross a limit
     within two of them (the device's response lag included)."""
     config_default: Control = field(default_factory=Control)
+    max_clock_skew_s: float = 300.0
+    """An event created further ahead of the gateway's clock than this is refused."""
     records: dict[str, Record] = field(default_factory=dict)
     """Every event known (finished ones too: repeats and duplicate mrids are answered)."""
     defaults: dict[str, Control] = field(default_factory=dict)
@@ -94,6 +99,12 @@ class Controller:
     _open: dict[str, Record] = field(default_factory=dict)
     """The scheduled and started records: what each step looks at."""
     _edges: dict[str, EdgeVoltVar] = field(default_factory=dict)
+    _watches: dict[str, SocWatch] = field(default_factory=dict)
+    """Each battery's SoC as last seen to move, and the energy through it since."""
+    _waiting: dict[str, Waiting] = field(default_factory=dict)
+    """Storage events due to start that wait for a fresh state of charge."""
+    _arrivals: int = 0
+    """The order of receipt given to the newest event."""
     _last_step: datetime | None = None
 
     # -- inbound -------------------------------------------------------------------------
@@ -107,11 +118,20 @@ class Controller:
         not heard from yet counts as heard now."""
         self.records = {}
         self._open = {}
+        self._waiting = {}
         for record in records:
             self.records[record.event.mrid] = record
             self._track(record)
+        self._arrivals = max((r.event.arrival for r in self.records.values()), default=0)
         for role in self.roles:
             self.heard.setdefault(role, now)
+
+    def clock_jumped(self, by: timedelta) -> None:
+        """The gateway's clock was set ``by`` (forward or back): event windows are wall-clock
+        times and stay; how long a role has been silent does not change with the clock."""
+        self.heard = {role: heard + by for role, heard in self.heard.items()}
+        if self._last_step is not None:
+            self._last_step += by
 
     def accept(
         self, event: Event, devices: Mapping[str, DeviceView], now: datetime
@@ -123,13 +143,16 @@ class Controller:
         refusal = arrival_refusal(
             event,
             self.roles[event.role],
-            devices=devices,
+            devices=self._frozen_marked(devices),
             scheduled=self._scheduled(),
             meter=self.meter,
+            max_clock_skew_s=self.max_clock_skew_s,
             now=now,
         )
         if refusal is not None:
             return [refusal], []
+        self._arrivals += 1
+        event = replace(event, arrival=self._arrivals)
         record, responses = admit(event, now, f"from {iso(event.start)} for {event.duration_s:g} s")
         self.records[event.mrid] = record
         self._track(record)
@@ -188,10 +211,18 @@ class Controller:
 
     # -- the control step -----------------------------------------------------------------
 
-    def step(self, devices: Mapping[str, DeviceView], now: datetime) -> Decision:
-        """Advance every event's life to ``now`` and decide every device's setpoints."""
-        dt_s = 0.0 if self._last_step is None else (now - self._last_step).total_seconds()
+    def step(
+        self, devices: Mapping[str, DeviceView], now: datetime, elapsed_s: float | None = None
+    ) -> Decision:
+        """Advance every event's life to ``now`` and decide every device's setpoints.
+
+        ``elapsed_s``: the time since the previous step on a clock that does not jump (the
+        runtime's monotonic clock); by default the difference of the ``now``s."""
+        if elapsed_s is None:
+            elapsed_s = 0.0 if self._last_step is None else (now - self._last_step).total_seconds()
+        dt_s = max(0.0, elapsed_s)
         self._last_step = now
+        devices = self._watched(devices, dt_s)
         responses: list[Response] = []
         changed: list[Record] = []
 
@@ -222,7 +253,7 @@ class Controller:
         else:
             active[SITE] = {ControlType.EXPORT_LIMIT_W: site}
             meter = devices.get(self.meter) if self.meter is not None else None
-            lowered = limit_export(
+            caps = limit_export(
                 self.limiter,
                 number(site.value),
                 meter=meter,
@@ -230,11 +261,7 @@ class Controller:
                 setpoints=setpoints,
                 dt_s=dt_s,
             )
-            for device_id, pct in lowered.items():
-                setpoints[device_id][SetpointName.MAX_W_PCT] = pct
-                active[device_id][ControlType.MAX_W_PCT] = InForce(
-                    pct, Source(SourceKind.EXPORT_LIMIT)
-                )
+            _apply_export_caps(caps, devices, setpoints, active)
         return Decision(setpoints, active, responses, changed)
 
     def _time_out(self, now: datetime, move: _Move) -> None:
@@ -258,6 +285,15 @@ class Controller:
         for record in sorted(self._open_records(), key=lambda r: r.event.start):
             event = record.event
             if now >= event.end:
+                waited = self._waiting.pop(event.mrid, None)
+                if waited is not None:
+                    move(
+                        record,
+                        Trigger.ABORT,
+                        Reason.DEVICE_OFFLINE,
+                        f"its window ended while it waited: {waited.detail}",
+                    )
+                    continue
                 unseen = record.status is Status.SCHEDULED
                 unseen_detail = "its window passed while the gateway was not running"
                 move(record, Trigger.END, detail=unseen_detail if unseen else None)
@@ -273,11 +309,13 @@ class Controller:
                     "and control of this one",
                 )
             elif record.status is Status.SCHEDULED and event.start <= now:
-                refusal = start_refusal(event, devices, self._scheduled(), now)
-                if refusal is None:
-                    move(record, Trigger.START)
+                check = start_check(event, devices, self._scheduled(), now)
+                if isinstance(check, Waiting):
+                    self._waiting[event.mrid] = check
+                elif check is None:
+                    move(record, Trigger.START, detail=pending(event, devices))
                 else:
-                    move(record, Trigger.REFUSE, refusal.reason, refusal.detail)
+                    move(record, Trigger.REFUSE, check.reason, check.detail)
 
     def _storage(
         self, device: DeviceView, held: Mapping[ControlType, InForce], move: _Move
@@ -320,12 +358,35 @@ class Controller:
             return self.records[a.mrid].event.beats(self.records[b.mrid].event)
         return role_primacy(a, self.roles) < role_primacy(b, self.roles)
 
+    def _watched(self, devices: Mapping[str, DeviceView], dt_s: float) -> dict[str, DeviceView]:
+        """The devices with each battery's SoC watched over ``dt_s`` more seconds, and marked
+        where it froze."""
+        for device in devices.values():
+            if device.can(ControlType.STORAGE_W):
+                watch = watched(self._watches.get(device.id), device, dt_s)
+                if watch is None:
+                    self._watches.pop(device.id, None)
+                else:
+                    self._watches[device.id] = watch
+        return self._frozen_marked(devices)
+
+    def _frozen_marked(self, devices: Mapping[str, DeviceView]) -> dict[str, DeviceView]:
+        """The devices, a battery whose SoC froze marked so (it counts as unknown)."""
+        marked = dict(devices)
+        for device_id, watch in self._watches.items():
+            device = marked.get(device_id)
+            why = frozen(watch, device) if device is not None else None
+            if device is not None and why is not None:
+                marked[device_id] = replace(device, soc_frozen=why)
+        return marked
+
     def _track(self, record: Record) -> None:
         """Keep the open index in step with a record's status."""
         if record.status in OPEN:
             self._open[record.event.mrid] = record
         else:
             self._open.pop(record.event.mrid, None)
+            self._waiting.pop(record.event.mrid, None)
 
     def _open_records(self, role: str | None = None) -> list[Record]:
         return [r for r in self._open.values() if role is None or r.event.role == role]
@@ -345,3 +406,33 @@ class _Move(Protocol):
         reason: str | None = None,
         detail: str | None = None,
     ) -> None: ...
+
+
+def _apply_export_caps(
+    caps: ExportCaps,
+    devices: Mapping[str, DeviceView],
+    setpoints: dict[str, dict[SetpointName, SetpointValue]],
+    active: dict[str, dict[ControlType, InForce]],
+) -> None:
+    """Lower the inverters' limits the export loop asks for; in its open-loop fallback also
+    cap the batteries' discharge to what the export limit leaves, shared in proportion to
+    what each was to discharge."""
+    source = Source(SourceKind.EXPORT_LIMIT_FALLBACK if caps.open_loop else SourceKind.EXPORT_LIMIT)
+    for device_id, pct in caps.inverters.items():
+        setpoints[device_id][SetpointName.MAX_W_PCT] = pct
+        active[device_id][ControlType.MAX_W_PCT] = InForce(pct, source)
+    if caps.discharge_w is None:
+        return
+    discharging = {
+        device_id: number(points[SetpointName.STORAGE_W])
+        for device_id, points in setpoints.items()
+        if devices[device_id].kind == DeviceKind.BATTERY
+        and number(points.get(SetpointName.STORAGE_W, 0.0)) > 0
+    }
+    total_w = sum(discharging.values())
+    if total_w <= caps.discharge_w:
+        return
+    for device_id, w in discharging.items():
+        capped = caps.discharge_w * w / total_w
+        setpoints[device_id][SetpointName.STORAGE_W] = capped
+        active[device_id][ControlType.STORAGE_W] = InForce(capped, source)

@@ -36,9 +36,13 @@ load releases the inverters within a few intervals (to 100 % once load + target 
 output equals its limit once it is curtailed), so an inverter's metering error does not
 shift it.
 
-**Fail safe.** No fresh meter reading: the limits are held (never raised without a
-measurement). Export within ``deadband_w`` under the limit: held (no hunting). Before the
-first reading, the limits assume no house load: generation ≤ the export limit.
+**Fail safe.** No fresh meter reading (none yet, or the meter's is older than its staleness
+window): the loop falls back at once to an open-loop cap, the limits at which the inverters
+together cannot generate more than the loop's target (the limit less half the deadband) even
+with no house load, or the limits held, where they are lower (never raised without a
+measurement). When the meter is back the
+loop starts from there, below the limit, so it cannot overshoot. Export within
+``deadband_w`` under the limit: held (no hunting).
 """
 
 from __future__ import annotations
@@ -109,12 +113,13 @@ class ExportLimiter:
         generation_w = sum(inverter.w_now for inverter in inverters.values())
         seen_w = generation_w if self._generation_w is None else self._generation_w
         self._generation_w = generation_w
-        if export_w is None:
-            if self._limits is None:  # never measured: assume no house load
-                return self._command(level_pct(max(0.0, limit_w), inverters), inverters)
+        if export_w is None:  # the open-loop cap: no more than the target even with no load
+            cap_pct = level_pct(max(0.0, limit_w - self.deadband_w / 2), inverters)
+            if self._limits is None:  # never measured
+                return self._command(cap_pct, inverters)
+            open_loop = share(cap_pct, inverters)
             held = {  # an inverter not limited before gets 0 until a reading arrives
-                name: min(self._limits.get(name, 0.0), inverter.cap_pct)
-                for name, inverter in inverters.items()
+                name: min(self._limits.get(name, 0.0), open_loop[name]) for name in inverters
             }
             self._allowed_w = sum(inverters[n].w_max * pct / 100.0 for n, pct in held.items())
             self._limits = held
@@ -169,11 +174,25 @@ def level_pct(allowed_w: float, inverters: Mapping[str, Inverter]) -> float:
         cap = min(max(inverter.cap_pct, level), 100.0)
         rise_w = free_w_max * (cap - level) / 100.0
         if remaining_w <= rise_w:
-            return level + 100.0 * remaining_w / free_w_max
+            return min(100.0, level + 100.0 * remaining_w / free_w_max)  # float rounding
         remaining_w -= rise_w
         level = cap
         free_w_max -= inverter.w_max
     return level if remaining_w <= 0 else 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class ExportCaps:
+    """What one step of the export loop asks of the site."""
+
+    inverters: dict[str, float]
+    """The inverters whose limit it lowers below what the other controls allow them, with
+    that limit, % of WMax."""
+    open_loop: bool
+    """No fresh meter reading: the limits are the open-loop fallback."""
+    discharge_w: float | None
+    """In the fallback, what battery discharge the export limit leaves beside the inverters'
+    generation, W (None: not limited here)."""
 
 
 def limit_export(
@@ -184,9 +203,8 @@ def limit_export(
     devices: Mapping[str, DeviceView],
     setpoints: Mapping[str, Mapping[SetpointName, SetpointValue]],
     dt_s: float,
-) -> dict[str, float]:
-    """One step of the export loop on the site: the inverters whose limit it lowers below
-    what the other controls allow them (``setpoints``), with that limit, % of WMax."""
+) -> ExportCaps:
+    """One step of the export loop on the site."""
     export_w = None
     if meter is not None and meter.quality is Quality.OK and meter.state is not None:
         export_w = meter.state.w
@@ -205,10 +223,12 @@ def limit_export(
         inverters[device.id] = Inverter(
             cap.w_max, max(w_now, 0.0), number(own) if own is not None else 100.0
         )
+    open_loop = export_w is None
     if not inverters:
-        return {}
-    return {
-        device_id: pct
-        for device_id, pct in limiter.step(export_w, limit_w, inverters, dt_s).items()
-        if pct < inverters[device_id].cap_pct
-    }
+        return ExportCaps({}, open_loop, max(0.0, limit_w) if open_loop else None)
+    limits = limiter.step(export_w, limit_w, inverters, dt_s)
+    lowered = {name: pct for name, pct in limits.items() if pct < inverters[name].cap_pct}
+    if not open_loop:
+        return ExportCaps(lowered, False, None)
+    allowed_w = sum(inverters[name].w_max * pct / 100.0 for name, pct in limits.items())
+    return ExportCaps(lowered, True, max(0.0, limit_w - allowed_w))

@@ -40,13 +40,9 @@ def guard_storage(
     curtailment (``max_w_pct`` of its discharge rating) allow now."""
     limits = device.battery_limits()
     if not device.soc_known or limits is None:
+        why = device.soc_frozen or (f"state of charge unknown or stale (quality {device.quality})")
         return Guarded(
-            None,
-            Stop(
-                Reason.SOC_UNKNOWN,
-                f"{device.id}: state of charge unknown or stale (quality {device.quality}); "
-                "storage control stopped",
-            ),
+            None, Stop(Reason.SOC_UNKNOWN, f"{device.id}: {why}; storage control stopped")
         )
     assert device.state is not None and device.state.soc_pct is not None
     soc = device.state.soc_pct

@@ -72,10 +72,16 @@ class DeviceView:
     """None until the device has connected once (then judged by its kind)."""
     reserve_soc_pct: float | None = None
     efficiency: float = 0.95
+    soc_frozen_after_wh: float | None = None
+    """Batteries: the energy through it after which an unmoved SoC counts as frozen (None:
+    the default, see `control.soc_watch`)."""
     max_a: float | None = None
     """EV chargers: the highest current limit, A per phase."""
     phases: int | None = None
     """EV chargers: phases in use."""
+    soc_frozen: str | None = None
+    """Batteries: why the state of charge counts as frozen (it did not move while energy
+    went through), or None. The controller sets it; a frozen SoC is not a known one."""
 
     def can(self, control_type: ControlType) -> bool:
         """Whether this device can carry a control of this type."""
@@ -87,9 +93,12 @@ class DeviceView:
 
     @property
     def soc_known(self) -> bool:
-        """A fresh state of charge: read within the staleness window."""
+        """A fresh state of charge: read within the staleness window, and not frozen."""
         return (
-            self.quality is Quality.OK and self.state is not None and self.state.soc_pct is not None
+            self.quality is Quality.OK
+            and self.state is not None
+            and self.state.soc_pct is not None
+            and self.soc_frozen is None
         )
 
     def battery_limits(self) -> BatteryLimits | None:

@@ -183,13 +183,18 @@ class DeviceCoordinator:
         self.last_exception: BaseException | None = None
         self.connected = False
         self.failing = True
+        self.tried = False
+        """Whether the first attempt to reach the device (connect and read) has ended."""
         self.polls = 0
         self.failures = 0
         self.rediscoveries = 0
         """Times the device was found changed (restarted) while it answered."""
 
     def quality(self) -> Quality:
-        """OK while fresh readings arrive; STALE when the last one is too old; else OFFLINE."""
+        """UNKNOWN before the first attempt to reach the device has ended; then OK while fresh
+        readings arrive, STALE when the last one is too old, else OFFLINE."""
+        if not self.tried:
+            return Quality.UNKNOWN
         if self.reading is None or self.failing:
             return Quality.OFFLINE
         if self._clock() - self.reading.monotonic > self._stale_after:
@@ -355,6 +360,7 @@ class DeviceCoordinator:
         if self.failing:
             log.info("%s: reading", self.device_id)
         self.failing = False
+        self.tried = True
         self.last_exception = None
 
     def _failed(self, error: BaseException) -> None:
@@ -364,5 +370,6 @@ class DeviceCoordinator:
         elif self.last_exception is None or str(error) != str(self.last_exception):
             log.info("%s: still offline: %s", self.device_id, error)
         self.failing = True
+        self.tried = True
         self.connected = False  # rediscover on the next try: the device may have restarted
         self.last_exception = error

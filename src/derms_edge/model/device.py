@@ -27,6 +27,8 @@ class Quality(StrEnum):
     """How much a reading can be trusted."""
 
     OK = "ok"
+    UNKNOWN = "unknown"
+    """Not tried yet: the gateway has not finished its first attempt to reach the device."""
     STALE = "stale"
     """The last good reading is older than the device's staleness window."""
     OFFLINE = "offline"
@@ -109,6 +111,9 @@ class Capability:
     """Lowest state of charge the device allows, %."""
     soc_max_pct: float | None = None
     """Highest state of charge the device allows, %."""
+    soc_step_pct: float | None = None
+    """The smallest change of state of charge the device can report, % (its point's
+    resolution: 10^SoC_SF for SunSpec); None when it does not say."""
     max_a: float | None = None
     """EV chargers: highest current limit, A per phase."""
     phases: int | None = None

@@ -27,6 +27,9 @@ class Event:
     randomize_start_s: float = 0.0
     body: str = ""
     """Canonical JSON of the event as received, to tell a repeat from a duplicate mrid."""
+    arrival: int = 0
+    """Order of receipt at this gateway (1, 2, ... kept across restarts): of two events with
+    the same primacy and creation time, the later arrival wins."""
 
     @property
     def end(self) -> datetime:
@@ -34,10 +37,13 @@ class Event:
         return self.start + timedelta(seconds=self.duration_s)
 
     def beats(self, other: Event) -> bool:
-        """IEEE 2030.5 precedence: lower primacy, then newer creation time."""
+        """IEEE 2030.5 precedence: lower primacy, then newer creation time; on a tie (head-ends
+        send whole seconds) the later arrival, which corrects the earlier."""
         if self.primacy != other.primacy:
             return self.primacy < other.primacy
-        return self.creation_time > other.creation_time
+        if self.creation_time != other.creation_time:
+            return self.creation_time > other.creation_time
+        return self.arrival > other.arrival
 
 
 class Status(StrEnum):

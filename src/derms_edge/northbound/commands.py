@@ -47,6 +47,18 @@ class EventPayload(Strict):
             raise ValueError("control sets no control function")
         return self
 
+    @model_validator(mode="after")
+    def _window_fits(self) -> Self:
+        if self.start is not None:
+            try:
+                self.start + timedelta(seconds=self.duration_s + self.randomize_start_s)
+            except OverflowError:
+                raise ValueError(
+                    "start: the window (start + duration_s + randomize_start_s) ends after "
+                    "the year 9999"
+                ) from None
+        return self
+
     def to_event(self, *, role: str, primacy: int, now: datetime, delay_s: float) -> Event:
         """The event as the gateway runs it, received ``now`` from ``role`` (whose primacy is
         the default), its start delayed by ``delay_s`` (drawn from randomize_start_s)."""
@@ -114,21 +126,31 @@ class Heartbeat(Command):
     """``heartbeat/{role}``: the role's dispatcher is alive (any payload)."""
 
 
-def parse_command(topics: Topics, topic: str, payload: bytes, retained: bool) -> Command | None:
-    """The command an inbound message carries; None for a topic that is not the gateway's."""
+def parse_command(
+    topics: Topics, topic: str, payload: bytes, retained: bool, *, max_bytes: int = 262_144
+) -> Command | None:
+    """The command an inbound message carries; None for a topic that is not the gateway's.
+    A payload over ``max_bytes`` is not read: it is the command's one `Invalid`."""
     inbound = topics.parse_inbound(topic)
     if inbound is None:
         return None
     role = inbound.role
+    if inbound.kind == "heartbeat":
+        return Heartbeat(role, retained)
+    too_large = (
+        Invalid(None, f"payload is {len(payload)} bytes, over mqtt.max_payload_bytes {max_bytes}")
+        if len(payload) > max_bytes
+        else None
+    )
     match inbound.kind:
         case "controls":
-            return Controls(role, retained, tuple(parse_events(payload)))
+            return Controls(
+                role, retained, (too_large,) if too_large else tuple(parse_events(payload))
+            )
         case "cancel":
-            return Cancel(role, retained, parse_cancel(payload))
+            return Cancel(role, retained, too_large or parse_cancel(payload))
         case "default_control":
-            return DefaultControl(role, retained, parse_default(payload))
-        case "heartbeat":
-            return Heartbeat(role, retained)
+            return DefaultControl(role, retained, too_large or parse_default(payload))
 
 
 def _json(payload: bytes) -> Any | Invalid:
@@ -140,6 +162,10 @@ def _json(payload: bytes) -> Any | Invalid:
         return Invalid(
             None, f"payload is not JSON: {error.msg} at line {error.lineno} column {error.colno}"
         )
+    except RecursionError:
+        return Invalid(None, "payload is nested too deeply to read")
+    except ValueError as error:  # e.g. an integer of more digits than Python converts
+        return Invalid(None, f"payload is not JSON the gateway can read: {error}")
 
 
 _WORDING = {"extra_forbidden": "unknown field", "missing": "required field is missing"}

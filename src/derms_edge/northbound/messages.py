@@ -100,11 +100,15 @@ class TelemetryMessage(_Payload):
         state: DeviceState | None,
     ) -> TelemetryMessage:
         """A telemetry message; values are null when there is no reading to trust."""
-        values = {} if state is None or quality is Quality.OFFLINE else _fields(state)
+        values = {} if state is None or quality in _NO_VALUES else _fields(state)
         # values come from our own dataclasses: validated once, at the device boundary
         return cls.model_construct(
             seq=seq, device=device, kind=DeviceKind(kind), quality=quality, ts=ts, **values
         )
+
+
+_NO_VALUES = frozenset({Quality.OFFLINE, Quality.UNKNOWN})
+"""Qualities whose telemetry carries null values: there is no reading to trust."""
 
 
 class CapabilityMessage(_Payload):
@@ -127,6 +131,9 @@ class CapabilityMessage(_Payload):
     discharge_w_max: float | None = Field(None, description="W")
     soc_min_pct: float | None = Field(None, description="%")
     soc_max_pct: float | None = Field(None, description="%")
+    soc_step_pct: float | None = Field(
+        None, description="The smallest change of state of charge the device reports, %"
+    )
     max_a: float | None = Field(None, description="EV chargers: highest current limit, A per phase")
     phases: int | None = Field(None, description="EV chargers: phases in use")
     models: list[int] = Field(description="SunSpec model ids, in chain order")
@@ -190,7 +197,10 @@ class ActiveValue(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     value: Any = Field(description="As in the control object: a number, or a curve/PF object")
-    source: Literal["event", "default", "export_limit"]
+    source: Literal["event", "default", "export_limit", "export_limit_fallback"] = Field(
+        description="event, a role's or the configuration's default, the site export loop, "
+        "or its open-loop cap while the meter is not fresh"
+    )
     mrid: str | None = Field(None, description="The event, when source is event")
     role: str | None = Field(None, description="The role whose event or default this is")
 

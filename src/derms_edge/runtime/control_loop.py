@@ -2,7 +2,14 @@
 
 Everything that can change a decision is put in its inbox (`ControlLoop.post`): validated
 commands from MQTT, a device connected or refusing a setpoint, a wake-up at an event's start
-or end or at the control interval (APScheduler only posts these; it never runs a step).
+or end (APScheduler only posts these; it never runs a step) or at the control interval.
+
+Event windows are wall-clock times; the control interval is kept on the monotonic clock, and
+each interval compares the two. When the wall clock jumped (a Raspberry Pi without a
+real-time clock, set by NTP after it booted), the schedule is evaluated again at once:
+APScheduler is woken, the controller told (how long a dispatcher was silent does not change
+with the clock), and the step judges every window at the new time, so no event starts
+twice, none is lost and a completed one does not restart.
 The loop takes what is there, lets the controller handle each, steps it once, and hands the
 decision on: the setpoints to the coordinators, the responses to the outbox (after the
 schedule store has them: a response is never ahead of the store), the values in force to
@@ -22,9 +29,10 @@ import asyncio
 import enum
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar, assert_never
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -82,7 +90,18 @@ class Boundary:
     """An event's start or end is due."""
 
 
-Input = Command | DeviceConnected | SetpointRefused | Tick | Boundary
+@dataclass(frozen=True, slots=True)
+class ClockJump:
+    """The wall clock moved by ``by`` more (or less) than the monotonic clock."""
+
+    by: timedelta
+
+
+CLOCK_JUMP_S = 2.0
+"""A difference between the wall clock's and the monotonic clock's progress over one control
+interval beyond this is a jump of the clock, s (NTP slews small errors without jumping)."""
+
+Input = Command | DeviceConnected | SetpointRefused | Tick | Boundary | ClockJump
 """What the control loop's inbox takes."""
 
 
@@ -102,6 +121,7 @@ class ControlLoop:
         publish: Callable[[Message], None],
         on_tick: Callable[[], None] | None = None,
         clock: Callable[[], datetime] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         self.controller = controller
@@ -115,6 +135,9 @@ class ControlLoop:
         self._on_tick = on_tick
         """Called after a step at the control interval completed: the loop is alive."""
         self._clock = clock
+        self._monotonic = monotonic
+        self._stepped: float | None = None
+        """Monotonic time of the last step."""
         self._rng = rng or random.Random()
         self._inbox: asyncio.Queue[Input] = asyncio.Queue()
         self._scheduler: AsyncIOScheduler | None = None
@@ -130,27 +153,21 @@ class ControlLoop:
         Tick every control interval and a Boundary at each event's start and end."""
         self._restore()
         scheduler = self._scheduler = AsyncIOScheduler(timezone=UTC)
+        ticks: asyncio.Task[None] | None = None
         try:
-            scheduler.add_job(
-                self._post_tick,
-                "interval",
-                seconds=self._interval_s,
-                id="control-interval",
-                coalesce=True,
-                max_instances=1,
-                misfire_grace_time=None,
-            )
             scheduler.start()
             for record in self.controller.records.values():
                 if record.status not in TERMINAL:
                     self._wake_at_boundaries(record.event)
-            self.post(Tick())
+            ticks = asyncio.create_task(self._ticks(), name="control-interval")
             while True:
                 inputs = [await self._inbox.get()]
                 while not self._inbox.empty():
                     inputs.append(self._inbox.get_nowait())
                 self.handle(inputs)
         finally:
+            if ticks is not None:
+                ticks.cancel()
             if scheduler.running:
                 scheduler.shutdown(wait=False)
             self._scheduler = None
@@ -171,6 +188,9 @@ class ControlLoop:
                     step = tick = True
                 case Boundary() | DeviceConnected():
                     step = True
+                case ClockJump():
+                    self._clock_jumped(item.by)
+                    step = True
                 case SetpointRefused():
                     self._refused(item, now)
                 case Command():
@@ -178,7 +198,7 @@ class ControlLoop:
                 case _:
                     assert_never(item)
         if step:
-            self._step(self._clock())
+            self._step(self._clock(), self._monotonic())
         if tick and self._on_tick is not None:
             self._on_tick()
 
@@ -237,6 +257,8 @@ class ControlLoop:
 
         taken = _guarded(f"event {item.mrid} of role {role.name}", accept)
         if taken is UNHANDLED:
+            unhandled = Invalid(item.mrid, "the gateway could not handle this event (logged)")
+            self._answer([_invalid(unhandled, now)], [], now)
             return
         event, responses, changed = taken
         self._answer(responses, changed, now)
@@ -303,8 +325,10 @@ class ControlLoop:
 
     # -- the step and its outputs -------------------------------------------------------------
 
-    def _step(self, now: datetime) -> None:
-        decision = self.controller.step(self._views(), now)
+    def _step(self, now: datetime, at: float) -> None:
+        elapsed_s = None if self._stepped is None else at - self._stepped
+        self._stepped = at
+        decision = self.controller.step(self._views(), now, elapsed_s)
         self._last = decision
         self._answer(decision.responses, decision.changed, now)
         for device_id, setpoints in decision.setpoints.items():
@@ -356,8 +380,28 @@ class ControlLoop:
 
     # -- wake-ups ---------------------------------------------------------------------------
 
-    async def _post_tick(self) -> None:
-        self.post(Tick())
+    async def _ticks(self) -> None:
+        """A Tick every control interval on the monotonic clock (one at once); a ClockJump
+        before it when the wall clock moved differently meanwhile."""
+        wall, mono = self._clock(), self._monotonic()
+        while True:
+            self.post(Tick())
+            await asyncio.sleep(self._interval_s)
+            wall_now, mono_now = self._clock(), self._monotonic()
+            drift_s = (wall_now - wall).total_seconds() - (mono_now - mono)
+            if abs(drift_s) > CLOCK_JUMP_S:
+                self.post(ClockJump(timedelta(seconds=drift_s)))
+            wall, mono = wall_now, mono_now
+
+    def _clock_jumped(self, by: timedelta) -> None:
+        log.warning(
+            "the clock jumped %+.1f s; the schedule is evaluated again at %s",
+            by.total_seconds(),
+            self._clock().isoformat(),
+        )
+        self.controller.clock_jumped(by)
+        if self._scheduler is not None:
+            self._scheduler.wakeup()  # its timer waits on the monotonic clock
 
     async def _post_boundary(self) -> None:
         self.post(Boundary())

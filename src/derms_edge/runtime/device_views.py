@@ -35,6 +35,7 @@ class DeviceViews:
                 capability=capability,
                 supports=coordinator.driver.supports() if capability is not None else None,
                 reserve_soc_pct=storage.reserve_soc_pct if storage is not None else None,
+                soc_frozen_after_wh=storage.soc_frozen_after_wh if storage is not None else None,
                 efficiency=(storage.efficiency if storage is not None else None)
                 or self._efficiency,
                 max_a=max_a,

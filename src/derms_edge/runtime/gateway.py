@@ -96,6 +96,7 @@ def build_control_loop(
         meter=_meter(config),
         interval_s=control.interval_s,
         config_default=control.default.to_control(),
+        max_clock_skew_s=control.max_clock_skew_s,
     )
     store = ScheduleStore(config.gateway.state_dir / SCHEDULE_FILE)
     return ControlLoop(
@@ -199,7 +200,9 @@ class Gateway:
     def _inbound(self, topic: str, payload: bytes, retained: bool) -> None:
         """An MQTT message: validated into a command for the control loop."""
         try:
-            command = parse_command(self.topics, topic, payload, retained)
+            command = parse_command(
+                self.topics, topic, payload, retained, max_bytes=self.config.mqtt.max_payload_bytes
+            )
         except Exception:  # a hostile payload must not reach the event loop's handler
             log.exception("a message on %s could not be read", topic)
             return

@@ -112,7 +112,7 @@ class Reporter:
         messages = []
         for offset, (device_id, coordinator) in enumerate(self._coordinators.items()):
             reading = coordinator.reading
-            fresh = reading is not None and quality[device_id] != Quality.OFFLINE
+            fresh = reading is not None and quality[device_id] in (Quality.OK, Quality.STALE)
             message = TelemetryMessage.of(
                 seq=seq + offset,
                 device=device_id,

@@ -48,7 +48,7 @@ class ScheduleStore:
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # fsynced before any answer says so
         self._db.executescript(_SCHEMA)
 
     def save(self, records: Iterable[Record], now: datetime) -> None:

@@ -221,6 +221,12 @@ _SOC_MINIMUMS = ((BATTERY, "SoCMin"), (BATTERY, "SoCRsvMin"), (STORAGE, "MinRsvP
 """The storage state of charge may not go below any of these, %: the highest holds."""
 _SOC_MAXIMUMS = ((BATTERY, "SoCMax"), (BATTERY, "SocRsvMax"))
 """... nor above any of these: the lowest holds."""
+_SOC_SCALE_FACTORS = (
+    (DER_STORAGE_CAPACITY, "Pct_SF"),
+    (BATTERY, "SoC_SF"),
+    (STORAGE, "ChaState_SF"),
+)
+"""The scale factor of the SoC point of each model, in the order `soc_model` reads them."""
 
 
 def to_capability(values: ModelValues, models: Sequence[int]) -> Capability:
@@ -242,6 +248,7 @@ def to_capability(values: ModelValues, models: Sequence[int]) -> Capability:
     minimums = [v for v in (_num(point(m, n)) for m, n in _SOC_MINIMUMS) if v is not None]
     maximums = [v for v in (_num(point(m, n)) for m, n in _SOC_MAXIMUMS) if v is not None]
     has_storage = any(values.get(m) for m in (DER_STORAGE_CAPACITY, BATTERY, STORAGE))
+    soc_sf = next((point(m, sf) for m, sf in _SOC_SCALE_FACTORS if values.get(m)), None)
     return Capability(
         manufacturer=text("Mn"),
         model=text("Md"),
@@ -257,5 +264,6 @@ def to_capability(values: ModelValues, models: Sequence[int]) -> Capability:
         discharge_w_max=nameplate["discharge_w_max"],
         soc_min_pct=max(minimums) if minimums else (0.0 if has_storage else None),
         soc_max_pct=min(maximums) if maximums else (100.0 if has_storage else None),
+        soc_step_pct=10.0**soc_sf if isinstance(soc_sf, int) else None,
         models=tuple(models),
     )

@@ -1,0 +1,66 @@
+"""A battery's state of charge that stops moving while energy goes through it is frozen.
+
+A BMS that stopped updating, or a register map that serves a cached value, reports a
+plausible SoC that no longer follows the battery: the guard would trust it while the battery
+empties. Each control step adds the energy the battery's measured power moved (charge and
+discharge alike) since its SoC last changed; once that passes a threshold without any change
+of the SoC, the SoC is frozen, and it counts as unknown until it moves again. The threshold is
+the larger of 2 % of the capacity and two steps of the SoC point's resolution (a SoC reported
+in whole percent cannot move for up to 1 % of the capacity), or what the configuration says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from derms_edge.control.views import DeviceView
+from derms_edge.model import Quality
+
+SECONDS_PER_HOUR = 3600.0
+FROZEN_AFTER_CAPACITY_SHARE = 0.02
+"""Energy through the battery, as a share of its capacity, that must move the SoC."""
+FROZEN_AFTER_STEPS = 2
+"""... or this many steps of the SoC point's resolution, whichever is more."""
+
+
+@dataclass(frozen=True, slots=True)
+class SocWatch:
+    """One battery's SoC as last seen to move, and the energy through it since, Wh."""
+
+    soc_pct: float
+    throughput_wh: float = 0.0
+
+
+def watched(previous: SocWatch | None, device: DeviceView, elapsed_s: float) -> SocWatch | None:
+    """The watch after one control step of ``elapsed_s`` seconds; None when there is no fresh
+    SoC to watch (an unknown or stale one is not frozen, it is unknown)."""
+    state = device.state
+    if device.quality is not Quality.OK or state is None or state.soc_pct is None:
+        return None
+    if previous is None or state.soc_pct != previous.soc_pct:
+        return SocWatch(state.soc_pct)
+    moved_wh = abs(state.w or 0.0) * max(0.0, elapsed_s) / SECONDS_PER_HOUR
+    return SocWatch(previous.soc_pct, previous.throughput_wh + moved_wh)
+
+
+def frozen_after_wh(device: DeviceView) -> float | None:
+    """The energy after which an unmoved SoC counts as frozen; None without a capacity."""
+    if device.soc_frozen_after_wh is not None:
+        return device.soc_frozen_after_wh
+    cap = device.capability
+    if cap is None or cap.wh_rtg is None:
+        return None
+    step_pct = cap.soc_step_pct or 0.0
+    share = max(FROZEN_AFTER_CAPACITY_SHARE, FROZEN_AFTER_STEPS * step_pct / 100.0)
+    return share * cap.wh_rtg
+
+
+def frozen(watch: SocWatch | None, device: DeviceView) -> str | None:
+    """Why ``device``'s SoC counts as frozen, for people; None when it does not."""
+    threshold = frozen_after_wh(device)
+    if watch is None or threshold is None or watch.throughput_wh <= threshold:
+        return None
+    return (
+        f"state of charge frozen at {watch.soc_pct:g} % while {watch.throughput_wh:.0f} Wh "
+        f"went through the battery (more than {threshold:.0f} Wh moves it)"
+    )
