@@ -7,6 +7,7 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,16 @@ class Received:
 
 
 class SessionProbe:
-    """A subscriber with a persistent session that reconnects every second."""
+    """A subscriber with a persistent session that reconnects every second.
 
-    def __init__(self, port: int, client_id: str, root: str) -> None:
+    ``filters``: what it subscribes to (QoS 1); by default the gateway's telemetry and status
+    under ``root``.
+    """
+
+    def __init__(
+        self, port: int, client_id: str, root: str, filters: Sequence[str] | None = None
+    ) -> None:
+        topics = list(filters) if filters is not None else [f"{root}/telemetry/+", f"{root}/status"]
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._client = paho.Client(
@@ -41,9 +49,7 @@ class SessionProbe:
         self._client.on_message = self._on_message
         subscribed = threading.Event()
         self._client.on_subscribe = lambda *_: subscribed.set()
-        self._client.on_connect = lambda c, *_: c.subscribe(
-            [(f"{root}/telemetry/+", 1), (f"{root}/status", 1)]
-        )
+        self._client.on_connect = lambda c, *_: c.subscribe([(f, 1) for f in topics])
         self._client.connect("127.0.0.1", port, keepalive=5)
         self._client.loop_start()
         if not subscribed.wait(10):
@@ -62,6 +68,11 @@ class SessionProbe:
             return [
                 m.json() for m in self.messages if m.topic.endswith("/status") and m.at >= after
             ]
+
+    def on(self, topic: str) -> list[Received]:
+        """Every message received on ``topic``, in the order of arrival."""
+        with self._lock:
+            return [m for m in self.messages if m.topic == topic]
 
     def seqs(self, after: float = 0.0) -> list[int]:
         return [m.json()["seq"] for m in self.telemetry(after)]
