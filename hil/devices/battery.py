@@ -35,7 +35,20 @@ class BatteryInverter(PhysicsDevice):
         w_max = max(spec.w_cha_max, spec.w_discha_max, self.ratings.va_rtg)
         self.w_sf = scale_factor(w_max * 1.2, 0)
         self.wh_sf = scale_factor(spec.wh_rtg, 0, signed=False)
+        self.frozen_soc_pct: float | None = None
+        """A BMS that stopped updating: the SoC points keep this value (None: they follow)."""
         super().__init__(spec, clock)
+
+    def freeze_soc(self) -> None:
+        """The BMS stops updating: the SoC the device reports stays where it is now, while the
+        battery charges or discharges on."""
+        self.refresh()
+        self.frozen_soc_pct = min(max(self.physics.soc_pct, 0.0), 100.0)
+
+    def clear_faults(self) -> None:
+        """Answer normally again, with a SoC that follows the battery."""
+        super().clear_faults()
+        self.frozen_soc_pct = None
 
     def _reset_controls(self) -> None:
         self.physics.controls = BatteryControls()
@@ -134,6 +147,8 @@ class BatteryInverter(PhysicsDevice):
         p, s = self.physics, self.spec
         a = abs(p.w) / (self.phases * p.v)
         soc = min(max(p.soc_pct, 0.0), 100.0)
+        if self.frozen_soc_pct is not None:
+            soc = self.frozen_soc_pct
         low, _ = p.soc_limits()
         blocked = p.blocked()
         st = 1 if not p.controls.connected else 5 if blocked else 4 if abs(p.w) > 0.5 else 8
