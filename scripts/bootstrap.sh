@@ -65,6 +65,11 @@ ensure_mosquitto_binary() {
   command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || apt_install mosquitto
 }
 
+ensure_faketime() {  # the tests' NTP: libfaketime sets a process's wall clock, not its monotonic one
+  compgen -G "/usr/lib/*/faketime/libfaketimeMT.so.1" >/dev/null && return 0
+  apt_install faketime
+}
+
 ensure_victoria_metrics_binary() {  # the tests' server for the InfluxDB v2 write API
   command -v victoria-metrics >/dev/null && return 0
   apt_install victoria-metrics
