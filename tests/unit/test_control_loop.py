@@ -336,3 +336,26 @@ def test_a_jump_of_the_wall_clock_is_seen_within_an_interval_and_told_once(
         asyncio.run(scenario())
     jumps = [r.getMessage() for r in caplog.records if "the clock jumped" in r.getMessage()]
     assert len(jumps) == 1 and "+3600" in jumps[0]
+
+
+def test_nothing_is_answered_that_the_store_has_not_fsynced(tmp_path: Path) -> None:
+    """The schedule store commits with an fsync (WAL, synchronous=FULL) before an answer is
+    handed on: a store that fails to write lets no answer out, and ends the loop's task."""
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        loop = loop_for(tmp_path, recorder)
+        synchronous = loop.store._db.execute("PRAGMA synchronous").fetchone()[0]
+        journal = loop.store._db.execute("PRAGMA journal_mode").fetchone()[0]
+        assert (synchronous, journal) == (2, "wal")  # 2: FULL
+
+        def broken(*_args: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        loop.store.save = broken  # type: ignore[method-assign]
+        with pytest.raises(OSError, match="No space left"):
+            loop.handle([controls(event("e", 50))])
+        assert recorder.responses == []
+        loop.close()
+
+    asyncio.run(scenario())

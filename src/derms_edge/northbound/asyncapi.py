@@ -59,7 +59,8 @@ STATUS_DESCRIPTIONS: dict[Status, str] = {
     Status.RECEIVED: "The event is valid and its role may send it; scheduled follows at once.",
     Status.SCHEDULED: "Accepted and stored; it starts at its start (after any randomization). "
     "The detail says from when and for how long.",
-    Status.STARTED: "Its window opened and it takes part in arbitration on its devices.",
+    Status.STARTED: "Its window opened and it takes part in arbitration on its devices; the "
+    "detail names the targeted devices that cannot be reached now (written when they answer).",
     Status.COMPLETED: "Its window closed (also said for a window that passed while the "
     "gateway was not running). Final.",
     Status.CANCELLED: "Its role cancelled it on controls/{role}/cancel. Final.",
@@ -70,8 +71,11 @@ STATUS_DESCRIPTIONS: dict[Status, str] = {
 }
 
 REASON_DESCRIPTIONS: dict[Reason, str] = {
-    Reason.INVALID: "rejected: the payload is not UTF-8 JSON, is an empty array or breaks the "
-    "schema (the detail names the field); or a cancel names an event that has already ended.",
+    Reason.INVALID: "rejected: the payload is not UTF-8 JSON, is too deep or too large "
+    "(mqtt.max_payload_bytes), is an empty array or breaks the schema (the detail names the "
+    "field); the creation_time is more than control.max_clock_skew_s ahead of the gateway's "
+    "clock, the start more than 366 days ahead, or the window ends after the year 9999; or a "
+    "cancel names an event that has already ended.",
     Reason.EXPIRED: "rejected: the event's window had ended before it arrived.",
     Reason.DUPLICATE: "rejected: the mrid is taken by an event with a different body (the same "
     "body again is answered with the event's current status).",
@@ -81,12 +85,15 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.NOT_APPLICABLE: "rejected: a named device does not exist or cannot carry a control "
     "type, no targeted device can, export_limit_w without a site meter, or storage_w beyond "
     "the battery's rating.",
-    Reason.DEVICE_OFFLINE: "rejected at start: every targeted device is offline.",
+    Reason.DEVICE_OFFLINE: "aborted: a storage event waited its whole window for a battery to "
+    "give a fresh state of charge (limits are never refused for a device that cannot be "
+    "reached: they start and are written when it answers).",
     Reason.DEVICE_REFUSED: "aborted: a device refused a setpoint or read back another value.",
     Reason.SOC_LIMIT: "rejected (on arrival or at start): the projected state of charge leaves "
     "[reserve, maximum]; aborted: the battery reached the limit while the event ran.",
-    Reason.SOC_UNKNOWN: "rejected (on arrival or at start) or aborted: the battery's state of "
-    "charge is unknown or stale, or its capacity unknown; no storage control without them.",
+    Reason.SOC_UNKNOWN: "rejected: the battery answers but gives no state of charge or "
+    "capacity; aborted: while the event ran, its state of charge became unknown, stale or "
+    "frozen (it did not move while energy went through the battery).",
     Reason.UNKNOWN_EVENT: "rejected: a cancel names an mrid this gateway does not know.",
     Reason.DISPATCHER_TIMEOUT: "aborted: the event's role sent nothing (retained messages do not "
     "count) for longer than control.dispatcher_timeout_s; the default control applies.",

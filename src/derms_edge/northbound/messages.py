@@ -47,7 +47,8 @@ class StatusMessage(_Payload):
     version: str
     devices: list[str]
     device_quality: dict[str, Quality] = Field(
-        description="Per device: the quality of its latest telemetry (ok, stale, offline)"
+        description="Per device: the quality of its latest telemetry (ok, stale, offline, "
+        "or unknown: not tried yet)"
     )
     buffered: int = Field(
         ge=0,
@@ -67,7 +68,9 @@ class TelemetryMessage(_Payload):
     Positive ``w`` is power delivered to the grid (generation, battery discharge).
     """
 
-    ts: datetime = Field(description="When the reading was taken (now, when offline)")
+    ts: datetime = Field(
+        description="When the reading was taken (now, when offline or unknown)"
+    )
     seq: int = Field(
         ge=0,
         description="+1 per telemetry message of this gateway, across restarts; a message "
