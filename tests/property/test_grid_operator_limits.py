@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from derms_edge.control import Controller, DeviceView, Role
@@ -298,6 +298,16 @@ class Run:
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(operations=st.lists(st.tuples(operation, st.integers(1, 30)), min_size=10, max_size=80))
+@example(  # found: the clock set back before a started dso event's start, another dso in force
+    operations=[
+        *[(("cancel", 0), 1)] * 5,
+        (("event", "dso", 0, 0, 0, 120, "max_w_pct", 15.0, None), 1),
+        (("event", "dso", 0, 0, 2, 120, "max_w_pct", 0.0, None), 1),
+        (("cancel", 1), 1),
+        (("jump", -60), 1),
+        (("event", "dso", 0, -30, 0, 120, "max_w_pct", 0.0, None), 1),
+    ]
+)
 def test_the_grid_operators_limit_holds_and_storage_never_runs_blind(
     operations: list[tuple[tuple[object, ...], int]],
 ) -> None:

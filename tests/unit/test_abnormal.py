@@ -181,13 +181,18 @@ def test_without_the_meter_the_inverters_fall_to_the_open_loop_cap_and_batteries
 # -- the clock set while events run ----------------------------------------------------------
 
 
-def test_a_clock_set_an_hour_back_neither_restarts_nor_loses_an_event() -> None:
+def test_a_clock_set_back_holds_a_started_event_off_until_its_start_never_restarts_it() -> None:
     core = controller(dispatcher_timeout_s=1e9)  # hours pass here: no dispatcher to hear
     accept(core, event("e", duration_s=7200))
     assert statuses(step(core, T0).responses) == [("e", Status.STARTED, None)]
+    core.clock_jumped(timedelta(minutes=-30))
+    still = step(core, T0 + timedelta(minutes=45), elapsed=1.0)  # inside its window
+    assert statuses(still.responses) == [] and still.setpoints["inv1"][SetpointName.MAX_W_PCT] == 50
     core.clock_jumped(timedelta(hours=-1))
-    back = step(core, T0 - timedelta(hours=1) + timedelta(seconds=1), elapsed=1.0)
-    assert statuses(back.responses) == [] and back.setpoints["inv1"][SetpointName.MAX_W_PCT] == 50.0
+    back = step(core, T0 - timedelta(minutes=15), elapsed=1.0)  # before its start: not yet
+    assert statuses(back.responses) == [] and SetpointName.MAX_W_PCT not in back.setpoints["inv1"]
+    again = step(core, T0 + timedelta(seconds=1), elapsed=1.0)
+    assert statuses(again.responses) == [] and again.setpoints["inv1"][SetpointName.MAX_W_PCT] == 50
     end = step(core, T0 + timedelta(hours=2), elapsed=1.0)
     assert statuses(end.responses) == [("e", Status.COMPLETED, None)]
     core.clock_jumped(timedelta(hours=-2))

@@ -128,7 +128,8 @@ class Controller:
 
     def clock_jumped(self, by: timedelta) -> None:
         """The gateway's clock was set ``by`` (forward or back): event windows are wall-clock
-        times and stay; how long a role has been silent does not change with the clock."""
+        times and stay (a started event set back before its start holds off until then); how
+        long a role has been silent does not change with the clock."""
         self.heard = {role: heard + by for role, heard in self.heard.items()}
         if self._last_step is not None:
             self._last_step += by
@@ -235,7 +236,13 @@ class Controller:
 
         self._time_out(now, move)
         self._advance(devices, now, move)
-        events = [r.event for r in self._open.values() if r.status is Status.STARTED]
+        # a clock set back before a started event's start holds it off until then (it does not
+        # start twice): windows are wall-clock times, and what holds is what is ordered for now
+        events = [
+            r.event
+            for r in self._open.values()
+            if r.status is Status.STARTED and r.event.start <= now
+        ]
         defaults = self._defaults()
         per_type = defaults.in_force()
         active: dict[str, dict[ControlType, InForce]] = {}

@@ -68,9 +68,7 @@ class TelemetryMessage(_Payload):
     Positive ``w`` is power delivered to the grid (generation, battery discharge).
     """
 
-    ts: datetime = Field(
-        description="When the reading was taken (now, when offline or unknown)"
-    )
+    ts: datetime = Field(description="When the reading was taken (now, when offline or unknown)")
     seq: int = Field(
         ge=0,
         description="+1 per telemetry message of this gateway, across restarts; a message "
