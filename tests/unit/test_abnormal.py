@@ -7,12 +7,16 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
 from derms_edge.control import SourceKind
 from derms_edge.model import (
+    CATEGORY_CURVES,
     Control,
     ControlType,
     DeviceKind,
     DeviceState,
+    FixedPf,
     Quality,
     Reason,
     SetpointName,
@@ -21,6 +25,7 @@ from derms_edge.model import (
 from derms_edge.runtime.schedule_store import ScheduleStore
 from tests.unit.test_engine import (
     BATTERY,
+    CHARGER,
     PV,
     T0,
     accept,
@@ -30,6 +35,59 @@ from tests.unit.test_engine import (
     step,
     views,
 )
+
+# -- limits for a device that cannot be reached ----------------------------------------------
+
+METER = replace(
+    PV, id="meter", kind=DeviceKind.METER, state=DeviceState(w=-1000.0), supports=frozenset()
+)
+
+
+UNREACHABLE_LIMITS = {
+    "max_w_pct": (Control(max_w_pct=35.0), "inv1", SetpointName.MAX_W_PCT),
+    "volt_var": (Control(volt_var=CATEGORY_CURVES["cat_b"]), "inv1", SetpointName.VOLT_VAR),
+    "fixed_pf": (Control(fixed_pf=FixedPf(0.95, "absorb")), "inv1", SetpointName.FIXED_PF),
+    "evse_max_a": (Control(evse_max_a=10.0), "ev1", SetpointName.EVSE_MAX_A),
+    "evse_max_w": (Control(evse_max_w=4200.0), "ev1", SetpointName.EVSE_MAX_A),
+}
+
+
+@pytest.mark.parametrize("quality", [Quality.OFFLINE, Quality.UNKNOWN])
+@pytest.mark.parametrize("kind", sorted(UNREACHABLE_LIMITS))
+def test_a_limit_is_never_refused_for_a_device_that_cannot_be_reached(
+    kind: str, quality: Quality
+) -> None:
+    """Accepted, started with the device named pending, and its setpoint decided, so the
+    coordinator writes it the moment the device answers. (Volt-var the gateway runs itself
+    needs a fresh voltage: its var setpoint follows the first reading.)"""
+    control, device, setpoint = UNREACHABLE_LIMITS[kind]
+    native = replace(PV, supports=PV.supports | {SetpointName.VOLT_VAR})
+    away = {d.id: replace(d, quality=quality) for d in (native, CHARGER)}
+    devices = views(*away.values())
+    core = controller()
+    assert [
+        r.status for r in accept(core, event("e", control=control, devices=(device,)), devices)
+    ] == [
+        Status.RECEIVED,
+        Status.SCHEDULED,
+    ]
+    decision = step(core, T0, devices)
+    assert statuses(decision.responses) == [("e", Status.STARTED, None)]
+    assert f"{device} ({quality})" in (decision.responses[0].detail or "")
+    assert setpoint in decision.setpoints[device]
+
+
+@pytest.mark.parametrize("quality", [Quality.OFFLINE, Quality.UNKNOWN])
+def test_an_export_limit_with_every_device_unreachable_starts_and_caps_them(
+    quality: Quality,
+) -> None:
+    core = controller(meter="meter")
+    devices = views(replace(PV, quality=quality), replace(METER, quality=quality))
+    accept(core, event("x", control=Control(export_limit_w=2000.0), devices=None), devices)
+    decision = step(core, T0, devices)
+    assert statuses(decision.responses) == [("x", Status.STARTED, None)]
+    assert 5000.0 * decision.setpoints["inv1"][SetpointName.MAX_W_PCT] / 100.0 <= 2000.0
+
 
 # -- ties go to the later arrival ----------------------------------------------------------
 
@@ -154,10 +212,6 @@ def test_a_soc_reported_in_coarse_steps_is_given_two_of_them() -> None:
 
 
 # -- the meter gone under an export limit ---------------------------------------------------
-
-METER = replace(
-    PV, id="meter", kind=DeviceKind.METER, state=DeviceState(w=-1000.0), supports=frozenset()
-)
 
 
 def test_without_the_meter_the_inverters_fall_to_the_open_loop_cap_and_batteries_too() -> None:
