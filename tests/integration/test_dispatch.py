@@ -553,11 +553,15 @@ def test_kill_9_mid_event_resumes_and_devices_revert_on_their_own(
     config: Path,
     workdir: Path,
 ) -> None:
-    dso.event("long", {"max_w_pct": 55}, devices=["inv2"], duration_s=60)
+    created = datetime.now(UTC).replace(microsecond=0).isoformat()
+    dso.event("long", {"max_w_pct": 55}, devices=["inv2"], duration_s=60, creation_time=created)
     dso.event("brief", {"max_w_pct": 35}, devices=["inv1"], duration_s=4)
+    # the same whole-second creation_time, received later: it wins, also after the kill
+    dso.event("tie", {"max_w_pct": 45}, devices=["inv2"], duration_s=50, creation_time=created)
     response(probe, "long", "started")
     response(probe, "brief", "started")
-    eventually(lambda: pv(rig, "inv2").w_lim_pct == 55, what="inv2 at 55 %")
+    response(probe, "tie", "started")
+    eventually(lambda: pv(rig, "inv2").w_lim_pct == 45, what="inv2 at 45 %")
     gateway.signal(signal.SIGKILL)
     gateway.popen.wait(10)
     # nobody refreshes the revert timers now: the devices fall back by themselves
@@ -569,9 +573,11 @@ def test_kill_9_mid_event_resumes_and_devices_revert_on_their_own(
     restarted = start_gateway(config, workdir / "dispatch-restart.log")
     try:
         response(probe, "brief", "completed", timeout_s=20)
-        eventually(lambda: pv(rig, "inv2").w_lim_pct == 55, what="inv2 at 55 % again")
+        eventually(lambda: pv(rig, "inv2").w_lim_pct == 45, what="inv2 at 45 % again")
         time.sleep(1.0)
+        assert pv(rig, "inv2").w_lim_pct == 45  # the order of receipt survived the kill
         assert responses(probe, "long").count("started") == 1
+        assert responses(probe, "tie").count("started") == 1
         assert responses(probe, "brief") == ["received", "scheduled", "started", "completed"]
     finally:
         restarted.stop()
