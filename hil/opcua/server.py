@@ -173,6 +173,17 @@ class OpcUaServer:
             for session in list(server.iserver._external_sessions.values()):
                 await session.close_session()
 
+    async def stall_subscriptions(self) -> int:
+        """The server's subscription engine stops, as a stuck publishing thread would: no more
+        notifications or keep-alives on the subscriptions it has, while its sessions go on
+        answering reads and writes. How many stopped; a new subscription works again."""
+        if self._server is None:
+            return 0
+        subscriptions = list(self._server.iserver.subscription_service.subscriptions.values())
+        for subscription in subscriptions:
+            await subscription.stop()
+        return len(subscriptions)
+
     async def _build(self, pki: OpcUaPki) -> Server:
         device = self.device
         server = Server(user_manager=_Users(self.users))

@@ -138,6 +138,13 @@ async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
+def age(driver: OpcUaDriver) -> float:
+    """How long ago the subscription last confirmed the driver's values, s."""
+    sample = driver.sampled_at()
+    assert sample is not None
+    return time.monotonic() - sample.at
+
+
 async def lost(driver: OpcUaDriver, timeout_s: float = 5.0) -> ConnectionLost:
     """Poll until the driver notices its session is gone."""
     deadline = time.monotonic() + timeout_s
@@ -160,9 +167,9 @@ def test_a_chargers_telemetry_is_the_servers_values_in_si_units(rig: RigThread) 
         assert driver.supports() == {EVSE_MAX_A}
         assert driver.mode == "subscription"
         await asyncio.sleep(0.2)  # the first notifications
-        return capability, await driver.poll(), time.monotonic() - (driver.sampled_at() or 0)
+        return capability, await driver.poll(), age(driver)
 
-    capability, state, age = on(charger(rig), scenario)
+    capability, state, confirmed_s = on(charger(rig), scenario)
     held = values(rig, "ev1")
     assert (capability.max_a, capability.phases) == (32.0, 3)
     assert capability.w_max == 3 * 230.0 * 32.0
@@ -175,7 +182,7 @@ def test_a_chargers_telemetry_is_the_servers_values_in_si_units(rig: RigThread) 
     assert state.wh_imported == held["EnergyDelivered"] * 1000  # unit: kWh
     assert state.state is OperatingState.CHARGING  # Mode3State 2
     assert (state.var, state.va, state.pf, state.wh_exported) == (None, None, None, None)
-    assert age < 0.5  # the server refreshes its source timestamps: notifications keep coming
+    assert confirmed_s < 0.5  # confirmed by the subscription a moment ago
 
 
 def test_a_batterys_telemetry_and_nameplate(rig: RigThread) -> None:
@@ -595,20 +602,102 @@ def test_a_setpoint_node_must_hold_a_number() -> None:
     asyncio.run(scenario())
 
 
-def test_values_that_stop_changing_go_stale_until_the_next_change() -> None:
+def test_a_value_held_still_is_confirmed_by_the_keep_alives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OPC UA notifies changes only: a live subscription's keep-alives vouch for the rest."""
+    monkeypatch.setattr(subscription_module, "KEEPALIVE_S", 0.2)
+
+    async def scenario() -> None:
+        async with plant() as (_, endpoint, _nodes):
+            driver = OpcUaDriver(inverter(endpoint))
+            await driver.connect()
+            await asyncio.sleep(0.3)
+            changes = driver.notifications
+            for _ in range(8):  # 2 s of a value that holds still
+                await asyncio.sleep(0.25)
+                assert (await driver.poll()).w == 4200.0
+                sample = driver.sampled_at()
+                assert sample is not None and sample.vouched_s == pytest.approx(0.2)
+                assert age(driver) < 0.2 + 0.1  # a keep-alive came within its promise
+            assert driver.notifications == changes  # no data change: keep-alives only
+            await driver.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_stalled_subscription_stops_confirming_and_is_then_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(subscription_module, "KEEPALIVE_S", 0.2)
+
+    async def scenario() -> None:
+        async with plant() as (server, endpoint, _):
+            driver = OpcUaDriver(inverter(endpoint))
+            await driver.connect()
+            await asyncio.sleep(0.3)
+            for subscription in list(server.iserver.subscription_service.subscriptions.values()):
+                await subscription.stop()  # the server's publishing stalls; reads still work
+            stalled = time.monotonic()
+            sample = driver.sampled_at()
+            assert sample is not None
+            await asyncio.sleep(0.5)
+            await driver.poll()  # the session still answers, the subscription is not lost yet
+            assert driver.sampled_at() == sample  # nothing confirms the values any more
+            assert sample.at + sample.vouched_s < time.monotonic() - 0.2
+            error = await lost(driver)
+            assert "no notification or keep-alive for" in str(error)
+            assert time.monotonic() - stalled < 3 * 0.2 + 0.5 + 1.0  # missed x3 + timeout
+            await driver.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "status", [ua.StatusCodes.UncertainLastUsableValue, ua.StatusCodes.BadSensorFailure]
+)
+def test_a_value_whose_status_is_not_good_is_no_longer_confirmed(status: int) -> None:
     async def scenario() -> None:
         async with plant() as (server, endpoint, nodes):
             driver = OpcUaDriver(inverter(endpoint))
             await driver.connect()
+            await asyncio.sleep(0.3)
+            value = ua.Variant(4.2, ua.VariantType.Double)
+            await server.write_attribute_value(
+                nodes["Power"], ua.DataValue(value, StatusCode=ua.StatusCode(status))
+            )
+            degraded = time.monotonic()
+            await until(lambda: driver.notifications > 0)
+            await asyncio.sleep(0.5)  # keep-alives and publishes go on
+            await driver.poll()
+            sample = driver.sampled_at()
+            assert sample is not None and sample.vouched_s == 0
+            assert degraded <= sample.at < degraded + 0.3  # when the status turned
+            await server.write_attribute_value(nodes["Power"], ua.DataValue(value))
+            await until(lambda: age(driver) < 0.1)  # Good again: current again
+            assert (await driver.poll()).w == 4200.0
+            await driver.close()
+
+    asyncio.run(scenario())
+
+
+def test_max_value_age_judges_by_the_values_own_changes() -> None:
+    """For a server known to refresh source timestamps: a value that did not is stale."""
+
+    async def scenario() -> None:
+        async with plant() as (server, endpoint, nodes):
+            device = inverter(endpoint, max_value_age_s=0.4)
+            assert device.stale_after == 0.4
+            driver = OpcUaDriver(device)
+            await driver.connect()
             await asyncio.sleep(0.6)
             state = await driver.poll()
-            sampled = driver.sampled_at()
-            assert sampled is not None and time.monotonic() - sampled >= 0.5
+            assert age(driver) >= 0.5  # the seed read at connect: nothing changed since
             assert state.w == 4200.0
             await server.write_attribute_value(
                 nodes["Power"], ua.DataValue(ua.Variant(3.9, ua.VariantType.Double))
             )
-            await until(lambda: time.monotonic() - (driver.sampled_at() or 0) < 0.3)
+            await until(lambda: age(driver) < 0.3)
             assert (await driver.poll()).w == 3900.0
             await driver.close()
 

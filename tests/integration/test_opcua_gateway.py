@@ -25,7 +25,12 @@ from tests.support import waiting
 from tests.support.dso import DsoClient
 from tests.support.gateway import start_connected, start_gateway, write_config
 from tests.support.mqtt_probe import MqttProbe
-from tests.support.opcua_nodes import EVSE_NS, battery_nodes, charger_nodes
+from tests.support.opcua_nodes import (
+    CHARGER_MEASURED,
+    EVSE_NS,
+    battery_nodes,
+    charger_nodes,
+)
 from tests.support.servers import Mosquitto, Process
 from tests.support.waiting import eventually
 
@@ -98,6 +103,7 @@ def config(rig: RigThread, broker: Mosquitto, workdir: Path) -> Path:
         }
 
     wrong = charger_nodes("eva") | {"w": {"node": f"nsu={EVSE_NS};s=eva.ActualPowr", "scale": -1}}
+    measured = {point: charger_nodes("eva")[point] for point in CHARGER_MEASURED}
     return write_config(
         workdir / "opcua.yaml",
         gateway={"id": "opcua-site", "state_dir": str(workdir / "state")},
@@ -108,6 +114,8 @@ def config(rig: RigThread, broker: Mosquitto, workdir: Path) -> Path:
             device("evb", "evse", charger_nodes("evb"), max_a=40, **secure("evb")),
             device("batc", "battery", battery_nodes("batc"), reserve_soc_pct=20, **secure("batc")),
             {**device("eva", "evse", wrong), "id": "typo"},  # on eva's server
+            # eva's values again, judged by their own age (a server that refreshes timestamps)
+            {**device("eva", "evse", measured, max_value_age_s=1.5), "id": "evs"},
         ],
         telemetry={"interval_s": 0.5},
         control={"interval_s": 0.5, "revert_s": 0},
@@ -129,7 +137,8 @@ def probe(broker: Mosquitto) -> Iterator[MqttProbe]:
 
 @pytest.fixture(scope="module")
 def gateway(config: Path, workdir: Path, probe: MqttProbe) -> Iterator[Process]:
-    process = start_connected(config, workdir / "opcua.log", probe, ROOT, ("eva", "evb", "batc"))
+    devices = ("eva", "evb", "batc", "evs")
+    process = start_connected(config, workdir / "opcua.log", probe, ROOT, devices)
     yield process
     process.stop()
 
@@ -271,15 +280,43 @@ def test_a_server_restart_is_survived_and_the_control_rewritten(
     response(probe, "hold-10", "cancelled")
 
 
-def test_telemetry_goes_stale_when_the_values_stop_changing(
-    probe: MqttProbe, rig: RigThread
+def test_a_value_held_still_for_a_minute_stays_ok_on_a_live_subscription(
+    probe: MqttProbe, rig: RigThread, gateway: Process
 ) -> None:
-    rig.call(lambda r: r.opcua_device("evb").freeze(True))
+    """OPC UA notifies changes only; the subscription's keep-alives confirm the rest. evs reads
+    the same server with max_value_age_s: it judges by the values' own age and goes stale."""
+    rig.call(lambda r: r.opcua_device("eva").freeze(True))  # no new value, no new timestamp
     try:
-        assert telemetry(probe, "evb", time.monotonic(), "stale")["device"] == "evb"
+        frozen = time.monotonic() + 1.0  # what was in flight has arrived
+        assert telemetry(probe, "evs", frozen, "stale")["device"] == "evs"
+        time.sleep(60.0)
+        held = [m.json() for m in probe.on(f"{ROOT}/telemetry/eva") if m.at >= frozen]
     finally:
-        rig.call(lambda r: r.opcua_device("evb").freeze(False))
-    assert telemetry(probe, "evb", time.monotonic())["quality"] == "ok"
+        rig.call(lambda r: r.opcua_device("eva").freeze(False))
+    assert len(held) >= 100  # every 0.5 s
+    assert {m["quality"] for m in held} == {"ok"}
+    assert len({m["w"] for m in held}) == 1  # the value held still
+    stamps = [m["ts"] for m in held]
+    assert stamps == sorted(stamps) and len(set(stamps)) >= 20  # confirmed again and again
+    assert telemetry(probe, "evs", time.monotonic())["quality"] == "ok"
+
+
+def test_a_subscription_that_falls_silent_goes_stale_then_is_renewed(
+    probe: MqttProbe, rig: RigThread, gateway: Process
+) -> None:
+    """The server's publishing stalls (its sessions still answer reads): past the keep-alive
+    promise the values are stale; three missed keep-alives lose the subscription, and a new
+    session subscribes again."""
+    stalled = rig.call_async(lambda r: r.opcua_servers["evb"].stall_subscriptions())
+    assert stalled == 1
+    after = time.monotonic()
+    stale = probe.wait_for(
+        lambda m: m.topic == f"{ROOT}/telemetry/evb" and m.json()["quality"] != "ok", after=after
+    )
+    assert stale.json()["quality"] == "stale"  # before the subscription counts as lost
+    assert stale.at - after >= 2.0  # not before the keep-alive period (2 s) has passed
+    renewed = telemetry(probe, "evb", stale.at, "ok")
+    assert renewed["w"] == pytest.approx(charger(rig, "evb").w, rel=0.05)
 
 
 def test_derms_edge_send_publishes_an_event_and_prints_its_answers(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from derms_edge.cli import main
-from derms_edge.config import load_config, parse_config, parse_node_id
+from derms_edge.config import OpcUaDevice, load_config, parse_config, parse_node_id
 from derms_edge.errors import ConfigError
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
@@ -239,6 +239,25 @@ def test_opcua_settings_are_checked() -> None:
     assert opcua_problems(kind="battery", max_a=16) == [
         "devices[0]: max_a applies to EV chargers only (this device is kind: battery)"
     ]
+
+
+def test_max_value_age_is_the_staleness_window_of_a_subscription_only() -> None:
+    def device(**changes: object) -> OpcUaDevice:
+        config = parse_config({"gateway": {"id": "site-001"}, "devices": [{**OPCUA, **changes}]})
+        (found,) = config.devices
+        assert isinstance(found, OpcUaDevice)
+        return found
+
+    assert device(poll_interval_s=2).stale_after == 6  # by default: the subscription's word
+    assert device(poll_interval_s=2, max_value_age_s=30).stale_after == 30
+    assert opcua_problems(max_value_age_s=30, subscribe=False) == [
+        "devices[0]: max_value_age_s applies to subscriptions (subscribe: true)"
+    ]
+    assert opcua_problems(max_value_age_s=30, stale_after_s=5) == [
+        "devices[0]: give max_value_age_s or stale_after_s, not both: with max_value_age_s, "
+        "a reading is stale past that age"
+    ]
+    assert opcua_problems(max_value_age_s=0)[0].startswith("devices[0].max_value_age_s")
 
 
 def test_two_devices_may_share_one_opcua_server() -> None:

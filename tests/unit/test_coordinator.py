@@ -56,7 +56,7 @@ class FakeDriver:
             raise ControlRefused("inv1", "704.WMaxLimPct", f"Modbus exception 3 for {value}")
         self.writes.append((name, value))
 
-    def sampled_at(self) -> float | None:
+    def sampled_at(self) -> None:
         return None
 
     async def keepalive(self) -> None:

@@ -129,6 +129,11 @@ class OpcUaDevice(DeviceSection, StorageSettings):
     """Read through a subscription (data-change notifications); false: poll every interval."""
     publishing_interval_ms: float = Field(500.0, ge=10, le=60000)
     """The subscription's publishing (and sampling) interval."""
+    max_value_age_s: float | None = Field(None, gt=0)
+    """Subscriptions: judge freshness by the values themselves, for servers known to refresh
+    their source timestamps: a reading is as old as its newest notification (a new value,
+    status or source timestamp) and ``stale`` past this age. Default: a value on a live
+    subscription is current, however long it holds still."""
     phases: Literal[1, 3] = 3
     """EV chargers: phases in use."""
     max_a: float | None = Field(None, ge=MIN_EVSE_A, le=MAX_EVSE_A)
@@ -148,11 +153,23 @@ class OpcUaDevice(DeviceSection, StorageSettings):
                 raise ValueError(f"nodes.{point}: unit {unit!r} is not one of {allowed}")
             if spec.states is not None and point != "state":
                 raise ValueError(f"nodes.{point}: states applies to the state point only")
+        if self.max_value_age_s is not None and not self.subscribe:
+            raise ValueError("max_value_age_s applies to subscriptions (subscribe: true)")
+        if self.max_value_age_s is not None and self.stale_after_s is not None:
+            raise ValueError(
+                "give max_value_age_s or stale_after_s, not both: with max_value_age_s, a "
+                "reading is stale past that age"
+            )
         if self.kind != DeviceKind.EVSE and self.max_a is not None:
             raise ValueError(
                 f"max_a applies to EV chargers only (this device is kind: {self.kind})"
             )
         return self
+
+    @property
+    def stale_after(self) -> float:
+        """Seconds after which a reading is stale: ``max_value_age_s`` where given."""
+        return self.max_value_age_s if self.max_value_age_s is not None else super().stale_after
 
     @property
     def link(self) -> str:

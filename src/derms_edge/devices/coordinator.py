@@ -66,13 +66,26 @@ class DeviceDriver(Protocol):
         """
         ...
 
-    def sampled_at(self) -> float | None:
-        """When the values of the last poll were measured (monotonic s); None: at the poll.
+    def sampled_at(self) -> Sample | None:
+        """When the device last confirmed the values of the last poll; None: at the poll.
 
-        A driver fed by notifications (OPC UA) answers the time of the newest change, so a
-        device whose values stopped changing goes stale.
+        A driver fed by notifications (OPC UA) answers when its subscription last spoke and
+        how long it promised silence to mean "unchanged", so a value held still on a live
+        subscription stays current and one on a silent subscription goes stale.
         """
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """When a driver's values were last confirmed, and for how long the device vouches for
+    them after that."""
+
+    at: float
+    """Monotonic time the device last confirmed the values."""
+    vouched_s: float = 0.0
+    """How long after ``at`` the device promised to report any change (an OPC UA
+    subscription's keep-alive period): until then, its silence means "unchanged"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +94,10 @@ class Reading:
 
     state: DeviceState
     at: datetime
-    """Wall-clock time of the reading (UTC)."""
-    monotonic: float
-    """Monotonic time of the reading, for ages."""
+    """Wall-clock time the device last confirmed the reading (UTC)."""
+    current_until: float
+    """Monotonic time up to which the device vouched for the reading (when it was taken, or
+    later while a subscription promised to report changes); staleness counts from here."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +211,7 @@ class DeviceCoordinator:
             return Quality.UNKNOWN
         if self.reading is None or self.failing:
             return Quality.OFFLINE
-        if self._clock() - self.reading.monotonic > self._stale_after:
+        if self._clock() - self.reading.current_until > self._stale_after:
             return Quality.STALE
         return Quality.OK
 
@@ -353,9 +367,10 @@ class DeviceCoordinator:
     async def _poll(self) -> None:
         state = await self.driver.poll()
         now = self._clock()
-        sampled = self.driver.sampled_at()
-        age = 0.0 if sampled is None else max(0.0, now - sampled)
-        self.reading = Reading(state, datetime.now(UTC) - timedelta(seconds=age), now - age)
+        sample = self.driver.sampled_at()
+        at, until = (now, now) if sample is None else (sample.at, sample.at + sample.vouched_s)
+        age = max(0.0, now - at)
+        self.reading = Reading(state, datetime.now(UTC) - timedelta(seconds=age), min(now, until))
         self.polls += 1
         if self.failing:
             log.info("%s: reading", self.device_id)

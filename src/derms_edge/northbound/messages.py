@@ -68,7 +68,10 @@ class TelemetryMessage(_Payload):
     Positive ``w`` is power delivered to the grid (generation, battery discharge).
     """
 
-    ts: datetime = Field(description="When the reading was taken (now, when offline or unknown)")
+    ts: datetime = Field(
+        description="When the reading was taken (now, when offline or unknown); over an OPC UA "
+        "subscription, when it last confirmed the values (a notification or a keep-alive)"
+    )
     seq: int = Field(
         ge=0,
         description="+1 per telemetry message of this gateway, across restarts; a message "

@@ -26,6 +26,7 @@ from asyncua.ua.uaerrors import UaStatusCodeError
 
 from derms_edge.config import POINT_UNITS, OpcUaDevice, OpcUaPointName
 from derms_edge.devices.charger import rated_w
+from derms_edge.devices.coordinator import Sample
 from derms_edge.devices.opcua.connection import (
     Target,
     discard,
@@ -193,12 +194,13 @@ class OpcUaDriver:
             raw = {point: _raw(value) for point, value in zip(self._measured, results, strict=True)}
         return self._conversion.reading(raw)
 
-    def sampled_at(self) -> float | None:
-        """Subscription: when the newest data change arrived (monotonic s); polling: None."""
+    def sampled_at(self) -> Sample | None:
+        """Subscription: when it last confirmed the values (see `Watch.confirmed`); polling:
+        None (measured when read)."""
         session = self._session
         if session is None or session.watch is None:
             return None
-        return session.watch.notifications.at
+        return session.watch.confirmed(by_value=self._device.max_value_age_s is not None)
 
     @property
     def notifications(self) -> int:

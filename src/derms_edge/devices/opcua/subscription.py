@@ -1,11 +1,19 @@
 """Measurements through an OPC UA subscription: the newest value of each point, and whether
 the subscription still delivers.
 
-Every monitored item has a DataChangeFilter triggering on status, value *and* source timestamp,
-so a server that refreshes its timestamps keeps notifying while values hold still, and one that
-stops refreshing lets the reading go stale. The server is asked for a keep-alive at least
-every `KEEPALIVE_S`; a subscription silent for `KEEPALIVE_MISSED` of them is lost (a server
-that dropped it says nothing: asyncua's publish loop just ends).
+OPC UA reports changes only, so a value that holds still is confirmed by the subscription
+itself: the server is asked for a keep-alive at least every `KEEPALIVE_S` when nothing
+changes, and every publish response (notifications or a keep-alive) says "nothing else
+changed". Values are therefore current while the subscription keeps that promise and every
+status is Good; they age from the last publish response once it falls silent, and from the
+moment a status turned Uncertain or Bad. A subscription silent for `KEEPALIVE_MISSED`
+keep-alive periods is lost (a server that dropped it says nothing: asyncua's publish loop
+just ends).
+
+Every monitored item's DataChangeFilter triggers on status, value *and* source timestamp, so
+a server that refreshes its timestamps notifies while values hold still: for such servers a
+device may judge by the values' own age instead (``by_value``, the configuration's
+``max_value_age_s``).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.uaerrors import UaStatusCodeError
 
 from derms_edge.config import OpcUaPointName
+from derms_edge.devices.coordinator import Sample
 from derms_edge.devices.opcua.connection import (
     SESSION_TIMEOUT_S,
     Target,
@@ -50,20 +59,31 @@ class Notifications:
     ) -> None:
         self.points = dict(points)
         """Client handle to point name."""
-        self.values: dict[OpcUaPointName, ua.DataValue] = dict(seed)
-        self.at = time.monotonic()
+        self.values: dict[OpcUaPointName, ua.DataValue] = {}
+        self.changed_at = time.monotonic()
         """Monotonic time of the newest data-change notification (the seed read at first)."""
+        self.degraded: dict[OpcUaPointName, float] = {}
+        """Points whose status is not Good, and since when (monotonic)."""
         self.ended: str | None = None
         """Why the subscription stopped delivering, if it did."""
         self.count = 0
         """Data-change notifications handled."""
+        for point, value in seed.items():
+            self._take(point, value, self.changed_at)
 
     def datachange_notification(self, node: Node, val: Any, data: DataChangeNotif) -> None:
         point = self.points.get(data.subscription_data.client_handle or 0)
         if point is not None and data.monitored_item.Value is not None:
-            self.values[point] = data.monitored_item.Value
-            self.at = time.monotonic()
+            self.changed_at = time.monotonic()
+            self._take(point, data.monitored_item.Value, self.changed_at)
             self.count += 1
+
+    def _take(self, point: OpcUaPointName, value: ua.DataValue, at: float) -> None:
+        self.values[point] = value
+        if value.StatusCode is None or value.StatusCode.is_good():
+            self.degraded.pop(point, None)
+        else:
+            self.degraded.setdefault(point, at)
 
     def status_change_notification(self, status: ua.StatusChangeNotification) -> None:
         self.ended = status_name(status.Status)
@@ -79,6 +99,17 @@ class Watch:
     """The keep-alive period the server granted, s."""
     started: float
     """Monotonic time it was created."""
+
+    def confirmed(self, by_value: bool) -> Sample:
+        """When the values were last confirmed, and for how long the subscription vouches
+        for them (its keep-alive period); ``by_value``: when the newest of them arrived."""
+        notifications = self.notifications
+        if notifications.degraded:  # Good until the first status turned Uncertain or Bad
+            return Sample(min(notifications.degraded.values()))
+        if by_value:
+            return Sample(notifications.changed_at)
+        spoke = max(self.subscription.last_publish_at or 0.0, self.started)
+        return Sample(max(spoke, notifications.changed_at), self.keepalive_s)
 
     def lost(self, grace_s: float) -> str | None:
         """Why the subscription no longer delivers (ended, or silent too long), or None."""
