@@ -140,6 +140,19 @@ def test_a_device_not_tried_yet_is_unknown_not_offline(probe: MqttProbe, gateway
     assert "unknown" not in qualities[qualities.index("offline") :]
 
 
+def test_a_limit_for_a_device_that_never_answers_runs_its_window_and_completes(
+    dso: DsoClient, probe: MqttProbe, rig: RigThread
+) -> None:
+    """inv1 answers, ghost never does: the curtailment starts (ghost pending), holds on inv1,
+    and completes at the end of its window, ghost's absence no reason to end it early."""
+    dso.event("both", {"max_w_pct": 40}, devices=["inv1", "ghost"], duration_s=6)
+    started = response(probe, "both", "started")
+    assert "ghost" in started["detail"] and "inv1" not in started["detail"]
+    eventually(lambda: rig.state("inv1").w_lim_pct == 40, what="inv1 at 40 %")
+    assert response(probe, "both", "completed", timeout_s=20)["reason"] is None
+    eventually(lambda: rig.state("inv1").w_lim_pct is None, what="inv1 released")
+
+
 def test_equal_creation_times_the_later_arrival_wins(
     dso: DsoClient, probe: MqttProbe, rig: RigThread
 ) -> None:
