@@ -29,8 +29,10 @@ from derms_edge.model import (
     CATEGORY_CURVES,
     Control,
     ControlType,
+    DeviceState,
     FixedPf,
     Quality,
+    Reason,
     SetpointName,
     Status,
 )
@@ -202,12 +204,6 @@ def test_a_dso_curtailment_caps_the_discharge_another_role_asks(
     assert decision.setpoints["bat1"][SetpointName.MAX_W_PCT] == 20.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="active shows the storage_w asked (4000 W), not the 1000 W the curtailment lets "
-    "through and the gateway writes; docs/mqtt-api.md says active is what is applied now (the "
-    "export loop's fallback cap does replace the value there, with its own source)",
-)
 def test_active_shows_the_discharge_a_curtailment_lets_through() -> None:
     core = controller()
     accept(core, event("cap", devices=("bat1",), control=Control(max_w_pct=20.0)))
@@ -217,6 +213,27 @@ def test_active_shows_the_discharge_a_curtailment_lets_through() -> None:
     decision = step(core, T0)
     assert decision.setpoints["bat1"][SetpointName.STORAGE_W] == pytest.approx(1000.0)
     assert decision.active["bat1"][ControlType.STORAGE_W].value == pytest.approx(1000.0)
+    assert decision.active["bat1"][ControlType.STORAGE_W].source.mrid == "ask"  # still its
+
+
+def test_active_shows_what_the_soc_guard_lets_through_and_none_once_it_stops() -> None:
+    small = replace(BATTERY, capability=replace(BATTERY.capability, wh_rtg=1000.0))
+
+    def at(soc_pct: float) -> dict[str, DeviceView]:
+        return views(replace(small, state=DeviceState(w=5000.0, soc_pct=soc_pct)))
+
+    core = controller()
+    accept(core, event("d", duration_s=60, control=Control(storage_w=5000.0)), at(50.0))
+    assert step(core, T0, at(50.0)).active["bat1"][ControlType.STORAGE_W].value == 5000.0
+    decision = step(core, T0 + timedelta(seconds=1), at(20.2))  # 2 Wh over the reserve
+    tapered = decision.setpoints["bat1"][SetpointName.STORAGE_W]
+    assert 0 < tapered < 5000.0
+    assert decision.active["bat1"][ControlType.STORAGE_W].value == tapered
+    decision = step(core, T0 + timedelta(seconds=2), at(20.0))
+    assert ("d", Status.ABORTED, Reason.SOC_LIMIT) in statuses(decision.responses)
+    assert decision.active["bat1"][ControlType.STORAGE_W].value == 0.0  # held at 0 W
+    later = step(core, T0 + timedelta(seconds=3), at(20.0))
+    assert ControlType.STORAGE_W not in later.active["bat1"]
 
 
 # -- the reactive-mode tie inside one event ---------------------------------------------------

@@ -254,6 +254,7 @@ class Controller:
             active[device.id] = held
             storage_w = self._storage(device, held, move)
             setpoints[device.id] = device_setpoints(device, held, storage_w, self._edges, dt_s)
+            _show_applied_storage(held, storage_w)
         site = site_in_force(events, defaults) if self.meter is not None else None
         if site is None:
             self.limiter.reset()
@@ -413,6 +414,18 @@ class _Move(Protocol):
         reason: str | None = None,
         detail: str | None = None,
     ) -> None: ...
+
+
+def _show_applied_storage(held: dict[ControlType, InForce], storage_w: float | None) -> None:
+    """``active`` says what is applied: the storage setpoint as the SoC guard and a
+    curtailment let it through (still from its event), none where the guard let none."""
+    storage = held.get(ControlType.STORAGE_W)
+    if storage is None:
+        return
+    if storage_w is None:
+        del held[ControlType.STORAGE_W]
+    elif storage_w != storage.value:
+        held[ControlType.STORAGE_W] = InForce(storage_w, storage.source)
 
 
 def _apply_export_caps(
