@@ -585,7 +585,10 @@ Payloads are UTF-8 JSON; times are RFC 3339 (the gateway writes UTC with millise
 a Z); quantities are SI units. Addresses start with `{DEFAULT_PREFIX}`, the default of \
 mqtt.prefix, which each gateway may configure.
 
-With control.require_signed, what arrives on controls, cancel and defaultControl is a JWS in compact serialization (RFC 7515) signed with one of the role's Ed25519 keys (alg Ed25519 or EdDSA, kid the key's RFC 7638 thumbprint) whose payload is the JSON described here; a signed event or cancel carries creation_time.
+With control.require_signed, what arrives on controls, cancel and defaultControl is a JWS in \
+compact serialization (RFC 7515) signed with one of the role's Ed25519 keys (alg Ed25519 or \
+EdDSA, kid the key's RFC 7638 thumbprint) whose payload is the JSON described here; a signed \
+event or cancel carries creation_time.
 
 Generated from the gateway's payload models by `derms-edge asyncapi`; do not edit by \
 hand. The prose contract, with the event lifecycle and arbitration rules, is \
