@@ -7,6 +7,7 @@ message it refused across a restart, when replaying it would otherwise pass.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -17,6 +18,9 @@ from typing import Any
 import pytest
 from joserfc.jwk import OKPKey
 
+from derms_edge.cli.send import build_event, send
+from derms_edge.config import load_config
+from derms_edge.northbound.commands import EventPayload
 from derms_edge.northbound.signed import sign as sign_jws
 from hil.rig import RigThread
 from hil.spec import RigSpec
@@ -228,3 +232,16 @@ def test_the_replay_memory_outlives_a_restart(
     time.sleep(QUIET_S)
     assert writes(rig, again) == 0
     assert limit(rig) is None
+
+
+def test_send_signs_with_its_key(
+    config: Path, probe: MqttProbe, rig: RigThread, gateways: list[Process]
+) -> None:
+    """`derms-edge send --sign KEY` as its function: the gateway starts what it signed."""
+    out = io.StringIO()
+    built = build_event('{"max_w_pct": 40}', duration_s=2, devices=["inv1"], mrid="cli-signed")
+    assert isinstance(built, EventPayload)
+    assert send(load_config(config), "dso", built, wait_s=15, out=out, key=DSO) == 0
+    assert f"signed by kid {DSO.thumbprint()}" in out.getvalue()
+    assert "started" in out.getvalue()
+    eventually(lambda: limit(rig) is None, what="the limit released after 2 s")
