@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from pathlib import Path
 
 from derms_edge.cli.common import EXIT_INVALID, EXIT_OK, load
@@ -23,6 +24,8 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     print(f"{args.config}: valid")
     print(summary(config))
+    for warning in signing_warnings(config):
+        print(f"warning: {warning}")
     return EXIT_OK
 
 
@@ -48,3 +51,31 @@ def summary(config: Config) -> str:
             f"{where} every {device.poll_interval_s:g} s"
         )
     return "\n".join(lines)
+
+
+def signing_warnings(config: Config) -> list[str]:
+    """What makes signed controls (control.require_signed) weaker than they look."""
+    control = config.control
+    if not control.require_signed:
+        if _loopback(config.mqtt.host):
+            return []
+        return [
+            f"control.require_signed is false and the broker {config.mqtt.host} is not on this "
+            "machine: whoever may publish on its controls topics commands the devices "
+            "(set require_signed: true and give each role its keys)"
+        ]
+    return [
+        f"control.roles.{name} has no keys: with control.require_signed, nothing it sends "
+        "is applied"
+        for name, role in control.roles.items()
+        if not role.keys
+    ]
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import paho.mqtt.client as paho
+from joserfc.jwk import OKPKey
 
 from derms_edge.cli.common import (
     EXIT_FAILURE,
@@ -26,10 +27,12 @@ from derms_edge.cli.common import (
     add_mqtt_port,
     load_with_mqtt_port,
 )
+from derms_edge.cli.keys import read_private_key
 from derms_edge.config import Config
 from derms_edge.model import Status
 from derms_edge.northbound.commands import EventPayload, Invalid, parse_events
 from derms_edge.northbound.mqtt import new_client
+from derms_edge.northbound.signed import sign
 from derms_edge.northbound.topics import Topics
 
 _FINAL = set(Status) - {Status.RECEIVED, Status.SCHEDULED}
@@ -51,6 +54,9 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sender.add_argument("--duration-s", type=float, default=3600.0, help="default: 3600")
     sender.add_argument("--mrid", help="the event's id (default: a new one)")
     sender.add_argument("--wait-s", type=float, default=10.0, help="wait this long for answers")
+    sender.add_argument(
+        "--sign", type=Path, metavar="KEY", help="sign it (JWS, Ed25519) with this NAME.key.pem"
+    )
     add_mqtt_port(sender)
     sender.set_defaults(func=main)
 
@@ -65,7 +71,12 @@ def main(args: argparse.Namespace) -> int:
     if isinstance(event, Invalid):
         print(f"send: not sent: {event.detail}", file=sys.stderr)
         return EXIT_INVALID
-    return send(config, args.role, event, wait_s=args.wait_s)
+    try:
+        key = None if args.sign is None else read_private_key(args.sign)
+    except ValueError as error:
+        print(f"send: not sent: --sign {error}", file=sys.stderr)
+        return EXIT_INVALID
+    return send(config, args.role, event, wait_s=args.wait_s, key=key)
 
 
 def build_event(
@@ -95,9 +106,11 @@ def send(
     *,
     wait_s: float,
     out: TextIO = sys.stdout,
+    key: OKPKey | None = None,
 ) -> int:
-    """Publish ``event`` on the role's controls topic and print its responses until it starts
-    (or is refused) or ``wait_s`` passes. Exit code 0 unless it was rejected or aborted."""
+    """Publish ``event`` on the role's controls topic (signed with ``key`` when given) and
+    print its responses until it starts (or is refused) or ``wait_s`` passes. Exit code 0
+    unless it was rejected or aborted."""
     topics = Topics(config.mqtt.prefix, config.gateway.id)
     answers: queue.Queue[dict[str, Any]] = queue.Queue()
     subscribed = queue.Queue[bool]()
@@ -123,8 +136,10 @@ def send(
             print(f"no MQTT broker at {config.mqtt.host}:{config.mqtt.port}", file=out)
             return EXIT_FAILURE
         body = event.model_dump_json(exclude_none=True)
-        client.publish(topics.controls(role), body, qos=1).wait_for_publish(wait_s)
-        print(f"sent {event.mrid} to {topics.controls(role)}: {body}", file=out, flush=True)
+        wire = body.encode() if key is None else sign(body.encode(), key)
+        client.publish(topics.controls(role), wire, qos=1).wait_for_publish(wait_s)
+        signed = "" if key is None else f" signed by kid {key.thumbprint()}"
+        print(f"sent {event.mrid} to {topics.controls(role)}{signed}: {body}", file=out, flush=True)
         return _follow(answers, wait_s, out)
     finally:
         client.disconnect()

@@ -4,10 +4,11 @@ telemetry."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
+from derms_edge.config.keys import read_public_key
 from derms_edge.model import ControlType
 from derms_edge.schema import ControlPayload, Identifier, Strict
 
@@ -37,12 +38,23 @@ class MqttSection(Strict):
         return self
 
 
+def _ed25519_public_key(path: Path) -> Path:
+    read_public_key(path)
+    return path
+
+
+PublicKeyFile = Annotated[Path, AfterValidator(_ed25519_public_key)]
+"""A PEM file holding an Ed25519 public key, read and checked when the configuration loads."""
+
+
 class RoleSection(Strict):
     """One party allowed to send controls: its default primacy and the control types it may."""
 
     primacy: int = Field(ge=0, le=255)
     """Lower wins (IEEE 2030.5); a role may not claim a stronger primacy than its own."""
     allow: list[ControlType] = Field(default_factory=lambda: list(ControlType))
+    keys: list[PublicKeyFile] = Field(default_factory=list)
+    """PEM Ed25519 public keys whose signatures count as this role's (control.require_signed)."""
 
 
 class ExportLimitSection(Strict):
@@ -77,6 +89,8 @@ class ControlSection(Strict):
     gateway; refreshed every revert_s / 3. 0 disables them. At most 65534 s: the legacy
     timers (123, 124, 126) are uint16 and 65535 means "not implemented"."""
     roles: dict[Identifier, RoleSection] = Field(default_factory=_default_roles, min_length=1)
+    require_signed: bool = False
+    """Controls, cancels and default controls must be JWS signed with one of the role's keys."""
     default: ControlPayload = ControlPayload()
     """Applies when no event is active; the retained default_control topic overrides it."""
     export_limit: ExportLimitSection = ExportLimitSection()

@@ -73,6 +73,7 @@ class Reason(StrEnum):
     SOC_UNKNOWN = "soc_unknown"
     UNKNOWN_EVENT = "unknown_event"
     DISPATCHER_TIMEOUT = "dispatcher_timeout"
+    REPLAYED = "replayed"
 
 
 def superseded_by(mrid: str) -> str:

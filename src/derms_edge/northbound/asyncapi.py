@@ -81,7 +81,9 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     "body again is answered with the event's current status).",
     Reason.UNAUTHORIZED: "rejected: the role is not configured, may not send one of the control "
     "types, or claims a stronger (lower) primacy than its own; or it cancels another role's "
-    "event.",
+    "event. With control.require_signed: the message is not a JWS signed with one of the "
+    "role's Ed25519 keys (unsigned, a bad signature, an unknown kid, another role's key); "
+    "the mrid is then null, as nothing of an unverified payload is read.",
     Reason.NOT_APPLICABLE: "rejected: a named device does not exist or cannot carry a control "
     "type, no targeted device can, export_limit_w without a site meter, or storage_w beyond "
     "the battery's rating.",
@@ -97,6 +99,9 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.UNKNOWN_EVENT: "rejected: a cancel names an mrid this gateway does not know.",
     Reason.DISPATCHER_TIMEOUT: "aborted: the event's role sent nothing (retained messages do not "
     "count) for longer than control.dispatcher_timeout_s; the default control applies.",
+    Reason.REPLAYED: "rejected: a signed event or cancel whose creation_time is more than "
+    "control.max_clock_skew_s behind the gateway's clock, or the repeat of a signed message "
+    "that was refused (the repeat of one that was taken is answered with its event's status).",
 }
 SUPERSEDED_BY_DESCRIPTION = (
     "superseded: the event with this mrid takes over every device, control type and second "
@@ -579,6 +584,11 @@ receive = it subscribes, at QoS 1).
 Payloads are UTF-8 JSON; times are RFC 3339 (the gateway writes UTC with milliseconds and \
 a Z); quantities are SI units. Addresses start with `{DEFAULT_PREFIX}`, the default of \
 mqtt.prefix, which each gateway may configure.
+
+With control.require_signed, what arrives on controls, cancel and defaultControl is a JWS in \
+compact serialization (RFC 7515) signed with one of the role's Ed25519 keys (alg Ed25519 or \
+EdDSA, kid the key's RFC 7638 thumbprint) whose payload is the JSON described here; a signed \
+event or cancel carries creation_time.
 
 Generated from the gateway's payload models by `derms-edge asyncapi`; do not edit by \
 hand. The prose contract, with the event lifecycle and arbitration rules, is \

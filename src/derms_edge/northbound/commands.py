@@ -4,18 +4,24 @@ Validation happens here, at the boundary, and nowhere else: a payload that passe
 a command carrying the model's immutable values; one that fails becomes `Invalid`, whose
 detail names the field and what would be right (the control loop answers it ``rejected``).
 Each element of an array of events is validated on its own.
+
+With signing required (a `KeyRing` given), controls, cancels and default controls must be
+JWS signed with one of their role's keys (`derms_edge.northbound.signed`): one that is not
+becomes one `Invalid` with the reason ``unauthorized`` and no mrid, since nothing of an
+unverified payload is read; one that is carries its `Signed` proof.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Self, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError, model_validator
 
-from derms_edge.model import Control, Event
+from derms_edge.model import Control, Event, Reason
+from derms_edge.northbound.signed import KeyRing, Signed
 from derms_edge.northbound.topics import Topics
 from derms_edge.schema import ControlPayload, Identifier, Strict, problems
 
@@ -80,6 +86,9 @@ class CancelPayload(Strict):
     """Cancel one event."""
 
     mrid: Mrid
+    creation_time: AwareDatetime | None = Field(
+        None, description="required when signed: the replay window is measured from it"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +97,7 @@ class Invalid:
 
     mrid: str | None
     detail: str
+    reason: Reason = Reason.INVALID
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +107,8 @@ class Command:
 
     role: str
     retained: bool
+    signed: Signed | None = field(default=None, kw_only=True)
+    """The proof that one of the role's keys signed it (when signing is required)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,30 +139,49 @@ class Heartbeat(Command):
 
 
 def parse_command(
-    topics: Topics, topic: str, payload: bytes, retained: bool, *, max_bytes: int = 262_144
+    topics: Topics,
+    topic: str,
+    payload: bytes,
+    retained: bool,
+    *,
+    max_bytes: int = 262_144,
+    keys: KeyRing | None = None,
 ) -> Command | None:
     """The command an inbound message carries; None for a topic that is not the gateway's.
-    A payload over ``max_bytes`` is not read: it is the command's one `Invalid`."""
+    A payload over ``max_bytes`` is not read: it is the command's one `Invalid`. With
+    ``keys``, a control, cancel or default control is opened with its role's keys first:
+    clearing a default takes a signed empty payload too, so deleting the retained message
+    at the broker changes nothing."""
     inbound = topics.parse_inbound(topic)
     if inbound is None:
         return None
     role = inbound.role
     if inbound.kind == "heartbeat":
         return Heartbeat(role, retained)
-    too_large = (
+    refused = (
         Invalid(None, f"payload is {len(payload)} bytes, over mqtt.max_payload_bytes {max_bytes}")
         if len(payload) > max_bytes
         else None
     )
+    signed: Signed | None = None
+    if keys is not None and refused is None:
+        opened = keys.open(payload, role)
+        if isinstance(opened, Signed):
+            signed, payload = opened, opened.payload
+        else:
+            refused = Invalid(None, opened.detail, Reason.UNAUTHORIZED)
     match inbound.kind:
         case "controls":
             return Controls(
-                role, retained, (too_large,) if too_large else tuple(parse_events(payload))
+                role,
+                retained,
+                (refused,) if refused else tuple(parse_events(payload)),
+                signed=signed,
             )
         case "cancel":
-            return Cancel(role, retained, too_large or parse_cancel(payload))
+            return Cancel(role, retained, refused or parse_cancel(payload), signed=signed)
         case "default_control":
-            return DefaultControl(role, retained, too_large or parse_default(payload))
+            return DefaultControl(role, retained, refused or parse_default(payload), signed=signed)
 
 
 def _json(payload: bytes) -> Any | Invalid:

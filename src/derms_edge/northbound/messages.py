@@ -164,7 +164,7 @@ class ResponseMessage(_Payload):
         None,
         description="Machine-readable: invalid, expired, duplicate, unauthorized, "
         "not_applicable, device_offline, device_refused, soc_limit, soc_unknown, "
-        "unknown_event, dispatcher_timeout, superseded_by:<mrid>",
+        "unknown_event, dispatcher_timeout, replayed, superseded_by:<mrid>",
     )
     detail: str | None = Field(None, description="For people: which field, limit and numbers")
     ts: datetime

@@ -68,6 +68,7 @@ from derms_edge.northbound.messages import (
 from derms_edge.northbound.mqtt import Message
 from derms_edge.northbound.topics import Topics
 from derms_edge.runtime.device_views import DeviceViews
+from derms_edge.runtime.replay import ReplayGuard, repeat
 from derms_edge.runtime.schedule_store import ScheduleStore
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class ControlLoop:
         clock: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        replay: ReplayGuard | None = None,
     ) -> None:
         self.controller = controller
         self.store = store
@@ -139,6 +141,8 @@ class ControlLoop:
         self._stepped: float | None = None
         """Monotonic time of the last step."""
         self._rng = rng or random.Random()
+        self._replay = replay
+        """Present when controls must be signed: their replay window and memory."""
         self._inbox: asyncio.Queue[Input] = asyncio.Queue()
         self._scheduler: AsyncIOScheduler | None = None
         self._active: dict[str, dict[str, InForce]] | None = None
@@ -223,7 +227,10 @@ class ControlLoop:
         if role is None:
             self._unknown_role(command, now)
             return False
-        if not command.retained:  # a retained message proves nothing about its sender now
+        # a retained message proves nothing about its sender now, nor does an unsigned one
+        # where signatures are required
+        unproven = self._replay is not None and command.signed is None
+        if not command.retained and (isinstance(command, Heartbeat) or not unproven):
             self.controller.hear(role.name, now)
         match command:
             case Heartbeat():
@@ -231,12 +238,49 @@ class ControlLoop:
             case Controls():
                 views = self._views()
                 for item in command.events:
-                    self._event(role, item, views, now)
+                    if not self._replayed(command, item, now):
+                        self._event(role, item, views, now)
+                self._remember(command, command.events)
             case Cancel():
-                self._cancel(role, command.request, now)
+                if not self._replayed(command, command.request, now):
+                    self._cancel(role, command.request, now)
+                self._remember(command, [command.request])
             case DefaultControl():
                 self._default(role, command.control, now)
         return True
+
+    def _replayed(
+        self, command: Command, item: EventPayload | CancelPayload | Invalid, now: datetime
+    ) -> bool:
+        """Whether a signed event or cancel was answered here as a repeat or as not fresh
+        (it is not taken then)."""
+        if self._replay is None or command.signed is None or isinstance(item, Invalid):
+            return False
+        answer: Response | None
+        if self._replay.seen(command.signed):
+            answer = repeat(item.mrid, self.controller.records.get(item.mrid), now)
+        else:
+            answer = self._replay.refusal(item.mrid, item.creation_time, now)
+        if answer is not None:
+            self._answer([answer], [], now)
+        return answer is not None
+
+    def _remember(
+        self, command: Command, items: Sequence[EventPayload | CancelPayload | Invalid]
+    ) -> None:
+        """Remember a signed message taken now (the first time) until the skew window after
+        the latest of its creation times and its events' ends."""
+        if self._replay is None or command.signed is None or self._replay.seen(command.signed):
+            return
+        now = self._clock()
+        moments = [now]
+        for item in items:
+            if isinstance(item, EventPayload):
+                spread = timedelta(seconds=item.duration_s + item.randomize_start_s)
+                moments.append((item.start or now) + spread)
+            if not isinstance(item, Invalid) and item.creation_time is not None:
+                moments.append(item.creation_time)
+        self._replay.remember(command.signed, max(moments), now)
 
     def _event(
         self,
@@ -278,7 +322,7 @@ class ControlLoop:
 
     def _default(self, role: Role, control: Control | Invalid | None, now: datetime) -> None:
         if isinstance(control, Invalid):
-            refused = _refused_default(role.name, Reason.INVALID, control.detail, now)
+            refused = _refused_default(role.name, control.reason, control.detail, now)
             self._answer([refused], [], now)
             return
         refusal = _guarded(
@@ -460,7 +504,7 @@ def _active_value(in_force: InForce) -> ActiveValue:
 
 
 def _invalid(invalid: Invalid, now: datetime) -> Response:
-    return Response.rejected(invalid.mrid or "", now, Reason.INVALID, invalid.detail)
+    return Response.rejected(invalid.mrid or "", now, invalid.reason, invalid.detail)
 
 
 def _refused_default(role: str, reason: Reason, detail: str, now: datetime) -> Response:

@@ -38,6 +38,7 @@ from derms_edge.devices.modbus import LinkPool
 from derms_edge.model import DeviceKind, Quality
 from derms_edge.northbound.commands import parse_command
 from derms_edge.northbound.mqtt import Message, MqttSession
+from derms_edge.northbound.signed import KeyRing
 from derms_edge.northbound.topics import Topics
 from derms_edge.outbox.buffer import MQTT, Outbox
 from derms_edge.outbox.forward import Forwarder
@@ -45,6 +46,7 @@ from derms_edge.outbox.influx import SINK as INFLUX
 from derms_edge.outbox.influx import InfluxSink
 from derms_edge.runtime.control_loop import ControlLoop, utc_now
 from derms_edge.runtime.device_views import DeviceViews
+from derms_edge.runtime.replay import ReplayGuard
 from derms_edge.runtime.reporting import Reporter, status_message
 from derms_edge.runtime.schedule_store import ScheduleStore
 from derms_edge.runtime.supervisor import supervise
@@ -110,6 +112,7 @@ def build_control_loop(
         publish=publish,
         on_tick=on_tick,
         clock=clock,
+        replay=ReplayGuard(store, control.max_clock_skew_s) if control.require_signed else None,
     )
 
 
@@ -127,6 +130,12 @@ class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.topics = Topics(config.mqtt.prefix, config.gateway.id)
+        self.keys = (
+            KeyRing.from_files({name: role.keys for name, role in config.control.roles.items()})
+            if config.control.require_signed
+            else None
+        )
+        """Each role's public keys when controls must be signed; None when they need not."""
         self.watchdog = Watchdog.from_environment(status=self._health)
         self.watchdog.expect("telemetry", 3 * config.telemetry.interval_s + 10)
         self.watchdog.expect("control", 3 * config.control.interval_s + 10)
@@ -201,7 +210,12 @@ class Gateway:
         """An MQTT message: validated into a command for the control loop."""
         try:
             command = parse_command(
-                self.topics, topic, payload, retained, max_bytes=self.config.mqtt.max_payload_bytes
+                self.topics,
+                topic,
+                payload,
+                retained,
+                max_bytes=self.config.mqtt.max_payload_bytes,
+                keys=self.keys,
             )
         except Exception:  # a hostile payload must not reach the event loop's handler
             log.exception("a message on %s could not be read", topic)

@@ -1,4 +1,5 @@
-"""The schedule store: accepted events and their status in SQLite, written as they change.
+"""The schedule store: accepted events and their status in SQLite, written as they change,
+and the signed messages seen (the replay memory).
 
 After a restart (or a kill -9) the gateway reloads it, so events still in their window
 resume without a second ``started`` and events that ended meanwhile are completed. Each
@@ -31,6 +32,10 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS defaults (
     role TEXT PRIMARY KEY,
     control TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS signed_seen (
+    digest TEXT PRIMARY KEY,
+    until REAL NOT NULL
 );
 """
 KEEP_DAYS = 7
@@ -104,6 +109,22 @@ class ScheduleStore:
             role: _CONTROL.validate_json(text)
             for role, text in self._db.execute("SELECT role, control FROM defaults")
         }
+
+    def remember_signed(self, digest: str, until: datetime, now: datetime) -> None:
+        """Remember a signed message (by the digest of what its signature covers) until
+        ``until``; those remembered past their time are forgotten."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM signed_seen WHERE until < ?", (now.timestamp(),))
+            self._db.execute(
+                "INSERT OR REPLACE INTO signed_seen (digest, until) VALUES (?, ?)",
+                (digest, until.timestamp()),
+            )
+
+    def seen_signed(self, digest: str) -> bool:
+        """Whether a signed message with this digest is remembered."""
+        row = self._db.execute("SELECT 1 FROM signed_seen WHERE digest = ?", (digest,))
+        return row.fetchone() is not None
 
     def close(self) -> None:
         """Close the database."""
