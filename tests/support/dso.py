@@ -4,6 +4,7 @@ cancellations and heartbeats to one gateway."""
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -19,9 +20,18 @@ class DsoClient:
     dispatcher timeout does not end their events while a test runs.
     """
 
-    def __init__(self, port: int, root: str, *, heartbeat_roles: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        port: int,
+        root: str,
+        *,
+        heartbeat_roles: Sequence[str] = (),
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.root = root
         self._client = paho.Client(CallbackAPIVersion.VERSION2)
+        if tls is not None:
+            self._client.tls_set_context(tls)
         self._client.connect("127.0.0.1", port)
         self._client.loop_start()
         self._roles = tuple(heartbeat_roles)

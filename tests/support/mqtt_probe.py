@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -27,11 +28,15 @@ class Message:
 class MqttProbe:
     """Subscribes to topic filters on a broker and records every message."""
 
-    def __init__(self, port: int, *filters: str, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, port: int, *filters: str, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+    ) -> None:
         self.port = port
         self.messages: list[Message] = []
         self._lock = threading.Condition()
         self._client = paho.Client(CallbackAPIVersion.VERSION2)
+        if tls is not None:
+            self._client.tls_set_context(tls)
         self._client.on_message = self._on_message
         subscribed = threading.Event()
         self._client.on_subscribe = lambda *_: subscribed.set()

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
@@ -84,6 +85,24 @@ class Process:
         return self.log.read_text(errors="replace")
 
 
+@dataclass(frozen=True)
+class MosquittoTls:
+    """A TLS listener that requires client certificates, names each client by its
+    certificate's common name, and grants what ``acl_file`` allows (and nothing else)."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    acl_file: Path
+
+    def options(self) -> str:
+        return (
+            f"cafile {self.ca_file}\ncertfile {self.cert_file}\nkeyfile {self.key_file}\n"
+            "require_certificate true\nuse_identity_as_username true\n"
+            f"acl_file {self.acl_file}\nallow_anonymous false\nuser root\n"
+        )
+
+
 class Mosquitto:
     """A real Mosquitto broker on a free loopback port with a temporary config.
 
@@ -93,7 +112,12 @@ class Mosquitto:
     """
 
     def __init__(
-        self, directory: Path, port: int | None = None, *, persistent: bool = False
+        self,
+        directory: Path,
+        port: int | None = None,
+        *,
+        persistent: bool = False,
+        tls: MosquittoTls | None = None,
     ) -> None:
         self.port = port or free_port()
         self.directory = directory
@@ -106,7 +130,8 @@ class Mosquitto:
             if persistent
             else "persistence false\n"
         )
-        self.config.write_text(f"listener {self.port} {LOOPBACK}\nallow_anonymous true\n{state}")
+        access = "allow_anonymous true\n" if tls is None else tls.options()
+        self.config.write_text(f"listener {self.port} {LOOPBACK}\n{access}{state}")
         self.process: Process | None = None
 
     def start(self) -> Mosquitto:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import stat
 from pathlib import Path
 
 from derms_edge.cli.common import EXIT_INVALID, EXIT_OK, load
 from derms_edge.config import Config, OpcUaDevice
+from derms_edge.config.secrets import SERVICE_GROUP, inline_secrets, unreadable_secrets
 
 
 def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,7 +26,7 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     print(f"{args.config}: valid")
     print(summary(config))
-    for warning in signing_warnings(config):
+    for warning in [*transport_warnings(config, args.config), *signing_warnings(config)]:
         print(f"warning: {warning}")
     return EXIT_OK
 
@@ -34,7 +36,8 @@ def summary(config: Config) -> str:
     mqtt = config.mqtt
     lines = [
         f"gateway   {config.gateway.id} (state in {config.gateway.state_dir})",
-        f"mqtt      {mqtt.host}:{mqtt.port} as {mqtt.username or 'anonymous'}, "
+        f"mqtt      {mqtt.host}:{mqtt.port} {'over TLS' if mqtt.tls else 'in clear'} "
+        f"as {mqtt.username or 'anonymous'}, "
         f"topics under {mqtt.prefix}/v1/{config.gateway.id}"
         + (f", groups {', '.join(mqtt.groups)}" if mqtt.groups else ""),
         f"telemetry every {config.telemetry.interval_s:g} s, QoS {config.telemetry.qos}",
@@ -51,6 +54,25 @@ def summary(config: Config) -> str:
             f"{where} every {device.poll_interval_s:g} s"
         )
     return "\n".join(lines)
+
+
+def transport_warnings(config: Config, path: Path) -> list[str]:
+    """What exposes the link to the broker or its secrets."""
+    warnings = [f"{problem} (here; run needs it)" for problem in unreadable_secrets(config)]
+    if config.mqtt.tls is None and not _loopback(config.mqtt.host):
+        warnings.append(
+            f"the broker {config.mqtt.host} is not on this machine and mqtt.tls is not set: "
+            "telemetry, controls and the password cross the network in clear (give mqtt.tls, "
+            "port 8883)"
+        )
+    inline = inline_secrets(config)
+    if inline and path.stat().st_mode & stat.S_IRWXO:
+        warnings.append(
+            f"{path} holds {', '.join(inline)} and is readable by others: chmod 640 {path}; "
+            f"chown root:{SERVICE_GROUP} {path} (or keep the broker password in "
+            "mqtt.password_file)"
+        )
+    return warnings
 
 
 def signing_warnings(config: Config) -> list[str]:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from derms_edge.config import Config, load_config
+from derms_edge.config.secrets import exposed_secrets
 from derms_edge.errors import ConfigError
 
 EXIT_OK = 0
@@ -15,14 +16,24 @@ EXIT_INVALID = 2
 
 
 def load(path: Path) -> Config | None:
-    """The configuration in ``path``; None (every problem printed) when it is not valid."""
+    """The configuration in ``path``; None (every problem printed) when it is not valid, or
+    when a secret file it names is readable by others."""
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as error:
-        print(f"{path}: {len(error.problems)} problem(s):", file=sys.stderr)
-        for problem in error.problems:
-            print(f"  {problem}", file=sys.stderr)
+        _print_problems(path, error.problems)
         return None
+    problems = exposed_secrets(config)
+    if problems:
+        _print_problems(path, problems)
+        return None
+    return config
+
+
+def _print_problems(path: Path, problems: list[str]) -> None:
+    print(f"{path}: {len(problems)} problem(s):", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
 
 
 def add_mqtt_port(parser: argparse.ArgumentParser) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 from pathlib import Path
 
 from derms_edge.cli.common import EXIT_INVALID, EXIT_OK, add_mqtt_port, load_with_mqtt_port
+from derms_edge.config.secrets import unreadable_secrets
 
 
 def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,6 +25,12 @@ def main(args: argparse.Namespace) -> int:
     """Load, set up logging, serve."""
     config = load_with_mqtt_port(args)
     if config is None:
+        return EXIT_INVALID
+    unreadable = unreadable_secrets(config)
+    if unreadable:
+        print(f"{args.config}: {len(unreadable)} problem(s):", file=sys.stderr)
+        for problem in unreadable:
+            print(f"  {problem}", file=sys.stderr)
         return EXIT_INVALID
     logging.basicConfig(
         level=args.log_level or config.log_level,

@@ -33,6 +33,7 @@ from derms_edge.model import Status
 from derms_edge.northbound.commands import EventPayload, Invalid, parse_events
 from derms_edge.northbound.mqtt import new_client
 from derms_edge.northbound.signed import sign
+from derms_edge.northbound.tls import connect_failure
 from derms_edge.northbound.topics import Topics
 
 _FINAL = set(Status) - {Status.RECEIVED, Status.SCHEDULED}
@@ -126,14 +127,21 @@ def send(
         if isinstance(answer, dict) and answer.get("mrid") == event.mrid:
             answers.put(answer)
 
+    failures: list[str] = []
+
+    def on_connect_fail(_c: paho.Client, _u: Any) -> None:  # inside paho's `except OSError:`
+        failures.append(connect_failure(sys.exc_info()[1], config.mqtt))
+
     client.on_message = on_message
+    client.on_connect_fail = on_connect_fail
     client.connect_async(config.mqtt.host, config.mqtt.port)
     client.loop_start()
     try:
         try:
             subscribed.get(timeout=wait_s)
         except queue.Empty:
-            print(f"no MQTT broker at {config.mqtt.host}:{config.mqtt.port}", file=out)
+            why = failures[0] if failures else f"MQTT broker {config.mqtt.host}:{config.mqtt.port}"
+            print(f"{why}: nothing sent", file=out)
             return EXIT_FAILURE
         body = event.model_dump_json(exclude_none=True)
         wire = body.encode() if key is None else sign(body.encode(), key)

@@ -35,6 +35,7 @@ from derms_edge.config.sections import (
     GatewaySection,
     InfluxSection,
     MqttSection,
+    MqttTls,
     RoleSection,
     TelemetrySection,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "MeasuredName",
     "ModbusDevice",
     "MqttSection",
+    "MqttTls",
     "NodePoint",
     "NodeRef",
     "OpcUaDevice",

@@ -3,6 +3,7 @@ telemetry."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
@@ -18,13 +19,41 @@ class GatewaySection(Strict):
     state_dir: Path = Path("./state")
 
 
+class MqttTls(Strict):
+    """TLS to the broker (1.2 or newer). The broker's certificate and host name are always
+    verified; there is no switch to turn that off."""
+
+    ca_file: Path | None = None
+    """The CA the broker's certificate must chain to (PEM); default: the system CAs."""
+    cert_file: Path | None = None
+    """The gateway's client certificate (PEM), for brokers that require one (mutual TLS)."""
+    key_file: Path | None = None
+    """The private key of cert_file (PEM): a secret, readable by its owner and group only."""
+
+    @model_validator(mode="after")
+    def _pair(self) -> Self:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError(
+                "cert_file and key_file go together (the client certificate and its key)"
+            )
+        return self
+
+
+PASSWORD_ENV = "DERMS_EDGE_MQTT_PASSWORD"
+"""The environment variable that may hold the broker password instead of the configuration."""
+
+
 class MqttSection(Strict):
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
     prefix: Identifier = "derms"
     groups: list[Identifier] = Field(default_factory=list)
+    tls: MqttTls | None = None
     username: str | None = None
     password: str | None = None
+    password_file: Path | None = None
+    """A file holding the password (its first line): a secret, readable by owner and group
+    only. Or the environment variable DERMS_EDGE_MQTT_PASSWORD."""
     client_id: str | None = None
     keepalive_s: int = Field(30, ge=5, le=3600)
     max_payload_bytes: int = Field(262_144, ge=1024, le=268_435_455)
@@ -33,9 +62,21 @@ class MqttSection(Strict):
 
     @model_validator(mode="after")
     def _password_needs_username(self) -> Self:
-        if self.password is not None and self.username is None:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        if (self.password is not None or self.password_file is not None) and self.username is None:
             raise ValueError("password is set but username is not")
         return self
+
+    def secret(self) -> str | None:
+        """The broker password: password, the first line of password_file, or the environment
+        variable DERMS_EDGE_MQTT_PASSWORD; OSError when the file cannot be read."""
+        if self.password is not None:
+            return self.password
+        if self.password_file is not None:
+            lines = self.password_file.read_text(encoding="utf-8").splitlines()
+            return lines[0] if lines else ""
+        return os.environ.get(PASSWORD_ENV)
 
 
 def _ed25519_public_key(path: Path) -> Path:

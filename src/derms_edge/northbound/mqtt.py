@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from derms_edge.config import MqttSection
+from derms_edge.northbound.tls import client_context, connect_failure
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +63,10 @@ def new_client(
         protocol=paho.MQTTv311,
         clean_session=not persistent,
     )
+    if config.tls is not None:
+        client.tls_set_context(client_context(config.tls))
     if config.username is not None:
-        client.username_pw_set(config.username, config.password)
+        client.username_pw_set(config.username, config.secret())
     return client
 
 
@@ -175,8 +179,10 @@ class MqttSession:
             self._loop.call_soon_threadsafe(self._connected)
 
     def _on_connect_fail(self, _client: paho.Client, _userdata: Any) -> None:
+        # paho calls this inside its `except OSError:` around the connect: the error is there
         if not self._outage_logged:
-            log.error("MQTT broker %s is unreachable; retrying with backoff", self.endpoint)
+            why = connect_failure(sys.exc_info()[1], self._config)
+            log.error("%s; retrying with backoff", why)
             self._outage_logged = True
 
     def _on_disconnect(
