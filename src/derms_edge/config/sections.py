@@ -58,6 +58,15 @@ class ExportLimitSection(Strict):
     """Export within this many W under the limit is left alone (no hunting)."""
 
 
+class RateLimitSection(Strict):
+    """How many inbound messages each role may send; the excess is dropped unread."""
+
+    per_s: float = Field(20.0, gt=0, le=100_000)
+    """Messages a second each role may send, sustained."""
+    burst: int = Field(100, ge=1, le=1_000_000)
+    """Messages a role may send at once after a quiet spell."""
+
+
 def _default_roles() -> dict[str, RoleSection]:
     return {"dso": RoleSection(primacy=1)}
 
@@ -80,6 +89,8 @@ class ControlSection(Strict):
     default: ControlPayload = ControlPayload()
     """Applies when no event is active; the retained default_control topic overrides it."""
     export_limit: ExportLimitSection = ExportLimitSection()
+    rate_limit: RateLimitSection = RateLimitSection()
+    """Per role; roles the configuration does not name share one allowance."""
 
 
 class InfluxSection(Strict):
