@@ -177,3 +177,11 @@ def test_a_battery_state_node_as_text() -> None:
         OperatingState.DISCHARGING
     )
     assert conversion.reading({"w": 2000.0, "state": "Running?"}).state is (OperatingState.CHARGING)
+
+
+@pytest.mark.parametrize("type_name", ["Byte", "Int64", "Double"])
+def test_a_tiny_factor_is_out_of_range_not_a_crash(type_name: str) -> None:
+    """Found by tests/fuzz: 1.8e8 W over a factor of 1e-300 is infinite, which no integer
+    rounding takes (OverflowError before this was checked)."""
+    with pytest.raises(ValueError, match=f"outside the {type_name} range"):
+        to_node(179769314.0, 1e-300, type_name)

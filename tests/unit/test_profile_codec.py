@@ -118,6 +118,9 @@ def test_encode(type: RegisterType, scale: float, value: float, registers: list[
         ("float32", 1.0, 1e39, "out of range for float32"),
         ("float32", 1.0, math.nan, "must be a finite number"),
         ("uint16", 1.0, math.inf, "must be a finite number"),
+        # found by tests/fuzz: value / scale is infinite (OverflowError before it was checked)
+        ("uint16", 5e-324, 1.0, "raw inf does not fit uint16"),
+        ("float32", 1e-300, 1e10, "raw inf does not fit float32"),
     ],
 )
 def test_encode_refuses_what_the_register_cannot_hold(

@@ -10,6 +10,7 @@ import sunspec2
 
 from derms_edge.devices import sunspec
 from derms_edge.devices.sunspec import ModelLayout, build_layout, decode, model_definition
+from derms_edge.errors import DeviceProtocolError
 
 
 def layout_of(model_id: int, length: int, registers: list[int] | None = None) -> ModelLayout:
@@ -133,16 +134,19 @@ def test_nested_non_repeating_groups_use_dotted_paths() -> None:
 
 
 def test_count_points_must_be_in_the_registers() -> None:
-    with pytest.raises(ValueError, match=r"model 705: need its registers up to offset 6 .*NCrv"):
+    with pytest.raises(ValueError, match=r"model 705: need its registers to read .*NCrv"):
         build_layout(705, 67)
-    with pytest.raises(ValueError, match="count point NCrv, got 4 registers"):
+    # what the device's registers say is the device's error, not ours (found by tests/fuzz)
+    with pytest.raises(DeviceProtocolError, match="count point NCrv, got 4 registers"):
         build_layout(705, 67, [705, 67, 0, 0])
-    with pytest.raises(ValueError, match="model 705: count point NCrv is not implemented"):
+    with pytest.raises(DeviceProtocolError, match=r"offset 6 .* got 2 registers .* L too short"):
+        build_layout(705, 0, [705, 0])
+    with pytest.raises(DeviceProtocolError, match="model 705: count point NCrv is not implemented"):
         build_layout(705, 67, [705, 67, 0, 0, 0, 4, 0xFFFF])
 
 
 def test_absurd_counts_do_not_blow_up() -> None:
-    with pytest.raises(ValueError, match=r"would span .* registers"):
+    with pytest.raises(DeviceProtocolError, match=r"would span .* registers"):
         build_layout(705, 67, [705, 67, 0, 0, 0, 40000, 3])
     layout = layout_of(705, 67, [705, 67, 0, 0, 0, 1, 60000])
     assert layout.defined_length == 13 + 60000 * (10 + 2)

@@ -39,7 +39,8 @@ class MqttTls(Strict):
         return self
 
 
-PASSWORD_ENV = "DERMS_EDGE_MQTT_PASSWORD"
+# B105: the name of the variable that holds the password, not a password
+PASSWORD_ENV = "DERMS_EDGE_MQTT_PASSWORD"  # nosec B105
 """The environment variable that may hold the broker password instead of the configuration."""
 
 
@@ -111,6 +112,15 @@ class ExportLimitSection(Strict):
     """Export within this many W under the limit is left alone (no hunting)."""
 
 
+class RateLimitSection(Strict):
+    """How many inbound messages each role may send; the excess is dropped unread."""
+
+    per_s: float = Field(20.0, gt=0, le=100_000)
+    """Messages a second each role may send, sustained."""
+    burst: int = Field(100, ge=1, le=1_000_000)
+    """Messages a role may send at once after a quiet spell."""
+
+
 def _default_roles() -> dict[str, RoleSection]:
     return {"dso": RoleSection(primacy=1)}
 
@@ -135,6 +145,8 @@ class ControlSection(Strict):
     default: ControlPayload = ControlPayload()
     """Applies when no event is active; the retained default_control topic overrides it."""
     export_limit: ExportLimitSection = ExportLimitSection()
+    rate_limit: RateLimitSection = RateLimitSection()
+    """Per role; roles the configuration does not name share one allowance."""
 
 
 class InfluxSection(Strict):

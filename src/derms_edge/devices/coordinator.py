@@ -230,7 +230,8 @@ class DeviceCoordinator:
 
     async def run(self) -> None:
         """Poll and apply forever; returns only when cancelled."""
-        await asyncio.sleep(random.uniform(0, min(self._interval, 1.0)))  # stagger start
+        # stagger the start (B311: spreading load, no secret)
+        await asyncio.sleep(random.uniform(0, min(self._interval, 1.0)))  # nosec B311
         attempt = 0
         next_poll = self._clock()
         changed = False  # found changed since the last good pass: the next time is a failure

@@ -60,6 +60,11 @@ class StatusMessage(_Payload):
         description="Telemetry messages dropped unsent because the buffer was full, since "
         "the buffer was created (responses are never dropped)",
     )
+    rejected_inbound: int = Field(
+        ge=0,
+        description="Inbound messages dropped unread and unanswered over a role's rate limit "
+        "(control.rate_limit), since the gateway started",
+    )
 
 
 class TelemetryMessage(_Payload):

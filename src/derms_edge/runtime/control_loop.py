@@ -140,7 +140,8 @@ class ControlLoop:
         self._monotonic = monotonic
         self._stepped: float | None = None
         """Monotonic time of the last step."""
-        self._rng = rng or random.Random()
+        # B311: draws randomize_start_s delays (spreading load); it guards no secret
+        self._rng = rng or random.Random()  # nosec B311
         self._replay = replay
         """Present when controls must be signed: their replay window and memory."""
         self._inbox: asyncio.Queue[Input] = asyncio.Queue()

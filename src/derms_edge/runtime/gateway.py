@@ -5,8 +5,9 @@ Who tells whom is connected here and nowhere else:
 
 - each device coordinator reports (`DeviceConnected`, `SetpointRefused`) to `_device_report`:
   the capability is published, and the report goes into the control loop's inbox;
-- the MQTT session hands every inbound message to `_inbound`: validated into a command
-  (northbound), then into the control loop's inbox; after every (re)connection it calls
+- the MQTT session hands every inbound message to `_inbound`: admitted by its role's rate
+  limit (or dropped unread), validated into a command (northbound), then into the control
+  loop's inbox; after every (re)connection it calls
   the forwarder (the backlog starts over) and the reporter (status online, capabilities);
   each PUBACK goes to the forwarder;
 - the outbox wakes the forwarder and the InfluxDB sink when rows are added;
@@ -23,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
@@ -38,6 +40,7 @@ from derms_edge.devices.modbus import LinkPool
 from derms_edge.model import DeviceKind, Quality
 from derms_edge.northbound.commands import parse_command
 from derms_edge.northbound.mqtt import Message, MqttSession
+from derms_edge.northbound.rate_limit import InboundLimit
 from derms_edge.northbound.signed import KeyRing
 from derms_edge.northbound.topics import Topics
 from derms_edge.outbox.buffer import MQTT, Outbox
@@ -173,7 +176,12 @@ class Gateway:
                 quality=dict.fromkeys(self._kinds, Quality.OFFLINE),
                 buffered=self.outbox.backlog(MQTT),
                 dropped=self.outbox.dropped,
+                rejected_inbound=0,
             ),
+        )
+        limit = config.control.rate_limit
+        self.inbound_limit = InboundLimit(
+            config.control.roles, per_s=limit.per_s, burst=limit.burst
         )
         self.forwarder = Forwarder(
             self.outbox, self.mqtt, replay_rate_per_s=telemetry.replay_rate_per_s
@@ -187,7 +195,8 @@ class Gateway:
             forwarder=self.forwarder,
             qos=telemetry.qos,
             interval_s=telemetry.interval_s,
-            on_round=lambda: self.watchdog.beat("telemetry"),
+            on_round=self._telemetry_round,
+            rejected_inbound=lambda: self.inbound_limit.rejected,
         )
         self.control_loop = build_control_loop(
             config,
@@ -207,7 +216,14 @@ class Gateway:
         self.mqtt.subscribe(self.topics.inbound_filters(config.mqtt.groups), self._inbound)
 
     def _inbound(self, topic: str, payload: bytes, retained: bool) -> None:
-        """An MQTT message: validated into a command for the control loop."""
+        """An MQTT message: admitted by its role's rate limit (else dropped unread), then
+        validated into a command for the control loop."""
+        inbound = self.topics.parse_inbound(topic)
+        if inbound is not None and not self.inbound_limit.admit(
+            inbound.role, inbound.kind, time.monotonic()
+        ):
+            self._log_dropped()
+            return
         try:
             command = parse_command(
                 self.topics,
@@ -222,6 +238,16 @@ class Gateway:
             return
         if command is not None:
             self.control_loop.post(command)
+
+    def _log_dropped(self) -> None:
+        """The summary of messages dropped over the rate limit, once a minute at most."""
+        summary = self.inbound_limit.summary(time.monotonic())
+        if summary is not None:
+            log.warning("%s", summary)
+
+    def _telemetry_round(self) -> None:
+        self.watchdog.beat("telemetry")
+        self._log_dropped()  # the tail of a flood that has stopped
 
     def _health(self) -> str:
         return self.reporter.health()

@@ -27,6 +27,7 @@ def status_message(
     quality: Mapping[str, Quality],
     buffered: int,
     dropped: int,
+    rejected_inbound: int,
 ) -> Message:
     """The retained status (the last will is one, offline)."""
     message = StatusMessage(
@@ -37,6 +38,7 @@ def status_message(
         device_quality=dict(quality),
         buffered=buffered,
         dropped=dropped,
+        rejected_inbound=rejected_inbound,
     )
     return Message("state", topics.status, message.encode(), retain=True)
 
@@ -56,6 +58,7 @@ class Reporter:
         qos: int,
         interval_s: float,
         on_round: Callable[[], None],
+        rejected_inbound: Callable[[], int],
     ) -> None:
         self._topics = topics
         self._kinds = kinds
@@ -67,7 +70,9 @@ class Reporter:
         self._interval_s = interval_s
         self._on_round = on_round
         """Called after every telemetry round: the telemetry loop is alive."""
-        self._status_shown: tuple[int, int, dict[str, Quality]] | None = None
+        self._rejected_inbound = rejected_inbound
+        """Inbound messages dropped over the rate limit so far."""
+        self._status_shown: tuple[int, int, int, dict[str, Quality]] | None = None
 
     def qualities(self) -> dict[str, Quality]:
         """Every device's quality now."""
@@ -82,6 +87,7 @@ class Reporter:
             quality=self.qualities(),
             buffered=self._forwarder.buffered,
             dropped=self._outbox.dropped,
+            rejected_inbound=self._rejected_inbound(),
         )
 
     def announce(self) -> None:
@@ -146,7 +152,8 @@ class Reporter:
     def _show_status(self, quality: dict[str, Quality], *, force: bool = False) -> None:
         """Publish the status (retained) when connected and it changed, or when forced."""
         buffered = self._forwarder.buffered
-        shown = (buffered, self._outbox.dropped, quality)
+        rejected = self._rejected_inbound()
+        shown = (buffered, self._outbox.dropped, rejected, quality)
         if self._session.connected.is_set() and (force or shown != self._status_shown):
             self._session.publish(
                 status_message(
@@ -156,6 +163,7 @@ class Reporter:
                     quality=quality,
                     buffered=buffered,
                     dropped=self._outbox.dropped,
+                    rejected_inbound=rejected,
                 )
             )
             self._status_shown = shown

@@ -63,6 +63,8 @@ def to_node(si: float, factor: float, type_name: str) -> int | float:
     if not math.isfinite(si):
         raise ValueError(f"{si} is not a finite number")
     raw = si / factor
+    if not math.isfinite(raw):  # a tiny factor: past every data type's range
+        raise ValueError(f"{si} / factor {factor:g} is outside the {type_name} range")
     if type_name in INTEGER_RANGES:
         low, high = INTEGER_RANGES[type_name]
         rounded = int(math.copysign(math.floor(abs(raw) + 0.5), raw))

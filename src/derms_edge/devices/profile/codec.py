@@ -57,6 +57,10 @@ def encode(point: RegisterPoint, value: float, word_order: WordOrder) -> list[in
         raise RegisterValueError(_described(point), point.address, value, "must be a finite number")
     code = ">" + _STRUCT[point.type]
     raw: float = value / point.scale
+    if not math.isfinite(raw):  # a tiny scale: the raw value is past every register type
+        raise RegisterValueError(
+            _described(point), point.address, value, f"raw {raw} does not fit {point.type}"
+        )
     if point.type != "float32":
         raw = round(raw)
     try:

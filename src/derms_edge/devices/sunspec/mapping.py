@@ -264,6 +264,7 @@ def to_capability(values: ModelValues, models: Sequence[int]) -> Capability:
         discharge_w_max=nameplate["discharge_w_max"],
         soc_min_pct=max(minimums) if minimums else (0.0 if has_storage else None),
         soc_max_pct=min(maximums) if maximums else (100.0 if has_storage else None),
-        soc_step_pct=10.0**soc_sf if isinstance(soc_sf, int) else None,
+        # a scale factor outside SunSpec's -10..10 is garbage (10.0 ** 309 overflows)
+        soc_step_pct=10.0**soc_sf if isinstance(soc_sf, int) and -10 <= soc_sf <= 10 else None,
         models=tuple(models),
     )

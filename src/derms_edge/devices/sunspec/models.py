@@ -23,6 +23,8 @@ from typing import Any
 import sunspec2
 import sunspec2.mb
 
+from derms_edge.errors import DeviceProtocolError
+
 PointValue = int | float | str | None
 
 _MODEL_DEFS_DIR = Path(sunspec2.__file__).parent / "models" / "json"
@@ -82,7 +84,10 @@ def model_definition(model_id: int) -> Mapping[str, Any] | None:
 def build_layout(
     model_id: int, length: int, registers: Sequence[int] | None = None
 ) -> ModelLayout | None:
-    """Lay out a model of reported length L; 7xx count points are read from ``registers``."""
+    """Lay out a model of reported length L; 7xx count points are read from ``registers``.
+
+    DeviceProtocolError when the device's registers make no layout (a count point missing
+    from them, not implemented, or counting more registers than a device has)."""
     definition = model_definition(model_id)
     if definition is None:
         return None
@@ -103,15 +108,18 @@ def _read_counts(
         if name not in offsets:
             raise ValueError(f"model {model_id}: count point {name} is not a top-level point")
         offset = offsets[name]
-        if registers is None or len(registers) <= offset:
-            have = "no registers" if registers is None else f"{len(registers)} registers"
-            raise ValueError(
+        if registers is None:
+            raise ValueError(f"model {model_id}: need its registers to read count point {name}")
+        if len(registers) <= offset:
+            raise DeviceProtocolError(
                 f"model {model_id}: need its registers up to offset {offset} to read count point "
-                f"{name}, got {have}"
+                f"{name}, got {len(registers)} registers (is its length L too short?)"
             )
         value = registers[offset]
         if value == sunspec2.mb.SUNS_UNIMPL_UINT16:
-            raise ValueError(f"model {model_id}: count point {name} is not implemented (0xFFFF)")
+            raise DeviceProtocolError(
+                f"model {model_id}: count point {name} is not implemented (0xFFFF)"
+            )
         counts.append((name, value))
     return tuple(counts)
 
@@ -250,7 +258,7 @@ class _Builder:
             repeat = 1 if count is None else self._repeat(count, None)
             total += repeat * self._length(sub)
         if total >= _MAX_ADDRESSES:
-            raise ValueError(
+            raise DeviceProtocolError(
                 f"model {self.model_id}: group {gdef['name']} would span {total} registers "
                 f"(counts {dict(self.counts)}), more than a Modbus device has"
             )
