@@ -4,10 +4,11 @@ telemetry."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 
+from derms_edge.config.dso_models import DsoModel, grid_operator_refusal, refined_roles
 from derms_edge.model import ControlType
 from derms_edge.schema import ControlPayload, Identifier, Strict
 
@@ -76,10 +77,28 @@ class ControlSection(Strict):
     """Device revert timers (RvrtTms): the device falls back after this long without the
     gateway; refreshed every revert_s / 3. 0 disables them. At most 65534 s: the legacy
     timers (123, 124, 126) are uint16 and 65535 means "not implemented"."""
+    dso_model: DsoModel | None = None
+    """One of the six DSO models (config.dso_models): it creates the roles; ``roles``
+    entries refine them (their keys replace the preset's) or add roles."""
     roles: dict[Identifier, RoleSection] = Field(default_factory=_default_roles, min_length=1)
     default: ControlPayload = ControlPayload()
     """Applies when no event is active; the retained default_control topic overrides it."""
     export_limit: ExportLimitSection = ExportLimitSection()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_roles(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("dso_model") in set(DsoModel):
+            return {**data, "roles": refined_roles(DsoModel(data["dso_model"]), data.get("roles"))}
+        return data
+
+    @model_validator(mode="after")
+    def _grid_operator_strongest(self) -> Self:
+        if self.dso_model is not None:
+            refusal = grid_operator_refusal({n: r.primacy for n, r in self.roles.items()})
+            if refusal is not None:
+                raise ValueError(f"roles: {refusal}")
+        return self
 
 
 class InfluxSection(Strict):
