@@ -16,7 +16,8 @@ limits of its own here), two inverters and a site meter. At every step, from wha
   its discharge rating), whoever sent the storage setpoint;
 - the battery never discharges below the effective reserve: the highest of the device's
   minimum, the configured reserve and the customer's in force (its winning event, else its
-  default): after a step, SoC >= min(SoC before it, that reserve).
+  default). SoC at or above it stays at or above it; under it (the customer raised it above
+  the SoC) the battery is told to discharge no more.
 """
 
 from __future__ import annotations
@@ -236,10 +237,16 @@ class Run:
         self.battery.controls.w_set = storage
         self.now += timedelta(seconds=STEP_S)
         self.battery.step((self.now - T0).total_seconds())
-        assert self.battery.soc_pct >= min(before, reserve) - 1e-9, (
-            f"SoC {before:.3f} -> {self.battery.soc_pct:.3f} % below the reserve {reserve:g} % "
-            f"(customer's {customer:g} %) {where}"
-        )
+        if before < reserve:  # a reserve raised above SoC: no more discharge
+            assert storage <= 0.0, (
+                f"bat1 told to discharge {storage:.0f} W at SoC {before:.3f} % under the "
+                f"reserve {reserve:g} % (customer's {customer:g} %) {where}"
+            )
+        else:
+            assert self.battery.soc_pct >= reserve - 1e-9, (
+                f"SoC {before:.3f} -> {self.battery.soc_pct:.3f} % below the reserve "
+                f"{reserve:g} % (customer's {customer:g} %) {where}"
+            )
         for item in self.sent.values():
             item.finished |= self.now >= item.event.end
 
