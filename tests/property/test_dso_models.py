@@ -42,6 +42,7 @@ from derms_edge.model import (
     Quality,
     SetpointName,
     Status,
+    number,
 )
 from hil.physics import BatteryPhysics, BatteryRatings, Grid
 from tests.property.test_grid_operator_limits import Sent
@@ -202,7 +203,7 @@ class Run:
                 winner = candidate
         control = winner.event.control if winner is not None else self.defaults.get(role)
         value = control.items().get(kind) if control is not None else None
-        return None if value is None else float(value)  # type: ignore[arg-type]
+        return None if value is None else number(value)
 
     def step(self, index: int) -> None:
         for role in self.roles:
@@ -216,16 +217,16 @@ class Run:
             limit = self.in_force(GRID_OPERATOR, ControlType.MAX_W_PCT, inverter)
             written = decision.setpoints[inverter].get(SetpointName.MAX_W_PCT)
             if limit is not None:
-                assert written is not None and float(written) <= limit + 1e-9, (
+                assert written is not None and number(written) <= limit + 1e-9, (
                     f"{inverter} at {written} % under the grid operator's {limit} % {where}"
                 )
         export = self.in_force(GRID_OPERATOR, ControlType.EXPORT_LIMIT_W, None)
         if export is not None:
             site = decision.active[SITE][ControlType.EXPORT_LIMIT_W]
-            assert float(site.value) <= export, (  # type: ignore[arg-type]
+            assert number(site.value) <= export, (
                 f"site export limit {site.value} W under the grid operator's {export} W {where}"
             )
-        storage = float(decision.setpoints["bat1"].get(SetpointName.STORAGE_W, 0.0))  # type: ignore[arg-type]
+        storage = number(decision.setpoints["bat1"].get(SetpointName.STORAGE_W, 0.0))
         curtailed = self.in_force(GRID_OPERATOR, ControlType.MAX_W_PCT, "bat1")
         if curtailed is not None:
             assert storage <= curtailed / 100.0 * RATED_W + 1e-6, (

@@ -105,3 +105,22 @@ def test_check_config_prints_the_resolved_role_table(
         ("customer", "3"),
     ]
     assert out.splitlines()[-2].endswith("third-party aggregator             storage_w")
+
+
+def test_the_documented_role_tables_are_the_presets() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "dso-models.md").read_text(encoding="utf-8")
+    for model, preset in PRESETS.items():
+        section = text.split(f"### `{model}`: {preset.title}\n", 1)[1].split("\n### ", 1)[0]
+        rows = [line for line in section.splitlines() if line.startswith("| `")]
+        documented = {
+            cells[0].strip("` "): (
+                cells[1].strip(),
+                int(cells[2]),
+                cells[3].replace("`", "").strip(),
+            )
+            for cells in (row.strip("|").split("|") for row in rows)
+        }
+        assert documented == {
+            name: (role.party, role.primacy, ", ".join(role.allow))
+            for name, role in preset.roles.items()
+        }, model
