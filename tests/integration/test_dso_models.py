@@ -156,3 +156,20 @@ def test_a_role_may_send_only_what_its_model_allows(
     assert refused["detail"].startswith(f"role {role} may not send {forbidden} (allowed: ")
     time.sleep(1.0)
     assert abs(rig.state("bat1").w - w_before) < 50
+
+
+def test_the_customers_retained_default_reserve_holds_until_cleared(
+    parties: DsoClient, probe: MqttProbe, rig: RigThread
+) -> None:
+    reserve = round(soc(rig) + 5.0, 1)
+    parties.send("default_control/customer", {"reserve_soc_pct": reserve}, retain=True)
+    time.sleep(1.0)  # the gateway takes it in
+    parties.event("sell-3", {"storage_w": 500}, "aggregator", devices=["bat1"], duration_s=10)
+    refused = response(probe, "sell-3", "rejected")
+    assert refused["reason"] == "soc_limit" and f"reserve {reserve:g} %" in refused["detail"]
+    parties.send("default_control/customer", b"", retain=True)
+    time.sleep(1.0)
+    parties.event("sell-4", {"storage_w": 500}, "aggregator", devices=["bat1"], duration_s=10)
+    response(probe, "sell-4", "started")
+    eventually(lambda: rig.state("bat1").w > 400, what="bat1 discharging once the default is gone")
+    response(probe, "sell-4", "completed", timeout_s=20)
