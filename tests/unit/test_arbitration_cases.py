@@ -279,10 +279,10 @@ def test_volt_var_and_fixed_pf_in_one_default_means_volt_var() -> None:
 # -- defaults from several roles ---------------------------------------------------------------
 
 
-def test_defaults_from_several_roles_go_by_role_primacy_per_control_type() -> None:
-    """Per control type, the default of the strongest role that sets it (not the lowest
-    value), else the configuration's; a role's reactive mode beats the configuration's; any
-    started event beats every default."""
+def test_defaults_from_several_roles_limits_most_restrictive_modes_by_primacy() -> None:
+    """A limit in a role's default is that role's bound: the lowest of the roles' holds, and
+    only the role's own events replace it; a setpoint or mode goes to the strongest role's
+    default, and a role's reactive mode beats the configuration's."""
     core = controller(
         config_default=Control(max_w_pct=95.0, evse_max_a=20.0, volt_var=CAT_A),
     )
@@ -300,18 +300,18 @@ def test_defaults_from_several_roles_go_by_role_primacy_per_control_type() -> No
         }
 
     first = step(core, T0, devices)
-    assert first.setpoints["inv1"] == {SetpointName.MAX_W_PCT: 80.0, SetpointName.FIXED_PF: pf}
+    assert first.setpoints["inv1"] == {SetpointName.MAX_W_PCT: 60.0, SetpointName.FIXED_PF: pf}
     assert held(first, "inv1") == {
-        ControlType.MAX_W_PCT: (80.0, "dso"),
-        ControlType.FIXED_PF: (pf, "dso"),
+        ControlType.MAX_W_PCT: (60.0, "customer"),  # the lowest limit, not the strongest role
+        ControlType.FIXED_PF: (pf, "dso"),  # a mode: the strongest role's
     }
     assert held(first, "ev1") == {
-        ControlType.MAX_W_PCT: (80.0, "dso"),
+        ControlType.MAX_W_PCT: (60.0, "customer"),
         ControlType.EVSE_MAX_A: (10.0, "aggregator"),
     }
-    assert first.setpoints["ev1"] == {SetpointName.EVSE_MAX_A: 10.0}  # under 80 % of 32 A
+    assert first.setpoints["ev1"] == {SetpointName.EVSE_MAX_A: 10.0}  # under 60 % of 32 A
 
-    core.set_default("dso", None)  # cleared: the next role, then the configuration
+    core.set_default("dso", None)  # cleared: its mode goes, the configuration's volt-var holds
     second = step(core, T0 + timedelta(seconds=1), devices)
     assert second.setpoints["inv1"] == {SetpointName.MAX_W_PCT: 60.0, SetpointName.VOLT_VAR: CAT_A}
     assert held(second, "inv1") == {
@@ -325,7 +325,8 @@ def test_defaults_from_several_roles_go_by_role_primacy_per_control_type() -> No
     )
     third = step(core, T0 + timedelta(seconds=2), devices)
     assert statuses(third.responses) == [("loose", Status.STARTED, None)]
-    assert third.setpoints["inv1"][SetpointName.MAX_W_PCT] == 90.0  # an event, not a default
+    # the customer's event replaces its own default (60 %), not the dso's 80 %
+    assert third.setpoints["inv1"][SetpointName.MAX_W_PCT] == 80.0
     assert third.setpoints["ev1"] == {SetpointName.EVSE_MAX_A: 10.0}
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from derms_edge.cli.common import EXIT_INVALID, EXIT_OK, load
 from derms_edge.config import Config, OpcUaDevice
+from derms_edge.config.dso_models import PRESETS, party
 from derms_edge.config.secrets import SERVICE_GROUP, inline_secrets, unreadable_secrets
 
 
@@ -53,7 +54,7 @@ def summary(config: Config) -> str:
             f"  {device.id:<16} {device.kind:<9} {device.protocol:<8} "
             f"{where} every {device.poll_interval_s:g} s"
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, *role_table(config)])
 
 
 def transport_warnings(config: Config, path: Path) -> list[str]:
@@ -101,3 +102,21 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def role_table(config: Config) -> list[str]:
+    """The roles resolved from ``control.dso_model`` and ``control.roles``: who holds each,
+    its primacy and the control types it may send."""
+    model = config.control.dso_model
+    if model is None:
+        lines = ["roles     (no control.dso_model)"]
+    else:
+        preset = PRESETS[model]
+        lines = [
+            f"roles     dso_model {model}: {preset.title}; DMO {preset.dmo}, DERM {preset.derm}"
+        ]
+    lines.append(f"  {'role':<12} {'primacy':>7}  {'held by':<34} allowed control types")
+    for name, role in sorted(config.control.roles.items(), key=lambda r: (r[1].primacy, r[0])):
+        allowed = ", ".join(sorted(role.allow))
+        lines.append(f"  {name:<12} {role.primacy:>7}  {party(model, name):<34} {allowed}")
+    return lines

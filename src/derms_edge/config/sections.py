@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
+from derms_edge.config.dso_models import DsoModel, grid_operator_refusal, refined_roles
 from derms_edge.config.keys import read_public_key
 from derms_edge.model import ControlType
 from derms_edge.schema import ControlPayload, Identifier, Strict
@@ -139,6 +140,9 @@ class ControlSection(Strict):
     """Device revert timers (RvrtTms): the device falls back after this long without the
     gateway; refreshed every revert_s / 3. 0 disables them. At most 65534 s: the legacy
     timers (123, 124, 126) are uint16 and 65535 means "not implemented"."""
+    dso_model: DsoModel | None = None
+    """One of the six DSO models (config.dso_models): it creates the roles; ``roles``
+    entries refine them (their keys replace the preset's) or add roles."""
     roles: dict[Identifier, RoleSection] = Field(default_factory=_default_roles, min_length=1)
     require_signed: bool = False
     """Controls, cancels and default controls must be JWS signed with one of the role's keys."""
@@ -147,6 +151,21 @@ class ControlSection(Strict):
     export_limit: ExportLimitSection = ExportLimitSection()
     rate_limit: RateLimitSection = RateLimitSection()
     """Per role; roles the configuration does not name share one allowance."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_roles(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("dso_model") in set(DsoModel):
+            return {**data, "roles": refined_roles(DsoModel(data["dso_model"]), data.get("roles"))}
+        return data
+
+    @model_validator(mode="after")
+    def _grid_operator_strongest(self) -> Self:
+        if self.dso_model is not None:
+            refusal = grid_operator_refusal({n: r.primacy for n, r in self.roles.items()})
+            if refusal is not None:
+                raise ValueError(f"roles: {refusal}")
+        return self
 
 
 class InfluxSection(Strict):

@@ -1,11 +1,12 @@
 """Which event's value is in force, per device and control type (IEEE 2030.5 rules).
 
 Within a role the event with the lowest primacy wins, then the newest creation time.
-Across roles, limits combine most-restrictively (every role's limit holds), and setpoints
-go to the strongest event. An event is superseded only when another one displaces it
+Across roles, bounds combine most-restrictively: each role's limit holds (its winning event,
+else its default), so no role lifts another's, and the highest reserve holds; setpoints go
+to the strongest event. An event is superseded only when another one displaces it
 completely: every device and control type, for the whole of its remaining window. Where no
-event sets a control, the default of the strongest role that has one holds, else the
-configuration's; an event beats any default.
+event sets a setpoint or mode, the default of the strongest role that has one holds, else
+the configuration's; an event beats any default (of a bound: its own role's).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ LIMITS = frozenset(
     }
 )
 """Control types that are upper limits: the lowest value in force from any role holds."""
+FLOORS = frozenset({ControlType.RESERVE_SOC_PCT})
+"""Control types that are lower bounds: the highest value in force from any role holds."""
+BOUNDS = LIMITS | FLOORS
 REACTIVE = (ControlType.VOLT_VAR, ControlType.FIXED_PF)
 """Reactive power modes: a device runs one at a time, the strongest event's."""
 
@@ -41,17 +45,39 @@ def strongest(events: Iterable[Event]) -> Event | None:
 
 
 def resolve(events: Iterable[Event], control_type: ControlType) -> Event | None:
-    """The event whose value of ``control_type`` is in force among active, applicable events."""
-    candidates = [e for e in events if control_type in e.control.types]
-    if control_type not in LIMITS:
-        return strongest(candidates)
+    """The strongest event that sets ``control_type`` (a setpoint or a mode)."""
+    return strongest(e for e in events if control_type in e.control.types)
+
+
+def bound_in_force(
+    events: Iterable[Event], defaults: Defaults, control_type: ControlType
+) -> InForce | None:
+    """A limit or floor in force: each role's own (its winning event, else its default),
+    the most restrictive across roles (lowest limit, highest floor; on a tie the stronger
+    role's); without any, the configuration's default."""
     by_role: dict[str, list[Event]] = {}
-    for event in candidates:
-        by_role.setdefault(event.role, []).append(event)
-    winners = [w for w in map(strongest, by_role.values()) if w is not None]
-    if not winners:
-        return None
-    return min(winners, key=lambda e: (number(e.control.items()[control_type]), e.primacy))
+    for event in events:
+        if control_type in event.control.types:
+            by_role.setdefault(event.role, []).append(event)
+    held: list[tuple[float, int, InForce]] = []
+    for role, mine in by_role.items():
+        winner = strongest(mine)
+        assert winner is not None  # every list has an event
+        value = number(winner.control.items()[control_type])
+        held.append(
+            (value, winner.primacy, InForce(value, Source(SourceKind.EVENT, role, winner.mrid)))
+        )
+    for role, control in defaults.by_role.items():
+        default = control.items().get(control_type)
+        if default is not None and role not in by_role:
+            source = Source(SourceKind.DEFAULT, role)
+            held.append(
+                (number(default), role_primacy(source, defaults.roles), InForce(default, source))
+            )
+    if not held:
+        return defaults.of(control_type)
+    sign = -1.0 if control_type in FLOORS else 1.0
+    return min(held, key=lambda h: (sign * h[0], h[1]))[2]
 
 
 def _covers_devices(new: Event, old: Event) -> bool:
@@ -70,8 +96,8 @@ def displaces(new: Event, old: Event, now: datetime) -> bool:
         return False
     if not new.beats(old):
         return False
-    # a limit from another role does not displace: both hold, most-restrictively
-    return new.role == old.role or not (old.control.types & LIMITS)
+    # a bound from another role does not displace: both hold, most-restrictively
+    return new.role == old.role or not (old.control.types & BOUNDS)
 
 
 def applies(event: Event, device_id: str) -> bool:
@@ -144,15 +170,22 @@ def role_primacy(source: Source, roles: Mapping[str, Role]) -> int:
 def device_in_force(
     device: DeviceView,
     events: Iterable[Event],
-    defaults: Mapping[ControlType, InForce],
+    defaults: Defaults,
     stronger: Callable[[Source, Source], bool],
 ) -> dict[ControlType, InForce]:
-    """What holds on one device: per control type the winning event's value, else the
-    default; one reactive mode at a time (the ``stronger`` source's)."""
+    """What holds on one device: per bound the most restrictive role's, per setpoint or
+    mode the winning event's value, else the default; one reactive mode at a time (the
+    ``stronger`` source's)."""
+    per_type = defaults.in_force()
     mine = [e for e in events if applies(e, device.id)]
     result: dict[ControlType, InForce] = {}
     for control_type in ControlType:
         if control_type is ControlType.EXPORT_LIMIT_W or not device.can(control_type):
+            continue
+        if control_type in BOUNDS:
+            bound = bound_in_force(mine, defaults, control_type)
+            if bound is not None:
+                result[control_type] = bound
             continue
         winner = resolve(mine, control_type)
         if winner is not None:
@@ -160,19 +193,31 @@ def device_in_force(
             result[control_type] = InForce(
                 value, Source(SourceKind.EVENT, winner.role, winner.mrid)
             )
-        elif control_type in defaults:
-            result[control_type] = defaults[control_type]
+        elif control_type in per_type:
+            result[control_type] = per_type[control_type]
     if all(t in result for t in REACTIVE):
         volt_var, fixed_pf = (result[t].source for t in REACTIVE)
         del result[ControlType.VOLT_VAR if stronger(fixed_pf, volt_var) else ControlType.FIXED_PF]
     return result
 
 
-def site_in_force(events: Iterable[Event], defaults: Defaults) -> InForce | None:
-    """The site's export limit in force: the winning event's, else the default."""
-    winner = resolve(events, ControlType.EXPORT_LIMIT_W)
-    if winner is not None and winner.control.export_limit_w is not None:
-        return InForce(
-            winner.control.export_limit_w, Source(SourceKind.EVENT, winner.role, winner.mrid)
+def reserve_ahead(
+    events: Iterable[Event], defaults: Defaults, device_id: str, now: datetime
+) -> float | None:
+    """The highest reserve in force on a battery from ``now`` on, over the events not
+    finished (at ``now`` and at each later start): what a storage schedule is projected
+    against, so a reserve scheduled for later (a storm) also holds back a discharge before."""
+    mine = [e for e in events if applies(e, device_id) and e.end > now]
+    moments = {now} | {e.start for e in mine if e.start > now}
+    floors = [
+        bound_in_force(
+            [e for e in mine if e.start <= moment < e.end], defaults, ControlType.RESERVE_SOC_PCT
         )
-    return defaults.of(ControlType.EXPORT_LIMIT_W)
+        for moment in moments
+    ]
+    return max((number(f.value) for f in floors if f is not None), default=None)
+
+
+def site_in_force(events: Iterable[Event], defaults: Defaults) -> InForce | None:
+    """The site's export limit in force: the most restrictive role's (see `bound_in_force`)."""
+    return bound_in_force(events, defaults, ControlType.EXPORT_LIMIT_W)

@@ -30,6 +30,7 @@ from derms_edge.control.arbitration import (
     SourceKind,
     device_in_force,
     displaces,
+    reserve_ahead,
     role_primacy,
     site_in_force,
 )
@@ -144,7 +145,7 @@ class Controller:
         refusal = arrival_refusal(
             event,
             self.roles[event.role],
-            devices=self._frozen_marked(devices),
+            devices=self._reserved(self._frozen_marked(devices), now),
             scheduled=self._scheduled(),
             meter=self.meter,
             max_clock_skew_s=self.max_clock_skew_s,
@@ -244,13 +245,12 @@ class Controller:
             if r.status is Status.STARTED and r.event.start <= now
         ]
         defaults = self._defaults()
-        per_type = defaults.in_force()
         active: dict[str, dict[ControlType, InForce]] = {}
         setpoints: dict[str, dict[SetpointName, SetpointValue]] = {}
         for device in devices.values():
             if device.kind == DeviceKind.METER:
                 continue
-            held = device_in_force(device, events, per_type, self._stronger)
+            held = device_in_force(device, events, defaults, self._stronger)
             active[device.id] = held
             storage_w = self._storage(device, held, move)
             setpoints[device.id] = device_setpoints(device, held, storage_w, self._edges, dt_s)
@@ -317,7 +317,7 @@ class Controller:
                     "and control of this one",
                 )
             elif record.status is Status.SCHEDULED and event.start <= now:
-                check = start_check(event, devices, self._scheduled(), now)
+                check = start_check(event, self._reserved(devices, now), self._scheduled(), now)
                 if isinstance(check, Waiting):
                     self._waiting[event.mrid] = check
                 elif check is None:
@@ -334,8 +334,9 @@ class Controller:
         if storage is None:
             return None
         limit = held.get(ControlType.MAX_W_PCT)
+        reserve = held.get(ControlType.RESERVE_SOC_PCT)
         guarded = guard_storage(
-            device,
+            device.reserved(number(reserve.value) if reserve is not None else None),
             number(storage.value),
             number(limit.value) if limit is not None else None,
             self.interval_s,
@@ -387,6 +388,20 @@ class Controller:
             if device is not None and why is not None:
                 marked[device_id] = replace(device, soc_frozen=why)
         return marked
+
+    def _reserved(self, devices: Mapping[str, DeviceView], now: datetime) -> dict[str, DeviceView]:
+        """The devices, each battery's reserve raised to the highest a role holds on it from
+        ``now`` on (see `reserve_ahead`): what storage events are accepted and started
+        against."""
+        defaults = self._defaults()
+        return {
+            device_id: device.reserved(
+                reserve_ahead(self._scheduled(), defaults, device_id, now)
+                if device.can(ControlType.RESERVE_SOC_PCT)
+                else None
+            )
+            for device_id, device in devices.items()
+        }
 
     def _track(self, record: Record) -> None:
         """Keep the open index in step with a record's status."""

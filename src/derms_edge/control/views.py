@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from derms_edge.control.soc import BatteryLimits
 from derms_edge.model import (
@@ -27,6 +27,8 @@ CARRIERS: dict[ControlType, tuple[SetpointName, ...]] = {
     ControlType.STORAGE_W: (SetpointName.STORAGE_W,),
     ControlType.EVSE_MAX_A: (SetpointName.EVSE_MAX_A,),
     ControlType.EVSE_MAX_W: (SetpointName.EVSE_MAX_A,),
+    # a reserve is held by the SoC guard on the storage setpoints the gateway writes
+    ControlType.RESERVE_SOC_PCT: (SetpointName.STORAGE_W,),
 }
 """The setpoints that can carry a control type to a device (any one of them will do)."""
 APPLIES_TO: dict[ControlType, frozenset[DeviceKind]] = {
@@ -36,6 +38,7 @@ APPLIES_TO: dict[ControlType, frozenset[DeviceKind]] = {
     ControlType.STORAGE_W: frozenset({DeviceKind.BATTERY}),
     ControlType.EVSE_MAX_A: frozenset({DeviceKind.EVSE}),
     ControlType.EVSE_MAX_W: frozenset({DeviceKind.EVSE}),
+    ControlType.RESERVE_SOC_PCT: frozenset({DeviceKind.BATTERY}),
 }
 """The kinds of device a control type applies to (export_limit_w applies to the site)."""
 
@@ -71,6 +74,7 @@ class DeviceView:
     supports: frozenset[SetpointName] | None = None
     """None until the device has connected once (then judged by its kind)."""
     reserve_soc_pct: float | None = None
+    """Batteries: the reserve the configuration gives it, % SoC (raised by `reserved`)."""
     efficiency: float = 0.95
     soc_frozen_after_wh: float | None = None
     """Batteries: the energy through it after which an unmoved SoC counts as frozen (None:
@@ -101,16 +105,26 @@ class DeviceView:
             and self.soc_frozen is None
         )
 
+    def reserved(self, reserve_soc_pct: float | None) -> DeviceView:
+        """This device with its reserve raised to ``reserve_soc_pct`` (a role's, in force);
+        a reserve is never lowered this way."""
+        if reserve_soc_pct is None or reserve_soc_pct <= (self.reserve_soc_pct or 0.0):
+            return self
+        return replace(self, reserve_soc_pct=reserve_soc_pct)
+
     def battery_limits(self) -> BatteryLimits | None:
-        """SoC limits and ratings for projections; None when the capacity is unknown."""
+        """SoC limits and ratings for projections; None when the capacity is unknown. The
+        reserve is the highest of the device's minimum SoC and `reserve_soc_pct`, at most the
+        device's maximum (a reserve above it holds the battery from discharging at all)."""
         cap = self.capability
         if cap is None or cap.wh_rtg is None or cap.wh_rtg <= 0:
             return None
-        reserve = max(cap.soc_min_pct or 0.0, self.reserve_soc_pct or 0.0)
+        max_pct = cap.soc_max_pct if cap.soc_max_pct is not None else 100.0
+        reserve = min(max(cap.soc_min_pct or 0.0, self.reserve_soc_pct or 0.0), max_pct)
         return BatteryLimits(
             capacity_wh=cap.wh_rtg,
             reserve_pct=reserve,
-            max_pct=cap.soc_max_pct if cap.soc_max_pct is not None else 100.0,
+            max_pct=max_pct,
             efficiency=self.efficiency,
             charge_w_max=cap.charge_w_max,
             discharge_w_max=cap.discharge_w_max,

@@ -26,6 +26,9 @@ class ControlType(StrEnum):
     EVSE_MAX_W = "evse_max_w"
     """EV charger power cap, W (e.g. 4.2 kW under Germany's EnWG §14a); the charger's current
     limit becomes P / (phases x measured V line to neutral)."""
+    RESERVE_SOC_PCT = "reserve_soc_pct"
+    """The customer's backup reserve on a battery, % SoC: a floor under every storage
+    dispatch (enforced by the gateway's SoC guard, not written to the device)."""
 
 
 ControlValue = float | VoltVarCurve | FixedPf
@@ -49,6 +52,7 @@ class Control:
     storage_w: float | None = None
     evse_max_a: float | None = None
     evse_max_w: float | None = None
+    reserve_soc_pct: float | None = None
 
     def items(self) -> dict[ControlType, ControlValue]:
         """The control functions that are set, by type."""

@@ -277,7 +277,9 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     },
     "role": {
         "description": "A role named in control.roles (for example dso, aggregator, "
-        "customer): its default primacy and the control types it may send.",
+        "customer), or created by control.dso_model (dgo, customer and the model's market "
+        "roles: iso, derm, aggregator, trader; docs/dso-models.md): its default primacy and "
+        "the control types it may send.",
         "examples": ["dso"],
     },
     "group": {

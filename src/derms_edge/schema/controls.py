@@ -119,6 +119,13 @@ class ControlPayload(Strict):
         "W / (phases x measured V line to neutral), rounded down to 0.1 A; "
         f"under {MIN_EVSE_A:g} A pauses",
     )
+    reserve_soc_pct: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="batteries: backup reserve, % SoC; no storage dispatch takes SoC below "
+        "the highest of this, the configured reserve and the device's minimum",
+    )
 
     @field_validator("evse_max_a")
     @classmethod
@@ -142,4 +149,5 @@ class ControlPayload(Strict):
             storage_w=self.storage_w,
             evse_max_a=self.evse_max_a,
             evse_max_w=self.evse_max_w,
+            reserve_soc_pct=self.reserve_soc_pct,
         )
