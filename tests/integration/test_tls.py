@@ -236,6 +236,32 @@ def test_a_gateway_with_the_wrong_ca_refuses_the_broker(
     assert "check mqtt.tls.ca_file" in refusals[0]
 
 
+def test_a_gateway_without_a_client_certificate_is_told_what_to_check(
+    rig: RigThread, pki: Pki, broker: Mosquitto, workdir: Path
+) -> None:
+    """The broker requires a certificate; over TLS 1.3 it closes the connection after the
+    handshake, before its CONNACK: logged once, with the setting to check."""
+    config = site(rig, pki, workdir, broker.port, "no-cert")
+    text = (
+        config.read_text()
+        .replace("  cert_file:", "  #cert_file:")
+        .replace("  key_file:", "  #key_file:")
+    )
+    config.write_text(text)
+    process = start_gateway(config, workdir / "no-cert.log")
+    try:
+        eventually(
+            lambda: "mqtt.tls.cert_file" in process.log.read_text(), timeout_s=15, what="refusal"
+        )
+        time.sleep(5.0)  # several more attempts
+        assert process.alive()
+    finally:
+        process.stop()
+    said = [line for line in process.log.read_text().splitlines() if "ERROR" in line]
+    assert len(said) == 1, said
+    assert "it may require a client certificate (mqtt.tls.cert_file and key_file)" in said[0]
+
+
 def test_a_key_others_can_read_is_refused_with_the_fix(
     rig: RigThread, pki: Pki, broker: Mosquitto, workdir: Path
 ) -> None:

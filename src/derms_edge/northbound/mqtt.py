@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from derms_edge.config import MqttSection
-from derms_edge.northbound.tls import client_context, connect_failure
+from derms_edge.northbound.tls import client_context, closed_before_accepted, connect_failure
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,8 @@ class MqttSession:
         self._client.on_publish = self._on_publish
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outage_logged = False
+        self._accepted = False
+        """The broker answered the last connection with its CONNACK (paho's thread only)."""
         self._stopping = False
         self._on_connected: list[Callable[[], None]] = []
         self._on_published: list[Callable[[int], None]] = []
@@ -173,6 +175,7 @@ class MqttSession:
             return
         log.info("MQTT connected to %s", self.endpoint)
         self._outage_logged = False
+        self._accepted = True
         if self._filters:
             self._client.subscribe([(topic, 1) for topic in self._filters])
         if self._loop is not None:
@@ -195,8 +198,13 @@ class MqttSession:
     ) -> None:
         if self._loop is None:
             return
-        if self.connected.is_set() and not self._stopping:
+        accepted, self._accepted = self._accepted, False
+        if accepted and not self._stopping:
             log.warning("MQTT disconnected from %s: %s; reconnecting", self.endpoint, reason_code)
+        elif not accepted and not self._stopping and not self._outage_logged:
+            why = closed_before_accepted(str(reason_code), self._config)
+            log.error("%s; retrying with backoff", why)
+            self._outage_logged = True
         self._loop.call_soon_threadsafe(self.connected.clear)
 
     def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:

@@ -26,6 +26,24 @@ def client_context(tls: MqttTls) -> ssl.SSLContext:
     return context
 
 
+def closed_before_accepted(reason: str, config: MqttSection) -> str:
+    """The broker closed the connection before its CONNACK: with TLS 1.3 that is how a broker
+    refuses a client certificate (after the handshake); without TLS, often the credentials."""
+    tls = config.tls
+    if tls is not None and tls.cert_file is not None:
+        check = (
+            f"check that it trusts the gateway's certificate {tls.cert_file} (mqtt.tls.cert_file)"
+        )
+    elif tls is not None:
+        check = "it may require a client certificate (mqtt.tls.cert_file and key_file)"
+    else:
+        check = "check mqtt.username and the password, and whether it requires TLS (mqtt.tls)"
+    return (
+        f"MQTT broker {config.host}:{config.port} closed the connection before accepting it "
+        f"({reason}); {check}"
+    )
+
+
 def connect_failure(error: BaseException | None, config: MqttSection) -> str:
     """Why the broker could not be reached, and what to check."""
     endpoint = f"MQTT broker {config.host}:{config.port}"
