@@ -182,6 +182,28 @@ def test_telemetry_flows_and_the_dsos_control_applies(
         dso.close()
 
 
+def test_send_acts_as_a_role_with_its_certificate(
+    gateway: Process, rig: RigThread, pki: Pki, workdir: Path, broker: Mosquitto
+) -> None:
+    """Under the ACL the gateway's identity may not send controls: `send --cert --key` as the
+    dso may, and its event applies."""
+    config = workdir / "site.yaml"
+    cert, key = pki.pair("dso")
+
+    def send(*identity: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "derms_edge.cli", "send", str(config), *identity]
+        command += ["--control", '{"max_w_pct": 55}', "--duration-s", "6", "--wait-s", "8"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    as_gateway = send()
+    assert as_gateway.returncode != 0  # the broker drops it: no answer comes
+    assert rig.state("inv1").w_lim_pct != 55
+    as_dso = send("--cert", str(cert), "--key", str(key))
+    assert as_dso.returncode == 0, as_dso.stdout + as_dso.stderr
+    eventually(lambda: rig.state("inv1").w_lim_pct == 55, what="inv1 at the dso's 55 %")
+    eventually(lambda: rig.state("inv1").w_lim_pct is None, what="released after its 6 s")
+
+
 def test_an_aggregator_cannot_publish_on_the_dsos_topic(
     gateway: Process, probe: MqttProbe, broker: Mosquitto, pki: Pki, rig: RigThread
 ) -> None:

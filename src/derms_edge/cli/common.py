@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from derms_edge.config import Config, load_config
+from derms_edge.config import Config, MqttTls, load_config
 from derms_edge.config.secrets import exposed_secrets
 from derms_edge.errors import ConfigError
 
@@ -41,10 +41,27 @@ def add_mqtt_port(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mqtt-port", type=int, help="override mqtt.port of the file")
 
 
+def add_mqtt_identity(parser: argparse.ArgumentParser) -> None:
+    """The options of the commands that act as a role on the broker: its client certificate
+    (under the ACL of `derms-edge acl`, the gateway's own identity may not send controls)."""
+    parser.add_argument("--cert", type=Path, help="client certificate (PEM), e.g. a role's")
+    parser.add_argument("--key", type=Path, help="the private key (PEM) of --cert")
+
+
 def load_with_mqtt_port(args: argparse.Namespace) -> Config | None:
-    """The configuration ``args.config``, with ``--mqtt-port`` applied; None when invalid."""
+    """The configuration ``args.config``, with ``--mqtt-port`` (and ``--cert`` and ``--key``
+    where the command has them) applied; None when invalid."""
     config = load(args.config)
-    if config is None or args.mqtt_port is None:
-        return config
-    mqtt = config.mqtt.model_copy(update={"port": args.mqtt_port})
+    if config is None:
+        return None
+    mqtt = config.mqtt
+    if args.mqtt_port is not None:
+        mqtt = mqtt.model_copy(update={"port": args.mqtt_port})
+    cert, key = getattr(args, "cert", None), getattr(args, "key", None)
+    if (cert is None) != (key is None):
+        _print_problems(args.config, ["--cert and --key go together"])
+        return None
+    if cert is not None:
+        tls = (mqtt.tls or MqttTls()).model_copy(update={"cert_file": cert, "key_file": key})
+        mqtt = mqtt.model_copy(update={"tls": tls})
     return config.model_copy(update={"mqtt": mqtt})

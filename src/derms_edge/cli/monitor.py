@@ -13,7 +13,13 @@ from typing import Any, TextIO
 
 import paho.mqtt.client as paho
 
-from derms_edge.cli.common import EXIT_INVALID, EXIT_OK, add_mqtt_port, load_with_mqtt_port
+from derms_edge.cli.common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    add_mqtt_identity,
+    add_mqtt_port,
+    load_with_mqtt_port,
+)
 from derms_edge.config import Config
 from derms_edge.northbound.mqtt import new_client
 from derms_edge.northbound.topics import Topics
@@ -26,6 +32,7 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     watch = commands.add_parser("monitor", help="show a gateway's live status and telemetry")
     watch.add_argument("config", type=Path)
     add_mqtt_port(watch)
+    add_mqtt_identity(watch)
     watch.add_argument("--seconds", type=float, help="stop after this many seconds")
     watch.set_defaults(func=main)
 

@@ -24,6 +24,7 @@ from derms_edge.cli.common import (
     EXIT_FAILURE,
     EXIT_INVALID,
     EXIT_OK,
+    add_mqtt_identity,
     add_mqtt_port,
     load_with_mqtt_port,
 )
@@ -59,6 +60,7 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--sign", type=Path, metavar="KEY", help="sign it (JWS, Ed25519) with this NAME.key.pem"
     )
     add_mqtt_port(sender)
+    add_mqtt_identity(sender)
     sender.set_defaults(func=main)
 
 
