@@ -3,7 +3,7 @@ certificates (``use_identity_as_username``) and the ACL file ``derms-edge acl`` 
 real daemon, the rig's inverter.
 
 Certificates come from trustme: one CA for the broker and every client, each client named by
-its certificate's common name (the gateway ``tls-site``, the roles ``dso`` and
+its certificate's common name (the gateway ``tls-site``, the roles ``dgo`` and
 ``aggregator``), and a second CA the broker's certificate is not signed by.
 """
 
@@ -83,7 +83,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     leaves = {
         "broker": ca.issue_cert("127.0.0.1", "localhost", common_name="broker"),
         **{name: ca.issue_cert(f"{name}.test", common_name=name) for name in
-           (GATEWAY, "dso", "aggregator")},
+           (GATEWAY, "dgo", "aggregator")},
     }  # fmt: skip
     for name, leaf in leaves.items():
         (directory / f"{name}.pem").write_bytes(leaf.cert_chain_pems[0].bytes())
@@ -117,10 +117,7 @@ def site(rig: RigThread, pki: Pki, workdir: Path, port: int, name: str, **tls: A
         control={
             "interval_s": 0.5,
             "revert_s": 0,
-            "roles": {
-                "dso": {"primacy": 1},
-                "aggregator": {"primacy": 2, "allow": ["max_w_pct", "storage_w"]},
-            },
+            "dso_model": "node_independent",  # dgo, derm, aggregator, customer
         },
     )
 
@@ -148,8 +145,8 @@ def broker(
 
 @pytest.fixture(scope="module")
 def probe(broker: Mosquitto, pki: Pki) -> Iterator[MqttProbe]:
-    """The dso's view: what the gateway publishes (its identity may read it)."""
-    listener = MqttProbe(broker.port, f"{ROOT}/#", tls=pki.context("dso"))
+    """The grid operator's view: what the gateway publishes (its identity may read it)."""
+    listener = MqttProbe(broker.port, f"{ROOT}/#", tls=pki.context("dgo"))
     yield listener
     listener.close()
 
@@ -166,17 +163,17 @@ def gateway(
     process.stop()
 
 
-def test_telemetry_flows_and_the_dsos_control_applies(
+def test_telemetry_flows_and_the_grid_operators_control_applies(
     gateway: Process, probe: MqttProbe, broker: Mosquitto, pki: Pki, rig: RigThread
 ) -> None:
     reading = probe.wait_for(lambda m: m.topic == f"{ROOT}/telemetry/inv1", after=time.monotonic())
     assert reading.json()["quality"] == "ok"
-    dso = DsoClient(broker.port, ROOT, tls=pki.context("dso"))
+    dso = DsoClient(broker.port, ROOT, tls=pki.context("dgo"))
     try:
-        dso.event("tls-1", {"max_w_pct": 35}, duration_s=60)
+        dso.event("tls-1", {"max_w_pct": 35}, role="dgo", duration_s=60)
         waiting.response(probe, ROOT, "tls-1", "started", 15)
         eventually(lambda: rig.state("inv1").w_lim_pct == 35, what="inv1 at 35 %")
-        dso.cancel("tls-1")
+        dso.cancel("tls-1", role="dgo")
         waiting.response(probe, ROOT, "tls-1", "cancelled", 15)
     finally:
         dso.close()
@@ -186,31 +183,32 @@ def test_send_acts_as_a_role_with_its_certificate(
     gateway: Process, rig: RigThread, pki: Pki, workdir: Path, broker: Mosquitto
 ) -> None:
     """Under the ACL the gateway's identity may not send controls: `send --cert --key` as the
-    dso may, and its event applies."""
+    grid operator may, and its event applies."""
     config = workdir / "site.yaml"
-    cert, key = pki.pair("dso")
+    cert, key = pki.pair("dgo")
 
     def send(*identity: str) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "derms_edge.cli", "send", str(config), *identity]
+        command += ["--role", "dgo"]
         command += ["--control", '{"max_w_pct": 55}', "--duration-s", "6", "--wait-s", "8"]
         return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
     as_gateway = send()
     assert as_gateway.returncode != 0  # the broker drops it: no answer comes
     assert rig.state("inv1").w_lim_pct != 55
-    as_dso = send("--cert", str(cert), "--key", str(key))
-    assert as_dso.returncode == 0, as_dso.stdout + as_dso.stderr
-    eventually(lambda: rig.state("inv1").w_lim_pct == 55, what="inv1 at the dso's 55 %")
+    as_dgo = send("--cert", str(cert), "--key", str(key))
+    assert as_dgo.returncode == 0, as_dgo.stdout + as_dgo.stderr
+    eventually(lambda: rig.state("inv1").w_lim_pct == 55, what="inv1 at the dgo's 55 %")
     eventually(lambda: rig.state("inv1").w_lim_pct is None, what="released after its 6 s")
 
 
-def test_an_aggregator_cannot_publish_on_the_dsos_topic(
+def test_an_aggregator_cannot_publish_on_the_grid_operators_topic(
     gateway: Process, probe: MqttProbe, broker: Mosquitto, pki: Pki, rig: RigThread
 ) -> None:
     aggregator = DsoClient(broker.port, ROOT, tls=pki.context("aggregator"))
     try:
         sent = time.monotonic()
-        aggregator.send("controls/dso", {"mrid": "forged", "duration_s": 60,
+        aggregator.send("controls/dgo", {"mrid": "forged", "duration_s": 60,
                                          "control": {"max_w_pct": 5}})  # fmt: skip
         aggregator.event("own", {"max_w_pct": 60}, role="aggregator", duration_s=60)
         waiting.response(probe, ROOT, "own", "started", 15)  # its own topic works
