@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -159,13 +159,18 @@ def test_a_signed_event_is_applied_once(dso: DsoClient, probe: MqttProbe, rig: R
 
 
 @pytest.mark.parametrize(
-    ("payload", "mrid", "reason", "in_detail"),
+    ("made", "mrid", "reason", "in_detail"),
     [
-        (json.dumps(event("plain")).encode(), None, "unauthorized", "not a JWS"),
-        (sign(event("stranger"), STRANGER), None, "unauthorized", STRANGER.thumbprint()),
-        (sign(event("aggregator"), AGGREGATOR), None, "unauthorized", "key of role aggregator"),
-        (sign(event("stale", created_s=-3 * SKEW_S), DSO), "stale", "replayed", "behind"),
-        (sign(event("future", created_s=3 * SKEW_S), DSO), "future", "invalid", "ahead"),
+        (lambda: json.dumps(event("plain")).encode(), None, "unauthorized", "not a JWS"),
+        (lambda: sign(event("stranger"), STRANGER), None, "unauthorized", STRANGER.thumbprint()),
+        (
+            lambda: sign(event("aggregator"), AGGREGATOR),
+            None,
+            "unauthorized",
+            "key of role aggregator",
+        ),
+        (lambda: sign(event("stale", created_s=-3 * SKEW_S), DSO), "stale", "replayed", "behind"),
+        (lambda: sign(event("future", created_s=3 * SKEW_S), DSO), "future", "invalid", "ahead"),
     ],
     ids=["unsigned", "unknown-key", "another-roles-key", "stale", "future"],
 )
@@ -173,13 +178,15 @@ def test_what_is_refused_is_answered_and_writes_nothing(
     dso: DsoClient,
     probe: MqttProbe,
     rig: RigThread,
-    payload: bytes,
+    made: Callable[[], bytes],
     mrid: str | None,
     reason: str,
     in_detail: str,
 ) -> None:
+    """Each payload is made when its case runs: its creation_time is relative to now, not to
+    when the suite was collected (minutes earlier in a full run)."""
     sent = time.monotonic()
-    dso.send("controls/dso", payload)
+    dso.send("controls/dso", made())
     refused = answer(probe, sent, mrid, "rejected")
     assert refused["reason"] == reason
     assert in_detail in refused["detail"]
