@@ -22,7 +22,7 @@ from hil.rig import RigThread
 from hil.spec import RigSpec
 from tests.support import waiting
 from tests.support.dso import DsoClient
-from tests.support.gateway import rig_device, start_connected, write_config
+from tests.support.gateway import ONE_INVERTER, rig_device, start_connected, write_config
 from tests.support.mqtt_probe import Message, MqttProbe
 from tests.support.servers import Mosquitto, Process
 from tests.support.waiting import eventually
@@ -36,23 +36,10 @@ CLIENT_ID = "derms-edge-arb-site"
 TIMEOUT_S = 6.0
 """control.dispatcher_timeout_s"""
 
-RIG = {
-    "tick_s": 0.2,
-    "devices": [
-        {
-            "id": "inv1",
-            "type": "pv_1547",
-            "w_rtg": 10000,
-            "profile": {"kind": "constant", "w": 8000},
-            "tau_s": 0,
-        }
-    ],
-}
-
 
 @pytest.fixture(scope="module")
 def rig() -> Iterator[RigThread]:
-    with RigThread(RigSpec.model_validate(RIG)) as running:
+    with RigThread(RigSpec.model_validate(ONE_INVERTER)) as running:
         yield running
 
 

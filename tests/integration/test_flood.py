@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from hil.rig import RigThread
 from hil.spec import RigSpec
 from tests.support.dso import DsoClient
-from tests.support.gateway import rig_device, start_connected, write_config
+from tests.support.gateway import ONE_INVERTER, rig_device, start_connected, write_config
 from tests.support.mqtt_probe import MqttProbe
 from tests.support.servers import Mosquitto, Process
 from tests.support.waiting import eventually
@@ -31,23 +31,11 @@ pytestmark = pytest.mark.integration
 ROOT = "derms/v1/flood-site"
 FLOOD = 20_000
 MAX_PAYLOAD_BYTES = 1024
-RIG = {
-    "tick_s": 0.2,
-    "devices": [
-        {
-            "id": "inv1",
-            "type": "pv_1547",
-            "w_rtg": 10000,
-            "profile": {"kind": "constant", "w": 8000},
-            "tau_s": 0,
-        }
-    ],
-}
 
 
 @pytest.fixture(scope="module")
 def rig() -> Iterator[RigThread]:
-    with RigThread(RigSpec.model_validate(RIG)) as running:
+    with RigThread(RigSpec.model_validate(ONE_INVERTER)) as running:
         yield running
 
 

@@ -25,7 +25,7 @@ from derms_edge.northbound.signed import sign as sign_jws
 from hil.rig import RigThread
 from hil.spec import RigSpec
 from tests.support.dso import DsoClient
-from tests.support.gateway import rig_device, start_connected, write_config
+from tests.support.gateway import ONE_INVERTER, rig_device, start_connected, write_config
 from tests.support.mqtt_probe import Message, MqttProbe
 from tests.support.servers import Mosquitto, Process
 from tests.support.waiting import eventually
@@ -37,19 +37,6 @@ QUIET_S = 1.5
 DSO = OKPKey.generate_key("Ed25519")
 AGGREGATOR = OKPKey.generate_key("Ed25519")
 STRANGER = OKPKey.generate_key("Ed25519")
-
-RIG = {
-    "tick_s": 0.2,
-    "devices": [
-        {
-            "id": "inv1",
-            "type": "pv_1547",
-            "w_rtg": 10000,
-            "profile": {"kind": "constant", "w": 8000},
-            "tau_s": 0,
-        }
-    ],
-}
 
 
 def sign(body: dict[str, Any], key: OKPKey) -> bytes:
@@ -69,7 +56,7 @@ def event(mrid: str, *, created_s: float = 0.0, duration_s: float = 60) -> dict[
 
 @pytest.fixture(scope="module")
 def rig() -> Iterator[RigThread]:
-    with RigThread(RigSpec.model_validate(RIG)) as running:
+    with RigThread(RigSpec.model_validate(ONE_INVERTER)) as running:
         yield running
 
 

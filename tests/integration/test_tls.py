@@ -26,7 +26,7 @@ from hil.rig import RigThread
 from hil.spec import RigSpec
 from tests.support import waiting
 from tests.support.dso import DsoClient
-from tests.support.gateway import rig_device, start_gateway, write_config
+from tests.support.gateway import ONE_INVERTER, rig_device, start_gateway, write_config
 from tests.support.mqtt_probe import MqttProbe
 from tests.support.servers import Mosquitto, MosquittoTls, Process
 from tests.support.waiting import eventually
@@ -37,19 +37,6 @@ GATEWAY = "tls-site"
 ROOT = f"derms/v1/{GATEWAY}"
 PASSWORD = "Pw-4c9f1e-never-logged"
 """The broker password in mqtt.password_file: it must appear in no log line and no message."""
-
-RIG = {
-    "tick_s": 0.2,
-    "devices": [
-        {
-            "id": "inv1",
-            "type": "pv_1547",
-            "w_rtg": 10000,
-            "profile": {"kind": "constant", "w": 8000},
-            "tau_s": 0,
-        }
-    ],
-}
 
 
 @dataclass(frozen=True)
@@ -93,7 +80,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture(scope="module")
 def rig() -> Iterator[RigThread]:
-    with RigThread(RigSpec.model_validate(RIG)) as running:
+    with RigThread(RigSpec.model_validate(ONE_INVERTER)) as running:
         yield running
 
 

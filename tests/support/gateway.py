@@ -57,3 +57,19 @@ def start_connected(
 
         probe.wait_for(published, timeout_s=20)
     return process
+
+
+ONE_INVERTER = {
+    "tick_s": 0.2,
+    "devices": [
+        {
+            "id": "inv1",
+            "type": "pv_1547",
+            "w_rtg": 10000,
+            "profile": {"kind": "constant", "w": 8000},
+            "tau_s": 0,
+        }
+    ],
+}
+"""A rig of one IEEE 1547 inverter (10 kW, making 8 kW, answering at once), as the end-to-end
+tests of the MQTT side use it."""
