@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from derms_edge.devices.coordinator import (
     DeviceConnected,
     DeviceCoordinator,
     DeviceReport,
+    Sample,
     SetpointRefused,
 )
 from derms_edge.errors import ControlRefused, DeviceChanged, DeviceException, DeviceTimeout
@@ -180,6 +182,41 @@ def test_stale_when_readings_stop_arriving() -> None:
     assert coord.quality() is Quality.OK
     clock.now += 0.031
     assert coord.quality() is Quality.STALE
+
+
+class ConfirmedDriver(FakeDriver):
+    """A driver fed by a subscription: its values were last confirmed at ``confirmed``."""
+
+    def __init__(self, confirmed: float) -> None:
+        super().__init__([])
+        self.confirmed = confirmed
+
+    def sampled_at(self) -> Sample:  # type: ignore[override]
+        return Sample(self.confirmed, vouched_s=2.0)
+
+
+def test_one_confirmation_polled_again_keeps_one_time_and_a_new_one_moves_it_on() -> None:
+    """A subscription confirms every keep-alive; polls between two keep-alives must report the
+    same time, not one redrawn from the wall clock a millisecond off (ts going backwards)."""
+    clock = Clock()
+    driver = ConfirmedDriver(confirmed=clock.now - 0.2)
+    coord = coordinator(driver, clock)
+
+    async def poll_at(*moments: float) -> list[datetime]:
+        await coord._connect()
+        stamps = []
+        for moment in moments:
+            clock.now = moment
+            await coord._poll()
+            assert coord.reading is not None
+            stamps.append(coord.reading.at)
+        return stamps
+
+    first, second, third = asyncio.run(poll_at(1000.0, 1000.5, 1001.0))
+    assert first == second == third
+    driver.confirmed = 1001.9  # the next keep-alive
+    (later,) = asyncio.run(poll_at(1002.0))
+    assert later > first
 
 
 def test_a_bug_in_a_driver_does_not_end_the_coordinator() -> None:

@@ -98,6 +98,8 @@ class Reading:
     current_until: float
     """Monotonic time up to which the device vouched for the reading (when it was taken, or
     later while a subscription promised to report changes); staleness counts from here."""
+    confirmed: float
+    """Monotonic time the device last confirmed the reading: ``at`` on the monotonic clock."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,8 +372,12 @@ class DeviceCoordinator:
         now = self._clock()
         sample = self.driver.sampled_at()
         at, until = (now, now) if sample is None else (sample.at, sample.at + sample.vouched_s)
-        age = max(0.0, now - at)
-        self.reading = Reading(state, datetime.now(UTC) - timedelta(seconds=age), min(now, until))
+        previous = self.reading
+        if previous is not None and previous.confirmed == at:
+            wall = previous.at  # the same confirmation: the same time, not one redrawn a ms off
+        else:
+            wall = datetime.now(UTC) - timedelta(seconds=max(0.0, now - at))
+        self.reading = Reading(state, wall, min(now, until), at)
         self.polls += 1
         if self.failing:
             log.info("%s: reading", self.device_id)
