@@ -1,5 +1,5 @@
 """`python -m hil`: serve a rig of simulated SunSpec (Modbus) and OPC UA devices until SIGINT
-or SIGTERM."""
+or SIGTERM; `python -m hil run SCENARIO --report DIR`: run a scenario (hil.runner)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,12 @@ async def _serve(rig_path: Path, speed: float | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the rig; returns the process exit code."""
+    """Run the rig, or a scenario with `run`; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:
+        from hil.runner import main as run_scenario
+
+        return run_scenario(argv[1:])
     args = _parse(argv)
     if args.speed is not None and args.speed <= 0:
         print("hil: --speed must be positive", file=sys.stderr)

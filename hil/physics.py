@@ -22,15 +22,31 @@ IDLE_W = 0.5  # below this |W| a device counts as idle
 
 
 class SimClock:
-    """Simulated seconds since creation, running `speed` times faster than `source`."""
+    """Simulated seconds since creation, running `speed` times faster than `source`.
 
-    def __init__(self, speed: float = 1.0, source: Callable[[], float] = time.monotonic) -> None:
+    ``paused``: it stands at 0 until `resume` (a scenario's time starts once everything it
+    needs is up).
+    """
+
+    def __init__(
+        self,
+        speed: float = 1.0,
+        source: Callable[[], float] = time.monotonic,
+        *,
+        paused: bool = False,
+    ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
         self.speed = speed
         self._source = source
         self._t0 = source()
-        self._held: float | None = None
+        self._held: float | None = 0.0 if paused else None
+
+    def resume(self) -> None:
+        """Run on from the instant the clock stands at (no-op when it runs)."""
+        if self._held is not None:
+            self._t0 = self._source() - self._held / self.speed
+            self._held = None
 
     def now(self) -> float:
         """Simulated time, s."""
@@ -39,8 +55,9 @@ class SimClock:
         return (self._source() - self._t0) * self.speed
 
     @contextlib.contextmanager
-    def held(self) -> Iterator[float]:
-        """Hold simulated time still inside the block (re-entrant), yielding that instant.
+    def held(self, at: float | None = None) -> Iterator[float]:
+        """Hold simulated time still inside the block (re-entrant), yielding that instant:
+        now, or ``at`` (a step scheduled for that time that runs a little late).
 
         Whatever steps to now() inside the block steps to the same time, e.g. a meter and the
         devices it measures.
@@ -48,7 +65,7 @@ class SimClock:
         if self._held is not None:
             yield self._held
             return
-        self._held = self.now()
+        self._held = self.now() if at is None else at
         try:
             yield self._held
         finally:

@@ -1,147 +1,21 @@
-"""Real servers for tests: free loopback ports, processes started and stopped by PID."""
+"""Real servers for tests: the rig runner's (hil.processes), under the names tests import."""
 
-from __future__ import annotations
+from hil.processes import (
+    LOOPBACK,
+    Mosquitto,
+    MosquittoTls,
+    Process,
+    free_port,
+    mosquitto_binary,
+    wait_port,
+)
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-
-LOOPBACK = "127.0.0.1"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_port(port: int, timeout_s: float = 10.0) -> None:
-    """Wait until 127.0.0.1:port accepts connections."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((LOOPBACK, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {LOOPBACK}:{port} after {timeout_s} s")
-
-
-def mosquitto_binary() -> str:
-    """The mosquitto executable (Debian installs it in /usr/sbin)."""
-    found = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
-    if found is None:
-        raise RuntimeError("mosquitto is not installed: run scripts/test, which installs it")
-    return found
-
-
-class Process:
-    """A child process started in its own session, stopped by PID."""
-
-    def __init__(self, argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> None:
-        self.argv = list(argv)
-        self.log = log
-        self._log_file = log.open("ab")
-        self.popen = subprocess.Popen(
-            self.argv,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def signal(self, signum: int) -> None:
-        if self.alive():
-            os.kill(self.pid, signum)
-
-    def stop(self, timeout_s: float = 10.0) -> int:
-        """SIGTERM, then SIGKILL if it does not exit in time; returns the exit code."""
-        self.signal(signal.SIGTERM)
-        try:
-            code = self.popen.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            code = self.popen.wait(timeout_s)
-        self._log_file.close()
-        return code
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-@dataclass(frozen=True)
-class MosquittoTls:
-    """A TLS listener that requires client certificates, names each client by its
-    certificate's common name, and grants what ``acl_file`` allows (and nothing else)."""
-
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
-    acl_file: Path
-
-    def options(self) -> str:
-        return (
-            f"cafile {self.ca_file}\ncertfile {self.cert_file}\nkeyfile {self.key_file}\n"
-            "require_certificate true\nuse_identity_as_username true\n"
-            f"acl_file {self.acl_file}\nallow_anonymous false\nuser root\n"
-        )
-
-
-class Mosquitto:
-    """A real Mosquitto broker on a free loopback port with a temporary config.
-
-    ``stop`` then ``start`` serves the same port again. ``persistent``: the broker saves its
-    state when stopped and loads it when started again, so a subscriber's persistent session
-    (clean_session=False) and what was queued for it survive, with no limit on that queue.
-    """
-
-    def __init__(
-        self,
-        directory: Path,
-        port: int | None = None,
-        *,
-        persistent: bool = False,
-        tls: MosquittoTls | None = None,
-    ) -> None:
-        self.port = port or free_port()
-        self.directory = directory
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.config = directory / "mosquitto.conf"
-        state = (
-            # `user root`: a broker started as root keeps its user, so it can write here
-            f"persistence true\npersistence_location {directory}/\nuser root\n"
-            "max_queued_messages 0\n"
-            if persistent
-            else "persistence false\n"
-        )
-        access = "allow_anonymous true\n" if tls is None else tls.options()
-        self.config.write_text(f"listener {self.port} {LOOPBACK}\n{access}{state}")
-        self.process: Process | None = None
-
-    def start(self) -> Mosquitto:
-        self.process = Process(
-            [mosquitto_binary(), "-c", str(self.config)], self.directory / "mosquitto.log"
-        )
-        wait_port(self.port)
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-            self.process = None
+__all__ = [
+    "LOOPBACK",
+    "Mosquitto",
+    "MosquittoTls",
+    "Process",
+    "free_port",
+    "mosquitto_binary",
+    "wait_port",
+]

@@ -8,7 +8,9 @@ import argparse
 def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the command to the command line; its arguments are the rig's own (see `main`)."""
     commands.add_parser(
-        "hil", help="start the hardware-in-the-loop rig: derms-edge hil --help (= python -m hil)"
+        "hil",
+        help="the hardware-in-the-loop rig: serve it (derms-edge hil --rig FILE), or run a "
+        "scenario against the gateway (derms-edge hil run SCENARIO --report DIR [--speed N])",
     )
 
 

@@ -1,0 +1,113 @@
+"""The scenario's side of MQTT: it sends what the timeline says as the DSO's roles would, and
+records every response and the time of every telemetry message the gateway publishes.
+
+One paho client with a persistent session (clean_session false, QoS 1): while the broker is
+away the session's subscriptions and what arrives for it are kept by the broker (started with
+persistence), so what the gateway sends from its buffer after an outage is recorded too.
+Publishes made while disconnected wait in paho's queue and go out on reconnection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from hil.records import Event, Recording
+
+
+class Dispatcher:
+    """Publishes under the gateway's topic root and records what comes back.
+
+    Times are simulated seconds since `t0` (the process's wall clock, which runs at the
+    scenario's speed; the gateway's runs at the same).
+    """
+
+    def __init__(self, port: int, root: str, recording: Recording) -> None:
+        self.root = root
+        self.recording = recording
+        self.t0 = time.time()
+        self.reading: set[str] = set()
+        """Devices whose telemetry has said quality "ok" at least once."""
+        self._lock = threading.Lock()
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"derms-edge-hil-{os.getpid()}",
+            clean_session=False,
+        )
+        self._client.reconnect_delay_set(0.1, 2.0)
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._client.connect("127.0.0.1", port, keepalive=60)
+        self._client.loop_start()
+
+    def now_s(self) -> float:
+        """Simulated seconds since t0."""
+        return time.time() - self.t0
+
+    def wall(self, t_s: float) -> datetime:
+        """The wall-clock time (as the gateway sees it) of scenario time t_s."""
+        return datetime.fromtimestamp(self.t0, UTC) + timedelta(seconds=t_s)
+
+    def _on_connect(self, client: paho.Client, *_: Any) -> None:
+        client.subscribe([(f"{self.root}/responses", 1), (f"{self.root}/telemetry/+", 1)])
+
+    def _on_message(self, _client: paho.Client, _userdata: Any, message: Any) -> None:
+        try:
+            body = json.loads(message.payload)
+        except ValueError:
+            body = None
+        t = self.now_s()
+        with self._lock:
+            if message.topic.endswith("/responses") and isinstance(body, dict):
+                self.recording.events.append(
+                    Event(
+                        t_s=t,
+                        kind="response",
+                        topic=message.topic,
+                        mrid=body.get("mrid"),
+                        status=body.get("status"),
+                        reason=body.get("reason"),
+                        detail=str(body.get("detail") or ""),
+                        payload=message.payload.decode(errors="replace"),
+                    )
+                )
+            elif "/telemetry/" in message.topic and isinstance(body, dict):
+                self._telemetry(message.topic.rsplit("/", 1)[1], body)
+
+    def _telemetry(self, device: str, body: dict[str, Any]) -> None:
+        if body.get("quality") == "ok":
+            self.reading.add(device)
+        ts = body.get("ts")
+        if not isinstance(ts, str):
+            return
+        try:
+            at = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return
+        self.recording.telemetry.setdefault(device, []).append(at - self.t0)
+
+    def publish(self, topic: str, payload: Any, *, retain: bool = False) -> None:
+        """Publish JSON on {root}/{topic} (QoS 1) and record it as sent."""
+        text = json.dumps(payload)
+        self._client.publish(f"{self.root}/{topic}", text.encode(), qos=1, retain=retain)
+        mrid = payload.get("mrid") if isinstance(payload, dict) else None
+        self.record(Event(self.now_s(), "sent", topic=topic, mrid=mrid, payload=text))
+
+    def heartbeat(self, role: str) -> None:
+        """A heartbeat (not recorded: it would fill the timeline)."""
+        self._client.publish(f"{self.root}/heartbeat/{role}", b"{}", qos=1)
+
+    def record(self, event: Event) -> None:
+        with self._lock:
+            self.recording.events.append(event)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
