@@ -134,6 +134,8 @@ def test_an_hour_forward_then_back_no_event_starts_twice_none_restarts(
     dso.event("skipped", {"max_w_pct": 20}, start=at(1800), duration_s=600)
     dso.event("later", {"max_w_pct": 30}, start=at(3900), duration_s=7200)
     response(probe, "running", "started")
+    for mrid in ("skipped", "later"):  # all three stored before the clock moves
+        response(probe, mrid, "scheduled")
     eventually(lambda: rig.state("inv1").w_lim_pct == 40, what="inv1 at 40 %")
 
     offset.write_text("+1h\n")  # NTP sets the clock an hour forward
