@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import json
+import resource
 import sys
 import time
 from collections.abc import Coroutine
@@ -68,6 +70,30 @@ class Outcome:
     recording: Recording
     simulated_s: float
     wall_s: float
+    steps: int
+    """Physics steps made."""
+    late_steps: int
+    """Steps that ran more than a step late: the machine did not keep up at this speed."""
+    behind_s: float
+    """The longest a step ran late, simulated s."""
+    cpu_s: float
+    """CPU time of the runner, the rig, the broker and the gateway together, s."""
+
+    def figures(self) -> dict[str, float]:
+        """How the run went, for run.json and the benchmark."""
+        solve = sorted(self.recording.solve_s)
+        return {
+            "simulated_s": self.simulated_s,
+            "wall_s": round(self.wall_s, 2),
+            "speed": round(self.simulated_s / max(self.wall_s, 1e-3), 2),
+            "physics_steps": self.steps,
+            "late_steps": self.late_steps,
+            "max_late_s": round(self.behind_s, 3),
+            "cpu_s": round(self.cpu_s, 2),
+            "cpu_cores_used": round(self.cpu_s / max(self.wall_s, 1e-3), 2),
+            "solve_median_ms": round(solve[len(solve) // 2] * 1e3, 2) if solve else 0.0,
+            "solve_max_ms": round(solve[-1] * 1e3, 2) if solve else 0.0,
+        }
 
     @property
     def passed(self) -> bool:
@@ -185,7 +211,17 @@ class ScenarioRun:
         finally:
             self._stop()
         results = judge(self.recording, self.scenario.tests)
-        return Outcome(results, self.recording, self.scenario.duration_s, wall_s)
+        stepper = self.stepper
+        return Outcome(
+            results,
+            self.recording,
+            self.scenario.duration_s,
+            wall_s,
+            steps=0 if stepper is None else stepper.steps,
+            late_steps=0 if stepper is None else stepper.late_steps,
+            behind_s=0.0 if stepper is None else stepper.behind_s,
+            cpu_s=cpu_seconds(),
+        )
 
     def _stepper(self, rig: Rig) -> Stepper:
         feeder = None
@@ -323,6 +359,13 @@ class ScenarioRun:
         self.broker.stop()
 
 
+def cpu_seconds() -> float:
+    """CPU time (user and system) of this process and its children that have ended."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _spawn(work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
     """Run work as a task on the rig's loop (called there, through RigThread.call)."""
     return asyncio.get_running_loop().create_task(work)
@@ -397,6 +440,7 @@ def main(argv: list[str]) -> int:
         devices={d.id: KINDS.get(d.type, d.type) for d in load_rig_spec(scenario.rig).devices},
     )
     write_report(args.report, outcome.recording, outcome.results, meta)
+    (args.report / "run.json").write_text(json.dumps(outcome.figures(), indent=2) + "\n")
     for result in outcome.results:
         mark = "PASS" if result.passed else "FAIL"
         print(f"{mark} {result.test}: {result.detail}")

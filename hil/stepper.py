@@ -66,7 +66,9 @@ class Stepper:
         self.speed = speed
         self.steps = 0
         self.behind_s = 0.0
-        """The longest the step ran late, simulated s (the machine did not keep up)."""
+        """The longest a step ran late, simulated s (the machine did not keep up)."""
+        self.late_steps = 0
+        """Steps that ran more than a step late."""
         self.placed: dict[str, str] = {} if feeder is None else feeder.placements()
         """Device id -> the feeder bus it is connected to."""
 
@@ -82,6 +84,7 @@ class Stepper:
                 await asyncio.sleep(wait / clock.speed)
             else:
                 self.behind_s = max(self.behind_s, -wait)
+                self.late_steps += -wait > self.physics_step_s
             with clock.held(at=t_next) as t:
                 self.step(t, record=self.steps % self.every == 0)
             self.steps += 1
