@@ -240,3 +240,20 @@ def test_own_loads_and_background_pv(one_bus: Feeder) -> None:
 
     assert v(1.0, 0.0) < v(0.5, 0.0) < v(0.0, 0.0)
     assert v(1.0, 1.0) == pytest.approx(v(0.0, 0.0), abs=2e-4)  # PV covers the load
+
+
+@pytest.mark.parametrize(
+    ("network", "bus", "buses"),
+    [
+        ("kerber_landnetz_kabel_1", "loadbus_2_2", 18),
+        ("kerber_dorfnetz", "loadbus_1_1", 116),
+        ("dickert_lv", "bus 2", 3),  # an unnamed bus is named by its index
+    ],
+)
+def test_each_shipped_network_builds_and_solves(network: str, bus: str, buses: int) -> None:
+    feeder = Feeder(FeederSpec.model_validate({"network": network, "devices": {"d": {"bus": bus}}}))
+    v = feeder.solve(
+        upstream_v_pu=1.0, load_scale=0.5, irradiance_pu=0.0, injections={"d": (5000.0, 0.0)}
+    )
+    assert 0.9 < v.device_v_pu["d"] < 1.1
+    assert bus in feeder.lv_buses and len(v.bus_v_pu) == buses
