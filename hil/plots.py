@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -67,6 +68,13 @@ class Plot:
     note: str
 
 
+class Drawing(NamedTuple):
+    """A plot's figure (None when there was nothing to draw) and its note."""
+
+    figure: Figure | None
+    note: str
+
+
 @dataclass(frozen=True, slots=True)
 class TimeAxis:
     """Seconds shown in the unit that suits the run's length."""
@@ -98,11 +106,6 @@ def _figure(rows: int) -> tuple[Figure, list[Axes]]:
     return figure, [row[0] for row in axes]
 
 
-def _save(figure: Figure, path: Path) -> None:
-    # no Software entry, and Agg writes no date: the same data gives the same bytes
-    figure.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
-
-
 def _lines(ax: Axes, series: Sequence[Series], field: str, time: TimeAxis) -> dict[str, str]:
     """Draw `field` of each series that has it; returns each drawn series' colour."""
     colours = {}
@@ -112,23 +115,28 @@ def _lines(ax: Axes, series: Sequence[Series], field: str, time: TimeAxis) -> di
         x, y = envelope(one.t_s, one.columns[field], COLUMNS)
         (line,) = ax.plot(x / time.divisor, y, linewidth=0.9, label=_text(one.name))
         colours[one.name] = to_hex(line.get_color())
-    if 0 < len(colours) <= LEGEND_MAX:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     ax.grid(True, alpha=0.3)
     return colours
 
 
 def _finish(axes: Sequence[Axes], time: TimeAxis, title: str) -> None:
+    """Title, time label, and a legend beside each axes that has none yet and not too many
+    labelled lines."""
+    for ax in axes:
+        labelled = len(ax.get_legend_handles_labels()[0])
+        if ax.get_legend() is None and 0 < labelled <= LEGEND_MAX:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     axes[0].set_title(_text(title))
     axes[-1].set_xlabel(f"time, {time.unit}")
 
 
-def voltage(path: Path, buses: Sequence[Series], devices: Sequence[Series], time: TimeAxis) -> Plot:
+def voltage(buses: Sequence[Series], devices: Sequence[Series], time: TimeAxis) -> Drawing:
     """Voltage per feeder bus (per device when the run recorded no bus) against range A and
     range B."""
     source, what = (buses, "bus") if buses else (devices, "device terminal")
+    note = f"feeder buses: {len(buses)}" if buses else f"device terminals: {len(devices)} (no bus)"
     if not any(s.has("v_pu") for s in source):
-        return Plot(path.name, "Voltage", False, "not drawn: the run recorded no voltage")
+        return Drawing(None, "not drawn: the run recorded no voltage")
     figure, (ax,) = _figure(1)
     ax.axhspan(*RANGE_A_PU, color="tab:green", alpha=0.12, label="ANSI C84.1 range A")
     for limit, label in zip(RANGE_B_PU, ("range B", None), strict=True):
@@ -136,14 +144,13 @@ def voltage(path: Path, buses: Sequence[Series], devices: Sequence[Series], time
     _lines(ax, source, "v_pu", time)
     ax.set_ylabel("voltage, pu")
     _finish([ax], time, f"Voltage per {what} (range A shaded, range B dashed)")
-    _save(figure, path)
-    return Plot(path.name, "Voltage", True, f"{len(source)} {what}(s)")
+    return Drawing(figure, note)
 
 
-def power(path: Path, devices: Sequence[Series], kinds: Mapping[str, str], time: TimeAxis) -> Plot:
+def power(devices: Sequence[Series], kinds: Mapping[str, str], time: TimeAxis) -> Drawing:
     """P and Q per DER on two axes; meters (site export) on a third."""
     if not devices:
-        return Plot(path.name, "P and Q", False, "not drawn: the run recorded no device")
+        return Drawing(None, "not drawn: the run recorded no device")
     ders = [d for d in devices if kinds.get(d.name) != "meter"]
     meters = [d for d in devices if kinds.get(d.name) == "meter"]
     rows: list[tuple[Sequence[Series], str, str]] = []
@@ -156,26 +163,28 @@ def power(path: Path, devices: Sequence[Series], kinds: Mapping[str, str], time:
         _lines(ax, series, field, time)
         ax.set_ylabel(label)
     _finish(axes, time, "Active and reactive power (positive delivered to the grid, injected)")
-    _save(figure, path)
-    return Plot(path.name, "P and Q", True, f"{len(ders)} DER(s), {len(meters)} meter(s)")
+    return Drawing(figure, f"DERs: {len(ders)}, meters: {len(meters)}")
 
 
-def soc(
-    path: Path, devices: Sequence[Series], reserves: Mapping[str, float], time: TimeAxis
-) -> Plot:
+def soc(devices: Sequence[Series], reserves: Mapping[str, float], time: TimeAxis) -> Drawing:
     """SoC per battery, each with its reserve as a dashed line of the same colour."""
     batteries = [d for d in devices if d.has("soc_pct")]
     if not batteries:
-        return Plot(path.name, "SoC", False, "not drawn: no device recorded a state of charge")
+        return Drawing(None, "not drawn: no device recorded a state of charge")
     figure, (ax,) = _figure(1)
     colours = _lines(ax, batteries, "soc_pct", time)
     for device, reserve_pct in sorted(reserves.items()):
         if device in colours:
-            ax.axhline(reserve_pct, color=colours[device], linestyle="--", linewidth=1.0)
+            ax.axhline(
+                reserve_pct,
+                color=colours[device],
+                linestyle="--",
+                linewidth=1.0,
+                label=_text(f"{device} reserve"),
+            )
     ax.set_ylabel("SoC, %")
     _finish([ax], time, "State of charge (reserve dashed)")
-    _save(figure, path)
-    return Plot(path.name, "SoC", True, f"{len(batteries)} batter(y/ies)")
+    return Drawing(figure, f"batteries: {len(batteries)}")
 
 
 def _mark_label(event: Event) -> str:
@@ -236,17 +245,12 @@ def _timeline(ax: Axes, axes: Sequence[Axes], events: Sequence[Event], time: Tim
     ax.set_ylabel("events")
 
 
-def setpoints(
-    path: Path, devices: Sequence[Series], events: Sequence[Event], time: TimeAxis
-) -> Plot:
+def setpoints(devices: Sequence[Series], events: Sequence[Event], time: TimeAxis) -> Drawing:
     """Each setpoint some device held, on its own axes, over the event timeline."""
     fields = [f for f in SETPOINTS if any(d.has(f) for d in devices)]
     if not fields and not events:
-        return Plot(
-            path.name,
-            "Setpoints and events",
-            False,
-            "not drawn: no device held a setpoint and nothing happened on the timeline",
+        return Drawing(
+            None, "not drawn: no device held a setpoint and nothing happened on the timeline"
         )
     figure, axes = _figure(len(fields) + 1)
     for ax, field in zip(axes, fields, strict=False):
@@ -254,13 +258,7 @@ def setpoints(
         ax.set_ylabel(SETPOINT_LABELS[field])
     _timeline(axes[-1], axes, events, time)
     _finish(axes, time, "Setpoints held and the event timeline")
-    _save(figure, path)
-    return Plot(
-        path.name,
-        "Setpoints and events",
-        True,
-        f"{len(fields)} setpoint(s), {len(events)} event(s)",
-    )
+    return Drawing(figure, f"setpoints: {len(fields)}, events: {len(events)}")
 
 
 def draw(
@@ -276,13 +274,18 @@ def draw(
     """Draw every plot into `directory`, its time axis suited to `span_s`; a plot not drawn
     leaves no file of its name behind (a stale one from an earlier run is removed)."""
     time = TimeAxis.for_span(span_s)
-    plots = [
-        voltage(directory / "voltage.png", buses, devices, time),
-        power(directory / "power.png", devices, kinds, time),
-        soc(directory / "soc.png", devices, reserves, time),
-        setpoints(directory / "setpoints.png", devices, events, time),
+    drawings = [
+        ("voltage.png", "Voltage", voltage(buses, devices, time)),
+        ("power.png", "P and Q", power(devices, kinds, time)),
+        ("soc.png", "SoC", soc(devices, reserves, time)),
+        ("setpoints.png", "Setpoints and events", setpoints(devices, events, time)),
     ]
-    for plot in plots:
-        if not plot.drawn:
-            (directory / plot.file).unlink(missing_ok=True)
+    plots = []
+    for file, title, (figure, note) in drawings:
+        if figure is None:
+            (directory / file).unlink(missing_ok=True)
+        else:
+            # no Software entry, and Agg writes no date: the same data gives the same bytes
+            figure.savefig(directory / file, format="png", dpi=DPI, metadata={"Software": None})
+        plots.append(Plot(file, title, figure is not None, note))
     return plots

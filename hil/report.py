@@ -191,8 +191,7 @@ def _plot_sections(drawn: Sequence[plots.Plot]) -> str:
         parts.append(f"<h3>{html.escape(p.title)}</h3>")
         if p.drawn:
             parts.append(f'<img src="{html.escape(p.file)}" alt="{html.escape(p.title)}">')
-        else:
-            parts.append(f'<p class="note">{html.escape(p.note)}</p>')
+        parts.append(f'<p class="note">{html.escape(p.note)}</p>')
     return "\n".join(parts)
 
 
@@ -221,7 +220,8 @@ def _page(
         cls = "verdict-fail" if failed else "verdict-pass"
         verdict = (
             f'<p class="{cls}"><strong>{len(results) - failed} of {len(results)} tests '
-            f"passed</strong></p>"
+            f"passed</strong></p>\n<table>\n<tr><th>Test</th><th>Result</th><th>Measured</th>"
+            f"<th>Limit</th><th>Detail</th></tr>\n{_result_rows(results)}\n</table>"
         )
     run = "\n".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in _run_rows(meta, solve_s))
     files = "\n".join(
@@ -243,10 +243,6 @@ def _page(
 </table>
 <h2>Tests</h2>
 {verdict}
-<table>
-<tr><th>Test</th><th>Result</th><th>Measured</th><th>Limit</th><th>Detail</th></tr>
-{_result_rows(results)}
-</table>
 <h2>Plots</h2>
 {_plot_sections(drawn)}
 <h2>Files</h2>

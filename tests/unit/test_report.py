@@ -11,11 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.collections import PathCollection
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from hil import plots, records
 from hil.records import BusSample, Event, Recording, Sample
 from hil.report import ReportMeta, write_report
-from hil.series import device_series, envelope
+from hil.series import bus_series, device_series, envelope
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("voltage.png", "power.png", "soc.png", "setpoints.png")
@@ -140,6 +144,8 @@ def test_page_has_the_table_and_the_plots(report: tuple[Path, list[Path]]) -> No
     assert '<tr class="pass"><td>limit settles</td><td>PASS</td><td>1.2</td><td>2</td>' in page
     assert '<tr class="fail"><td>reserve holds</td><td>FAIL</td><td>18</td><td>20</td>' in page
     assert "1 of 2 tests passed" in page
+    assert '<p class="note">feeder buses: 2</p>' in page
+    assert '<p class="note">DERs: 3, meters: 1</p>' in page  # the meter plotted apart
     for name in PLOTS:
         assert f'<img src="{name}"' in page
     for name in DATA:
@@ -177,7 +183,8 @@ def test_empty_recording_skips_the_plots_and_says_so(tmp_path: Path) -> None:
     assert not any((tmp_path / name).exists() for name in PLOTS)
     page = (tmp_path / "index.html").read_text(encoding="utf-8")
     assert page.count("not drawn:") == 4 and "<img" not in page
-    assert "No test was judged" in page and "none recorded" in page
+    assert "No test was judged" in page and "<th>Test</th>" not in page
+    assert "none recorded" in page
     assert (tmp_path / "timeseries.csv").read_text(encoding="utf-8").count("\n") == 1
 
 
@@ -190,12 +197,67 @@ def test_two_identical_runs_give_identical_bytes(tmp_path: Path) -> None:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
 
 
-def test_the_reserve_is_drawn(tmp_path: Path) -> None:
+def legend(figure: Figure | None, row: int = 0) -> list[str]:
+    assert figure is not None
+    box = figure.axes[row].get_legend()
+    return [] if box is None else [t.get_text() for t in box.get_texts()]
+
+
+def test_the_reserve_is_drawn_and_named() -> None:
     devices = device_series(recording().samples)
     axis = plots.TimeAxis.for_span(120.0)
-    assert plots.soc(tmp_path / "with.png", devices, {"bat1": 70.0}, axis).drawn
-    plots.soc(tmp_path / "without.png", devices, {}, axis)
-    assert (tmp_path / "with.png").read_bytes() != (tmp_path / "without.png").read_bytes()
+    figure, _ = plots.soc(devices, {"bat1": 70.0, "gone": 10.0}, axis)
+    assert legend(figure) == ["bat1", "bat1 reserve"]  # a reserve of no battery is not drawn
+    assert figure is not None
+    reserve = figure.axes[0].get_lines()[-1]
+    assert list(reserve.get_ydata()) == [70.0, 70.0]
+    assert to_hex(reserve.get_color()) == to_hex(figure.axes[0].get_lines()[0].get_color())
+
+
+def test_meters_are_drawn_apart_from_ders() -> None:
+    devices = device_series(recording().samples)
+    figure, note = plots.power(devices, KINDS, plots.TimeAxis.for_span(120.0))
+    assert note == "DERs: 3, meters: 1"
+    assert [legend(figure, row) for row in range(4)] == [["bat1", "ev1", "pv1"]] * 2 + [
+        ["site"]
+    ] * 2
+
+
+def test_voltage_is_drawn_against_ansi_c84_1() -> None:
+    buses = bus_series(recording().buses)
+    figure, note = plots.voltage(buses, [], plots.TimeAxis.for_span(120.0))
+    assert note == "feeder buses: 2"
+    assert legend(figure) == ["ANSI C84.1 range A", "range B", "b1", "b2"]
+    assert figure is not None
+    band = figure.axes[0].patches[0]
+    assert isinstance(band, Rectangle)
+    assert (band.get_y(), band.get_y() + band.get_height()) == pytest.approx(plots.RANGE_A_PU)
+
+
+def test_the_timeline_marks_events_and_colours_responses() -> None:
+    run = recording()
+    figure, note = plots.setpoints(
+        device_series(run.samples), run.events, plots.TimeAxis.for_span(120.0)
+    )
+    assert note == "setpoints: 5, events: 6"
+    assert figure is not None
+    events_axes = figure.axes[-1]
+    assert legend(figure, -1) == ["sent", "fault", "mark", "received", "rejected"]
+    labels = [t.get_text() for t in events_axes.texts]
+    assert labels == ["m-1", "broker outage", "voltage step", "meter loss"]
+    dots = {
+        to_hex(c.get_facecolor()[0]): np.asarray(c.get_offsets())[:, 0].tolist()
+        for c in events_axes.collections
+        if isinstance(c, PathCollection)
+    }
+    assert dots == {"#7f7f7f": [10.5], "#d62728": [11.0]}  # received grey, rejected red
+    assert [ax.get_ylabel() for ax in figure.axes[:-1]] == list(plots.SETPOINT_LABELS.values())
+
+
+def test_a_crowded_axes_has_no_legend() -> None:
+    many = [Sample(0.0, f"d{i}", None, 1.0, 1.0, 1.0) for i in range(plots.LEGEND_MAX + 1)]
+    figure, _ = plots.power(device_series(many), {}, plots.TimeAxis.for_span(1.0))
+    assert legend(figure) == []
 
 
 @pytest.mark.parametrize(
