@@ -254,6 +254,19 @@ def test_the_timeline_marks_events_and_colours_responses() -> None:
     assert [ax.get_ylabel() for ax in figure.axes[:-1]] == list(plots.SETPOINT_LABELS.values())
 
 
+def test_a_crowded_timeline_is_unlabelled_and_says_so() -> None:
+    events = [Event(float(k), "mark", detail=f"step {k}") for k in range(plots.LABELS_MAX + 1)]
+    figure, note = plots.setpoints([], events, plots.TimeAxis.for_span(60.0))
+    assert figure is not None and len(figure.axes[-1].texts) == 0
+    assert note == "setpoints: 0, events: 41 (41 marks, drawn unlabelled above 40)"
+
+
+def test_a_name_with_a_leading_underscore_keeps_its_legend_entry() -> None:
+    one = [Sample(0.0, "_pv", None, 1.0, 1.0, 1.0)]
+    figure, _ = plots.power(device_series(one), {}, plots.TimeAxis.for_span(1.0))
+    assert legend(figure) == ["\u200b_pv"]
+
+
 def test_a_crowded_axes_has_no_legend() -> None:
     many = [Sample(0.0, f"d{i}", None, 1.0, 1.0, 1.0) for i in range(plots.LEGEND_MAX + 1)]
     figure, _ = plots.power(device_series(many), {}, plots.TimeAxis.for_span(1.0))
