@@ -71,6 +71,8 @@ class Event:
 class TestResult:
     """One judged test: an entry of ``results.json``."""
 
+    __test__ = False  # not a pytest test class
+
     test: str
     passed: bool
     measured: float | None

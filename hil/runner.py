@@ -16,13 +16,14 @@ import argparse
 import asyncio
 import copy
 import json
+import logging
 import resource
 import sys
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -48,6 +49,9 @@ from hil.scenario import (
 from hil.spec import OpcUaSpec, RigSpec, TableProfileSpec, load_rig_spec
 from hil.stepper import Drive, Stepper, series
 from hil.timewarp import TimewarpUnavailable, real_seconds, rerun_warped, warped_speed
+
+if TYPE_CHECKING:
+    from hil.feeder import Feeder
 
 CONNECT_TIMEOUT_REAL_S = 60.0
 """How long (real s) the gateway may take to read every device before the run gives up."""
@@ -194,15 +198,19 @@ class ScenarioRun:
 
     def run(self) -> Outcome:
         self.directory.mkdir(parents=True, exist_ok=True)
+        feeder = self._feeder()
+        if self.scenario.dynamics == "opender":
+            from hil.opender_physics import set_opender_step
+
+            set_opender_step(self.scenario.physics_step_s)
         self.broker.start()
         self.rig.start()
         try:
             dispatcher = self._start_gateway()
             progress = Progress(self.scenario.duration_s)
-            self.rig.call(lambda _rig: self.clock.resume())
-            dispatcher.t0 = time.time()
+            dispatcher.t0 = self.rig.call(lambda _rig: _resume(self.clock))
             until_s = self.scenario.duration_s
-            stepping = self.rig.call(lambda rig: _spawn(self._stepper(rig).run(until_s)))
+            stepping = self.rig.call(lambda rig: _spawn(self._stepper(rig, feeder).run(until_s)))
             self._play(dispatcher, progress)
             self.rig.call(lambda _rig: stepping.cancel())
             wall_s = progress.wall_s()
@@ -223,16 +231,15 @@ class ScenarioRun:
             cpu_s=cpu_seconds(),
         )
 
-    def _stepper(self, rig: Rig) -> Stepper:
-        feeder = None
-        if self.scenario.feeder is not None:
-            from hil.feeder import Feeder, load_feeder_spec
+    def _feeder(self) -> Feeder | None:
+        """The scenario's feeder, built (and pandapower imported) before the rig's clock runs."""
+        if self.scenario.feeder is None:
+            return None
+        from hil.feeder import Feeder, load_feeder_spec
 
-            feeder = Feeder(load_feeder_spec(self.scenario.feeder))
-        if self.scenario.dynamics == "opender":
-            from hil.opender_physics import set_opender_step
+        return Feeder(load_feeder_spec(self.scenario.feeder))
 
-            set_opender_step(self.scenario.physics_step_s)
+    def _stepper(self, rig: Rig, feeder: Feeder | None) -> Stepper:
         profiles = self.scenario.profiles
         drive = Drive(
             load=series(profiles.load, 1.0),
@@ -366,6 +373,13 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def _resume(clock: SimClock) -> float:
+    """Start the scenario's time: the rig's clock runs on; its wall-clock instant (the t0
+    of every time the dispatcher records)."""
+    clock.resume()
+    return time.time()
+
+
 def _spawn(work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
     """Run work as a task on the rig's loop (called there, through RigThread.call)."""
     return asyncio.get_running_loop().create_task(work)
@@ -430,6 +444,12 @@ def main(argv: list[str]) -> int:
         except TimewarpUnavailable as error:
             print(f"hil run: {error}", file=sys.stderr)
             return 2
+    args.report.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(  # the rig's own log (pymodbus, asyncua): the console shows progress
+        filename=args.report / "rig.log",
+        level=logging.WARNING,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
     outcome = ScenarioRun(scenario, args.report, speed).run()
     meta = ReportMeta(
         scenario=scenario.name,

@@ -69,8 +69,12 @@ class Stepper:
         """The longest a step ran late, simulated s (the machine did not keep up)."""
         self.late_steps = 0
         """Steps that ran more than a step late."""
-        self.placed: dict[str, str] = {} if feeder is None else feeder.placements()
+        self.placed: dict[str, str] = (
+            {} if feeder is None else {i: feeder.bus_of(i) for i in feeder.spec.devices}
+        )
         """Device id -> the feeder bus it is connected to."""
+        self.lv_buses: list[str] = [] if feeder is None else feeder.lv_buses
+        """The buses recorded: those at the devices' voltage level."""
 
     async def run(self, until_s: float) -> None:
         """Step from the clock's present to until_s (simulated)."""
@@ -108,7 +112,7 @@ class Stepper:
                 v_pu[device_id] = v
             if record:
                 self.recording.buses.extend(
-                    BusSample(t, bus, v) for bus, v in result.bus_v_pu.items()
+                    BusSample(t, bus, result.bus_v_pu[bus]) for bus in self.lv_buses
                 )
         else:  # every device straight on the source, as in an IEEE 1547.1 test
             for device in devices.values():
