@@ -11,6 +11,7 @@ from hil.devices.models import ENABLED, as_float, line_voltage, model, nameplate
 from hil.devices.pv import CAT_B_VOLT_VAR, PvInverter
 from hil.devices.revert import RevertRule, copied
 from hil.image import PointChange, SunSpecImage, Value
+from hil.opender_physics import EnterService, OpenDerPvPhysics, VoltVarPu
 from hil.physics import PvState, SimClock
 from hil.spec import Pv1547Spec
 
@@ -290,18 +291,40 @@ class Pv1547Inverter(PvInverter):
                 c.var_set = get(704, "VarSet")
             else:
                 c.var_set = get(704, "VarSetPct") / 100.0 * var_ref[mode]
-        c.volt_var = None
+        curve = None
         if get(705, "Ena") == ENABLED:
-            v_nom = get(702, "VNom")
-            ref = var_ref.get(int(get(705, "Crv[1].DeptRef")), var_max)
-            v_shift = get(705, "Crv[1].VRef") - 100.0
-            c.volt_var = tuple(
-                (
-                    (get(705, f"Crv[1].Pt[{k}].V") + v_shift) / 100.0 * v_nom,
-                    get(705, f"Crv[1].Pt[{k}].Var") / 100.0 * ref,
-                )
-                for k in range(1, int(get(705, "Crv[1].ActPt")) + 1)
+            k = get(702, "VNom") / self.spec.grid.v_nom  # % of VNom -> pu of the grid's nominal
+            ref = var_ref.get(int(get(705, "Crv[1].DeptRef")), var_max) / self.ratings.va_rtg
+            curve = VoltVarPu(
+                tuple(
+                    (
+                        get(705, f"Crv[1].Pt[{i}].V") / 100.0 * k,
+                        get(705, f"Crv[1].Pt[{i}].Var") / 100.0 * ref,
+                    )
+                    for i in range(1, int(get(705, "Crv[1].ActPt")) + 1)
+                ),
+                v_ref=1.0 + (get(705, "Crv[1].VRef") / 100.0 - 1.0) * k,
+                olrt_s=get(705, "Crv[1].RspTms"),
             )
+        self._set_volt_var(curve)
+        if isinstance(self.physics, OpenDerPvPhysics):
+            self.physics.enter_service = self._enter_service(
+                k=get(702, "VNom") / self.spec.grid.v_nom
+            )
+
+    def _enter_service(self, k: float) -> EnterService:
+        """703 as OpenDER's enter-service settings (ESVHi/Lo in % of VNom)."""
+        get = self._value
+        return EnterService(
+            enabled=get(703, "ES") == ENABLED,
+            v_low=get(703, "ESVLo") / 100.0 * k,
+            v_high=get(703, "ESVHi") / 100.0 * k,
+            hz_low=get(703, "ESHzLo"),
+            hz_high=get(703, "ESHzHi"),
+            delay_s=get(703, "ESDlyTms"),
+            random_s=get(703, "ESRndTms"),
+            ramp_s=get(703, "ESRmpTms"),
+        )
 
     def _adopt(self, model_id: int, n: int) -> None:
         """AdptCrvReq=n: copy curve n into the active curve 1 if it is valid, then report."""
