@@ -87,6 +87,26 @@ class VoltVarPu:
 
 
 @dataclass(frozen=True, slots=True)
+class VoltWattPu:
+    """A volt-watt curve as OpenDER takes it: two (V pu of nominal, P pu of the W rating)
+    points, and the open-loop response time (90 % of a step), s."""
+
+    points: tuple[tuple[float, float], tuple[float, float]]
+    olrt_s: float = 10.0
+
+    def settings(self) -> dict[str, float]:
+        """OpenDER's PV_* settings."""
+        (v1, p1), (v2, p2) = self.points
+        return {
+            "PV_CURVE_V1": v1,
+            "PV_CURVE_P1": p1,
+            "PV_CURVE_V2": v2,
+            "PV_CURVE_P2": p2,
+            "PV_OLRT": self.olrt_s,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class EnterService:
     """Enter-service settings (SunSpec 703, IEEE 1547-2018 clause 4.10): V in pu of nominal,
     Hz in the grid's own Hz, times in s. The defaults are IEEE 1547-2018's."""
@@ -182,7 +202,8 @@ class OpenDerPvPhysics(PvPhysics):
 
     Controls map to OpenDER modes: the active-power ceiling (WMax, WMaxLimPct, WSet) to
     AP_LIMIT (pu of the W rating); a fixed power factor to CONST_PF (INJ when positive); a
-    var setpoint to CONST_Q (pu of VA); `volt_var_pu` to QV. OpenDER ranks constant PF over
+    var setpoint to CONST_Q (pu of VA); `volt_var_pu` to QV; `volt_watt_pu` to PV (OpenDER
+    takes the lowest of the limit and volt-watt). OpenDER ranks constant PF over
     volt-var over constant Q. Disconnected means ES_PERMIT_SERVICE off (OpenDER trips); on
     reconnection it enters service after `enter_service`'s delay and ramp.
     """
@@ -192,6 +213,7 @@ class OpenDerPvPhysics(PvPhysics):
 
         super().__init__(ratings, profile, grid, tau_s=0.0, t0=t0)
         self.volt_var_pu: VoltVarPu | None = None
+        self.volt_watt_pu: VoltWattPu | None = None
         self.enter_service = EnterService()
         self.der_status = "Continuous Operation"
         der = DER_PV(**_nameplate(ratings.w_rtg, ratings.va_rtg, ratings.var_rtg, grid.v_nom))
@@ -202,7 +224,7 @@ class OpenDerPvPhysics(PvPhysics):
         c, r = self.controls, self.ratings
         cap = self.w_cap()
         pf = None if c.pf is None or c.pf == 0 else min(abs(c.pf), 1.0)
-        qv = self.volt_var_pu
+        qv, pv = self.volt_var_pu, self.volt_watt_pu
         out: dict[str, object] = {
             "AP_LIMIT_ENABLE": cap < r.w_rtg,
             "AP_LIMIT": cap / r.w_rtg,
@@ -210,12 +232,15 @@ class OpenDerPvPhysics(PvPhysics):
             "CONST_Q_MODE_ENABLE": c.var_set is not None,
             "CONST_Q": 0.0 if c.var_set is None else c.var_set / r.va_rtg,
             "QV_MODE_ENABLE": qv is not None,
+            "PV_MODE_ENABLE": pv is not None,
             **_es_settings(self.enter_service, c.connected, self.grid.hz_nom),
         }
         if pf is not None and c.pf is not None:
             out |= {"CONST_PF": pf, "CONST_PF_EXCITATION": "INJ" if c.pf > 0 else "ABS"}
         if qv is not None:
             out |= qv.settings()
+        if pv is not None:
+            out |= pv.settings()
         return out
 
     def step(self, t: float) -> None:

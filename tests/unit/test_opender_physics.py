@@ -84,6 +84,16 @@ def write_volt_var(dev: PhysicsDevice, rsp_tms: float) -> None:
     write(dev, 705, {"Ena": 1})
 
 
+def write_volt_watt(dev: PhysicsDevice) -> None:
+    """(103 %, 100 %), (107 %, 20 %) with RspTms 5 s into curve 2 of 706, adopted, enabled."""
+    values: dict[str, float] = {"Crv[2].ActPt": 2, "Crv[2].RspTms": 5}
+    values |= {"Crv[2].Pt[1].V": 103, "Crv[2].Pt[1].W": 100}
+    values |= {"Crv[2].Pt[2].V": 107, "Crv[2].Pt[2].W": 20}
+    write(dev, 706, values)
+    write(dev, 706, {"AdptCrvReq": 2})
+    write(dev, 706, {"Ena": 1})
+
+
 def standalone_q(rsp_tms: float, before: int, after: int) -> list[float]:
     """Q of a DER_PV with the same nameplate and curve: `before` steps at 1 pu, then 1.06."""
     DER.t_s = STEP
@@ -247,3 +257,34 @@ def test_steps_are_whole_increments_with_the_remainder_carried() -> None:
 def test_opender_step_must_be_positive() -> None:
     with pytest.raises(ValueError, match="OpenDER time step 0 s"):
         set_opender_step(0)
+
+
+def test_volt_watt_706_is_served_with_opender_only_and_limits_p() -> None:
+    hand = Hand()
+    simple = RigSpec.model_validate({"devices": [{"id": "s", "type": "pv_1547"}]}).devices[0]
+    assert 706 not in build_device(simple, hand.clock).model_ids()  # type: ignore[arg-type]
+    dev = device(hand, type="pv_1547", w_rtg=VA)
+    assert dev.model_ids() == [1, 701, 702, 703, 704, 705, 706, 712, 715]
+    w_aval_pct = [1]  # DeptRef W_AVAL_PCT: OpenDER's volt-watt P is pu of the rating only
+    assert dev.answer_write(dev.image.address(706, "Crv[2].DeptRef"), w_aval_pct) is not None
+    write_volt_watt(dev)
+    list(run(hand, dev, 1.0))
+    assert dev.physics.w == pytest.approx(VA)  # at 1 pu: below V1
+    dev.physics.grid.v_set = 1.05 * V_NOM
+    t_step = hand.t
+    ws = [dev.physics.w for _ in run(hand, dev, t_step + 30.0)]
+    p_curve = (1 - (1.05 - 1.03) / (1.07 - 1.03) * 0.8) * VA  # 6000 W
+    assert ws[-1] == pytest.approx(p_curve, abs=1e-3 * VA)
+    k90 = next(k for k, w in enumerate(ws, start=1) if w <= VA - 0.9 * (VA - p_curve))
+    assert abs(k90 * STEP - 5 * T90_PER_OLRT) <= STEP + 1e-9
+    assert dev.physics.state is PvState.THROTTLED
+
+
+def test_volt_watt_powers_are_percent_of_wmax() -> None:
+    hand = Hand()
+    dev = device(hand, type="pv_1547", w_rtg=VA)
+    write(dev, 702, {"WMax": 8000})
+    write_volt_watt(dev)
+    dev.physics.grid.v_set = 1.05 * V_NOM
+    list(run(hand, dev, 60.0))
+    assert dev.physics.w == pytest.approx(0.6 * 8000, abs=1e-3 * VA)  # halfway 100 % -> 20 %
