@@ -107,6 +107,32 @@ class VoltWattPu:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponseTimes:
+    """How fast the immediate controls act, s, as OpenDER models them: the active-power limit
+    ramps at 1 pu of the W rating per `ap_limit_s` (AP_RT); constant PF and constant Q follow
+    first-order lags reaching 90 % at `const_pf_s` / `const_q_s` (CONST_PF_RT, CONST_Q_RT).
+    The defaults are OpenDER's."""
+
+    ap_limit_s: float = 15.0
+    const_pf_s: float = 5.0
+    const_q_s: float = 5.0
+
+    @classmethod
+    def written(cls, ap_limit_s: float, const_pf_s: float, const_q_s: float) -> ResponseTimes:
+        """From written SunSpec RmpTms points, where 0 (no time given) keeps the default."""
+        d = cls()
+        return cls(ap_limit_s or d.ap_limit_s, const_pf_s or d.const_pf_s, const_q_s or d.const_q_s)
+
+    def settings(self) -> dict[str, float]:
+        """OpenDER's AP_RT, CONST_PF_RT and CONST_Q_RT."""
+        return {
+            "AP_RT": self.ap_limit_s,
+            "CONST_PF_RT": self.const_pf_s,
+            "CONST_Q_RT": self.const_q_s,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class EnterService:
     """Enter-service settings (SunSpec 703, IEEE 1547-2018 clause 4.10): V in pu of nominal,
     Hz in the grid's own Hz, times in s. The defaults are IEEE 1547-2018's."""
@@ -214,6 +240,7 @@ class OpenDerPvPhysics(PvPhysics):
         super().__init__(ratings, profile, grid, tau_s=0.0, t0=t0)
         self.volt_var_pu: VoltVarPu | None = None
         self.volt_watt_pu: VoltWattPu | None = None
+        self.response_times = ResponseTimes()
         self.enter_service = EnterService()
         self.der_status = "Continuous Operation"
         der = DER_PV(**_nameplate(ratings.w_rtg, ratings.va_rtg, ratings.var_rtg, grid.v_nom))
@@ -234,6 +261,7 @@ class OpenDerPvPhysics(PvPhysics):
             "QV_MODE_ENABLE": qv is not None,
             "PV_MODE_ENABLE": pv is not None,
             **_es_settings(self.enter_service, c.connected, self.grid.hz_nom),
+            **self.response_times.settings(),
         }
         if pf is not None and c.pf is not None:
             out |= {"CONST_PF": pf, "CONST_PF_EXCITATION": "INJ" if c.pf > 0 else "ABS"}
@@ -309,6 +337,8 @@ class OpenDerBatteryPhysics(BatteryPhysics):
         )
         self._stepper = _Stepper(der, grid, t0)
         self.enter_service = EnterService()
+        self.ramp_s = 0.0
+        """Dispatch ramp time, 0 to full power, s (NP_BESS_P_RAMP_TIME; 0: a step)."""
         self.der_status = "Continuous Operation"
         super().__init__(ratings, grid, soc_pct, tau_s=0.0, t0=t0)
         self.var = 0.0
@@ -330,6 +360,7 @@ class OpenDerBatteryPhysics(BatteryPhysics):
         return {
             "NP_BESS_SOC_MIN": min(low / 100.0, soc),
             "NP_BESS_SOC_MAX": max(high / 100.0, soc),
+            "NP_BESS_P_RAMP_TIME": self.ramp_s,
             **_es_settings(self.enter_service, self.controls.connected, self.grid.hz_nom),
         }
 

@@ -8,6 +8,7 @@ from hil.devices.base import DeviceState, PhysicsDevice, make_battery_physics
 from hil.devices.models import inverter_103_ac, inverter_103_fixed, model, nameplate, scale_factor
 from hil.devices.revert import RevertRule, fixed
 from hil.image import PointChange, SunSpecImage
+from hil.opender_physics import OpenDerBatteryPhysics
 from hil.physics import BatteryControls, BatteryPhysics, ChargeState, SimClock
 from hil.spec import BatterySpec
 
@@ -195,6 +196,8 @@ class BatteryInverter(PhysicsDevice):
         c.soc_rsv_min_pct = max(get(802, "SoCRsvMin"), get(124, "MinRsvPct"))
         c.soc_rsv_max_pct = get(802, "SocRsvMax")
         c.connected = get(802, "SetOp") == 1  # CONNECT
+        if isinstance(self.physics, OpenDerBatteryPhysics):
+            self.physics.ramp_s = get(124, "InOutWRte_RmpTms")
 
     def snapshot(self) -> DeviceState:
         self.refresh()

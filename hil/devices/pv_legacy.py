@@ -8,7 +8,7 @@ from hil.devices.models import ENABLED, inverter_103_ac, inverter_103_fixed, mod
 from hil.devices.pv import CAT_B_VOLT_VAR, PvInverter
 from hil.devices.revert import RevertRule, disabling
 from hil.image import PointChange, SunSpecImage, Value
-from hil.opender_physics import VoltVarPu
+from hil.opender_physics import OpenDerPvPhysics, ResponseTimes, VoltVarPu
 from hil.physics import PvState
 from hil.spec import PvLegacySpec
 
@@ -189,6 +189,12 @@ class PvLegacyInverter(PvInverter):
                 olrt_s=legacy_olrt(get(126, f"{crv}.RmpTms"), get(126, "RmpTms")),
             )
         self._set_volt_var(curve)
+        if isinstance(self.physics, OpenDerPvPhysics):
+            self.physics.response_times = ResponseTimes.written(
+                get(123, "WMaxLimPct_RmpTms"),
+                get(123, "OutPFSet_RmpTms"),
+                get(123, "VArPct_RmpTms"),
+            )
 
 
 def legacy_olrt(curve_rmp_tms: float, model_rmp_tms: float) -> float:

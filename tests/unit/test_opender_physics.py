@@ -288,3 +288,37 @@ def test_volt_watt_powers_are_percent_of_wmax() -> None:
     dev.physics.grid.v_set = 1.05 * V_NOM
     list(run(hand, dev, 60.0))
     assert dev.physics.w == pytest.approx(0.6 * 8000, abs=1e-3 * VA)  # halfway 100 % -> 20 %
+
+
+def test_legacy_ramp_time_is_opender_s_limit_ramp() -> None:
+    hand = Hand()
+    dev = device(hand, type="pv_legacy", w_rtg=VA)
+    list(run(hand, dev, 1.0))
+    write(dev, 123, {"WMaxLimPct_RmpTms": 4, "WMaxLimPct": 50, "WMaxLim_Ena": 1})
+    list(run(hand, dev, 2.0))
+    assert dev.physics.w == pytest.approx(0.75 * VA, abs=0.1 * STEP / 4 * VA)  # 1 pu per 4 s
+    list(run(hand, dev, 3.0 + STEP))
+    assert dev.physics.w == pytest.approx(0.5 * VA, abs=1e-6 * VA)
+
+
+def test_legacy_var_ramp_time_is_opender_s_constant_q_response_time() -> None:
+    hand = Hand()
+    dev = device(hand, type="pv_legacy", w_rtg=VA, profile={"kind": "constant", "w": 5000})
+    list(run(hand, dev, 1.0))
+    write(dev, 123, {"VArPct_RmpTms": 8, "VArPct_Mod": 2, "VArMaxPct": 50, "VArPct_Ena": 1})
+    target = 0.5 * VAR_MAX
+    qs = [dev.physics.var for _ in run(hand, dev, 60.0)]
+    assert qs[-1] == pytest.approx(target, abs=1e-6 * VA)
+    k90 = next(k for k, q in enumerate(qs, start=1) if q >= 0.9 * target)
+    assert abs(k90 * STEP - 8 * T90_PER_OLRT) <= STEP + 1e-9  # the default would be 5 s
+
+
+def test_battery_ramp_time_is_opender_s_dispatch_ramp() -> None:
+    hand = Hand()
+    dev = device(hand, type="battery", w_discha_max=5000)
+    list(run(hand, dev, 1.0))  # idle
+    write(dev, 124, {"InOutWRte_RmpTms": 10, "OutWRte": 50, "StorCtl_Mod": 2})
+    list(run(hand, dev, 3.5))
+    assert dev.physics.w == pytest.approx(1250, abs=5000 * STEP / 10)  # 0 -> 5000 W in 10 s
+    list(run(hand, dev, 6.0 + STEP))
+    assert dev.physics.w == pytest.approx(2500)
