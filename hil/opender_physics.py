@@ -246,6 +246,13 @@ class OpenDerPvPhysics(PvPhysics):
         der = DER_PV(**_nameplate(ratings.w_rtg, ratings.va_rtg, ratings.var_rtg, grid.v_nom))
         self._stepper = _Stepper(der, grid, t0)
 
+    def power_on(self) -> None:
+        """The OpenDER-only settings back to their power-on values (device restart); the
+        controls are the device's to reset."""
+        self.volt_var_pu = self.volt_watt_pu = None
+        self.response_times = ResponseTimes()
+        self.enter_service = EnterService()
+
     def settings(self) -> dict[str, object]:
         """OpenDER settings for the controls in force now."""
         c, r = self.controls, self.ratings
@@ -351,6 +358,11 @@ class OpenDerBatteryPhysics(BatteryPhysics):
     @soc_pct.setter
     def soc_pct(self, value: float) -> None:
         self._stepper.der.bessspecific.soc_calc.reset_soc(value / 100.0)
+
+    def power_on(self) -> None:
+        """The OpenDER-only settings back to their power-on values (device restart)."""
+        self.ramp_s = 0.0
+        self.enter_service = EnterService()
 
     def settings(self) -> dict[str, object]:
         """OpenDER settings for the controls and SoC now (the SoC range never excludes the

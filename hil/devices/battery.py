@@ -45,6 +45,8 @@ class BatteryInverter(PhysicsDevice):
 
     def _reset_controls(self) -> None:
         self.physics.controls = BatteryControls()
+        if isinstance(self.physics, OpenDerBatteryPhysics):
+            self.physics.power_on()
 
     def _revert_rules(self) -> tuple[RevertRule, ...]:
         """124 InOutWRte_RvrtTms: charge/discharge rate and mode fall back to idle."""

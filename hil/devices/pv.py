@@ -38,6 +38,8 @@ class PvInverter(PhysicsDevice):
 
     def _reset_controls(self) -> None:
         self.physics.controls = PvControls(w_max=self.ratings.w_rtg)
+        if isinstance(self.physics, OpenDerPvPhysics):
+            self.physics.power_on()
 
     def _set_volt_var(self, curve: VoltVarPu | None) -> None:
         """Put a volt-var curve (or none) in force, in both dynamics' terms."""

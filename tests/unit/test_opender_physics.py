@@ -322,3 +322,20 @@ def test_battery_ramp_time_is_opender_s_dispatch_ramp() -> None:
     assert dev.physics.w == pytest.approx(1250, abs=5000 * STEP / 10)  # 0 -> 5000 W in 10 s
     list(run(hand, dev, 6.0 + STEP))
     assert dev.physics.w == pytest.approx(2500)
+    dev.restart()  # setpoint 0 W, ramp time back to 0: a step down
+    list(run(hand, dev, hand.t + STEP))
+    assert dev.physics.w == 0
+
+
+def test_restart_forgets_what_was_written_to_opender() -> None:
+    hand = Hand()
+    dev = device(hand, type="pv_1547", w_rtg=VA, profile={"kind": "constant", "w": 5000})
+    write_volt_var(dev, 1)
+    write_volt_watt(dev)
+    dev.physics.grid.v_set = 1.06 * V_NOM
+    list(run(hand, dev, 30.0))
+    assert dev.physics.var < -1000 and dev.physics.w < 5000
+    dev.restart()
+    list(run(hand, dev, 60.0))  # volt-var and volt-watt off: back to unity PF, all the sun
+    assert dev.physics.var == pytest.approx(0, abs=1e-6 * VA)
+    assert dev.physics.w == pytest.approx(5000, abs=1e-6 * VA)
