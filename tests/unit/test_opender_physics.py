@@ -339,3 +339,23 @@ def test_restart_forgets_what_was_written_to_opender() -> None:
     list(run(hand, dev, 60.0))  # volt-var and volt-watt off: back to unity PF, all the sun
     assert dev.physics.var == pytest.approx(0, abs=1e-6 * VA)
     assert dev.physics.w == pytest.approx(5000, abs=1e-6 * VA)
+
+
+def test_legacy_126_volt_var_with_its_pt1_time() -> None:
+    hand = Hand()
+    dev = device(hand, type="pv_legacy", w_rtg=VA)
+    curve: dict[str, float] = {"curve[1].ActPt": 4, "curve[1].DeptRef": 2, "curve[1].RmpTms": 10}
+    for k, (v, var) in enumerate(CURVE, start=1):
+        curve |= {f"curve[1].V{k}": v, f"curve[1].VAr{k}": var}
+    write(dev, 126, curve | {"ActCrv": 1, "ModEna": 1})
+    list(run(hand, dev, 20.0))
+    t_step = hand.t
+    dev.physics.grid.v_set = 1.06 * V_NOM
+    qs = [dev.physics.var for _ in run(hand, dev, t_step + 60.0)]
+    olrt = 10 * math.log(10) / math.log(20)  # RmpTms is a PT1 95 % time: 7.69 s to 90 %
+    expected = standalone_q(olrt, round(t_step / STEP), len(qs))
+    assert max(abs(a - b) for a, b in zip(qs, expected, strict=True)) < 1e-6 * VA
+    q_curve = (1.06 - 1.03) / (1.07 - 1.03) * -0.40 * VAR_MAX
+    assert qs[-1] == pytest.approx(q_curve, abs=1e-6 * VA)
+    k90 = next(k for k, q in enumerate(qs, start=1) if q <= 0.9 * q_curve)
+    assert abs(k90 * STEP - olrt * T90_PER_OLRT) <= 2 * STEP  # an OLRT between two samples
