@@ -42,7 +42,10 @@ class PvInverter(PhysicsDevice):
             self.physics.power_on()
 
     def _set_volt_var(self, curve: VoltVarPu | None) -> None:
-        """Put a volt-var curve (or none) in force, in both dynamics' terms."""
+        """Put a volt-var curve (or none) in force, in both dynamics' terms; a curve without
+        points (ActPt 0) is none."""
+        if curve is not None and not curve.points:
+            curve = None
         p = self.physics
         p.controls.volt_var = (
             None if curve is None else curve.absolute(p.grid.v_nom, self.ratings.va_rtg)

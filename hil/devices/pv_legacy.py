@@ -117,6 +117,9 @@ class PvLegacyInverter(PvInverter):
                 curve[f"VAr{k}"] = var_pct
             image.update(126, {f"curve[{c}].{name}": value for name, value in curve.items()})
         image.bound(126, "ActCrv", 0, n_curves)  # 0: no active curve
+        if s.dynamics == "opender":  # OpenDER's volt-var curve has 4 points: NPt is the limit
+            for c in range(1, n_curves + 1):
+                image.bound(126, f"curve[{c}].ActPt", 0, len(CAT_B_VOLT_VAR))
         return image
 
     def _revert_rules(self) -> tuple[RevertRule, ...]:

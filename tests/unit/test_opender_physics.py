@@ -359,3 +359,13 @@ def test_legacy_126_volt_var_with_its_pt1_time() -> None:
     assert qs[-1] == pytest.approx(q_curve, abs=1e-6 * VA)
     k90 = next(k for k, q in enumerate(qs, start=1) if q <= 0.9 * q_curve)
     assert abs(k90 * STEP - olrt * T90_PER_OLRT) <= 2 * STEP  # an OLRT between two samples
+
+
+def test_curves_opender_cannot_take_are_refused_or_off() -> None:
+    hand = Hand()
+    dev = device(hand, type="pv_legacy", w_rtg=VA)
+    assert dev.answer_write(dev.image.address(126, "curve[1].ActPt"), [5]) is not None
+    write(dev, 126, {"curve[1].ActPt": 0, "ActCrv": 1, "ModEna": 1})  # no points: no volt-var
+    dev.physics.grid.v_set = 1.1 * V_NOM
+    list(run(hand, dev, 5.0))
+    assert dev.physics.var == 0
