@@ -87,6 +87,9 @@ class _PvSpec(_DerSpec):
     va_rtg: float | None = Field(default=None, gt=0, description="default: w_rtg")
     var_rtg: float | None = Field(default=None, gt=0, description="default: 44 % of va_rtg")
     profile: ProfileSpec | None = Field(default=None, description="default: constant at w_rtg")
+    dynamics: Literal["simple", "opender"] = Field(
+        default="simple", description="opender: IEEE 1547-2018 P and Q from EPRI's OpenDER"
+    )
 
 
 class PvLegacySpec(_PvSpec):
@@ -116,6 +119,9 @@ class _BatteryPhysicsSpec(_Spec):
     soc_max_pct: float = Field(default=100.0, ge=0, le=100)
     tau_s: float = Field(default=1.0, ge=0, description="first-order response time constant, s")
     grid: GridSpec = GridSpec()
+    dynamics: Literal["simple", "opender"] = Field(
+        default="simple", description="opender: P, Q and SoC from EPRI's OpenDER (DER_BESS)"
+    )
 
     @model_validator(mode="after")
     def _soc_range(self) -> _BatteryPhysicsSpec:

@@ -14,8 +14,10 @@ from pymodbus.exceptions import NoSuchIdException
 from hil.devices.models import as_float, model
 from hil.devices.revert import RevertRule, RevertTimers
 from hil.image import PointChange, RegisterImage, SunSpecImage, WriteRefused
+from hil.opender_physics import battery_physics
 from hil.physics import (
     BatteryPhysics,
+    BatteryRatings,
     ClearSkyProfile,
     ConstantProfile,
     Grid,
@@ -30,6 +32,7 @@ from hil.spec import (
     GridSpec,
     MeterSpec,
     ModbusSpec,
+    OpcUaBatterySpec,
     ProfileSpec,
     Pv1547Spec,
     PvLegacySpec,
@@ -92,6 +95,23 @@ class DeviceState:
 def make_grid(spec: GridSpec) -> Grid:
     """The simulated grid a spec describes."""
     return Grid(spec.v_nom, spec.hz_nom, spec.noise_v, spec.noise_hz, spec.seed)
+
+
+def make_battery_physics(
+    spec: BatterySpec | OpcUaBatterySpec, va_rtg: float, t0: float
+) -> BatteryPhysics:
+    """The battery physics a spec describes, simple or OpenDER's as its `dynamics` says."""
+    ratings = BatteryRatings(
+        wh_rtg=spec.wh_rtg,
+        w_cha_max=spec.w_cha_max,
+        w_discha_max=spec.w_discha_max,
+        va_rtg=va_rtg,
+        efficiency=spec.efficiency,
+        soc_min_pct=spec.soc_min_pct,
+        soc_max_pct=spec.soc_max_pct,
+    )
+    grid = make_grid(spec.grid)
+    return battery_physics(spec.dynamics, ratings, grid, spec.soc_pct, tau_s=spec.tau_s, t0=t0)
 
 
 def make_profile(spec: ProfileSpec | None, default_w: float) -> Profile:

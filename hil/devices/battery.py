@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from hil.devices.base import DeviceState, PhysicsDevice, make_grid
+from hil.devices.base import DeviceState, PhysicsDevice, make_battery_physics
 from hil.devices.models import inverter_103_ac, inverter_103_fixed, model, nameplate, scale_factor
 from hil.devices.revert import RevertRule, fixed
 from hil.image import PointChange, SunSpecImage
-from hil.physics import BatteryControls, BatteryPhysics, BatteryRatings, ChargeState, SimClock
+from hil.opender_physics import OpenDerBatteryPhysics
+from hil.physics import BatteryControls, BatteryPhysics, ChargeState, SimClock
 from hil.spec import BatterySpec
 
 
@@ -20,18 +21,10 @@ class BatteryInverter(PhysicsDevice):
     physics: BatteryPhysics
 
     def __init__(self, spec: BatterySpec, clock: SimClock) -> None:
-        self.ratings = BatteryRatings(
-            wh_rtg=spec.wh_rtg,
-            w_cha_max=spec.w_cha_max,
-            w_discha_max=spec.w_discha_max,
-            va_rtg=spec.va_rtg or max(spec.w_cha_max, spec.w_discha_max),
-            efficiency=spec.efficiency,
-            soc_min_pct=spec.soc_min_pct,
-            soc_max_pct=spec.soc_max_pct,
+        self.physics = make_battery_physics(
+            spec, spec.va_rtg or max(spec.w_cha_max, spec.w_discha_max), clock.now()
         )
-        self.physics = BatteryPhysics(
-            self.ratings, make_grid(spec.grid), spec.soc_pct, spec.tau_s, clock.now()
-        )
+        self.ratings = self.physics.ratings
         w_max = max(spec.w_cha_max, spec.w_discha_max, self.ratings.va_rtg)
         self.w_sf = scale_factor(w_max * 1.2, 0)
         self.wh_sf = scale_factor(spec.wh_rtg, 0, signed=False)
@@ -52,6 +45,8 @@ class BatteryInverter(PhysicsDevice):
 
     def _reset_controls(self) -> None:
         self.physics.controls = BatteryControls()
+        if isinstance(self.physics, OpenDerBatteryPhysics):
+            self.physics.power_on()
 
     def _revert_rules(self) -> tuple[RevertRule, ...]:
         """124 InOutWRte_RvrtTms: charge/discharge rate and mode fall back to idle."""
@@ -203,6 +198,8 @@ class BatteryInverter(PhysicsDevice):
         c.soc_rsv_min_pct = max(get(802, "SoCRsvMin"), get(124, "MinRsvPct"))
         c.soc_rsv_max_pct = get(802, "SocRsvMax")
         c.connected = get(802, "SetOp") == 1  # CONNECT
+        if isinstance(self.physics, OpenDerBatteryPhysics):
+            self.physics.ramp_s = get(124, "InOutWRte_RmpTms")
 
     def snapshot(self) -> DeviceState:
         self.refresh()

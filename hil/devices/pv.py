@@ -7,6 +7,7 @@ import math
 
 from hil.devices.base import DeviceState, PhysicsDevice, make_grid, make_profile
 from hil.devices.models import scale_factor
+from hil.opender_physics import OpenDerPvPhysics, VoltVarPu, pv_physics
 from hil.physics import PvControls, PvPhysics, PvRatings, SimClock
 from hil.spec import Pv1547Spec, PvLegacySpec
 
@@ -23,12 +24,13 @@ class PvInverter(PhysicsDevice):
     def __init__(self, spec: PvLegacySpec | Pv1547Spec, clock: SimClock) -> None:
         va = spec.va_rtg or spec.w_rtg
         self.ratings = PvRatings(spec.w_rtg, va, spec.var_rtg or 0.44 * va)
-        self.physics = PvPhysics(
+        self.physics = pv_physics(
+            spec.dynamics,
             self.ratings,
             make_profile(spec.profile, spec.w_rtg),
             make_grid(spec.grid),
-            spec.tau_s,
-            clock.now(),
+            tau_s=spec.tau_s,
+            t0=clock.now(),
         )
         self.w_sf = scale_factor(max(va, self.ratings.var_rtg) * 1.2, 0)
         self.a_sf = scale_factor(va / spec.grid.v_nom * 1.2, -2, signed=False)
@@ -36,6 +38,20 @@ class PvInverter(PhysicsDevice):
 
     def _reset_controls(self) -> None:
         self.physics.controls = PvControls(w_max=self.ratings.w_rtg)
+        if isinstance(self.physics, OpenDerPvPhysics):
+            self.physics.power_on()
+
+    def _set_volt_var(self, curve: VoltVarPu | None) -> None:
+        """Put a volt-var curve (or none) in force, in both dynamics' terms; a curve without
+        points (ActPt 0) is none."""
+        if curve is not None and not curve.points:
+            curve = None
+        p = self.physics
+        p.controls.volt_var = (
+            None if curve is None else curve.absolute(p.grid.v_nom, self.ratings.va_rtg)
+        )
+        if isinstance(p, OpenDerPvPhysics):
+            p.volt_var_pu = curve
 
     def _ac(self) -> dict[str, float]:
         """AC quantities now: VA, PF (signed by var), current per phase."""

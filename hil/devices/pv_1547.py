@@ -1,4 +1,5 @@
-"""The IEEE 1547 PV inverter speaking SunSpec models 1, 701-705, 712 and 715."""
+"""The IEEE 1547 PV inverter speaking SunSpec models 1, 701-705, 712 and 715 (and 706 with
+OpenDER dynamics)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import dataclasses
 from collections.abc import Mapping
 
 from hil.devices.base import DeviceState
-from hil.devices.curves import stored_curve, volt_var_reversion
+from hil.devices.curves import curve_reversion, stored_curve
 from hil.devices.models import ENABLED, as_float, line_voltage, model, nameplate, scale_factor
 from hil.devices.pv import CAT_B_VOLT_VAR, PvInverter
 from hil.devices.revert import RevertRule, copied
+from hil.devices.volt_watt import CAT_B_VOLT_WATT, VOLT_WATT_OLRT_S, active_volt_watt
 from hil.image import PointChange, SunSpecImage, Value
+from hil.opender_physics import EnterService, OpenDerPvPhysics, VoltVarPu
 from hil.physics import PvState, SimClock
 from hil.spec import Pv1547Spec
 
@@ -18,6 +21,36 @@ from hil.spec import Pv1547Spec
 _INVST_701 = {PvState.OFF: 0, PvState.SLEEPING: 1, PvState.MPPT: 3, PvState.THROTTLED: 4}
 # Cat B watt-var curve, generation side: W in % of WMax, var in % of VArMax
 _CAT_B_WATT_VAR = ((20.0, 0.0), (50.0, 0.0), (100.0, -44.0))
+# per curve model: (x, y) point names, IEEE 1547 Cat B points, scale factors, and the values
+# every curve starts with
+_CURVE_MODELS: dict[
+    int,
+    tuple[
+        tuple[str, str], tuple[tuple[float, float], ...], Mapping[str, Value], Mapping[str, Value]
+    ],
+] = {
+    705: (
+        ("V", "Var"),
+        CAT_B_VOLT_VAR,
+        {"V_SF": -2, "RspTms_SF": 0},
+        {
+            "DeptRef": 1,
+            "Pri": 1,
+            "VRef": 100,
+            "VRefAuto": 100,
+            "VRefAutoEna": 0,
+            "VRefAutoTms": 0,
+            "RspTms": 5,
+        },
+    ),
+    706: (  # DeptRef W_MAX_PCT
+        ("V", "W"),
+        CAT_B_VOLT_WATT,
+        {"V_SF": -2, "RspTms_SF": 0},
+        {"DeptRef": 0, "RspTms": VOLT_WATT_OLRT_S},
+    ),
+    712: (("W", "Var"), _CAT_B_WATT_VAR, {"W_SF": 0}, {"DeptRef": 1, "Pri": 1}),
+}
 # 704 controls and the points that take their reversion values when the control's RvrtTms
 # expires (besides <control>Ena <- <control>EnaRvrt)
 _REVERSION_704 = {
@@ -37,6 +70,8 @@ class Pv1547Inverter(PvInverter):
 
     def __init__(self, spec: Pv1547Spec, clock: SimClock) -> None:
         self.controller_hb_t: float | None = None  # simulated time of the last ControllerHb write
+        self._volt_watt = spec.dynamics == "opender"
+        """Model 706 (volt-watt) is served only where OpenDER carries it out."""
         super().__init__(spec, clock)
 
     def _reset_controls(self) -> None:
@@ -57,12 +92,16 @@ class Pv1547Inverter(PvInverter):
             )
             for ctl, points in _REVERSION_704.items()
         ]
-        rules.append(RevertRule(705, ("",), "RvrtTms", "Ena", volt_var_reversion, rem="RvrtRem"))
+        for curve_model in (705, 706) if self._volt_watt else (705,):
+            fallback = curve_reversion(curve_model)
+            rules.append(RevertRule(curve_model, ("",), "RvrtTms", "Ena", fallback, rem="RvrtRem"))
         return tuple(rules)
 
     def _power_on_image(self) -> SunSpecImage:
         s, r = self.spec, self.ratings
         n_crv = s.vv_curves
+        curve_ids = (705, 706, 712) if self._volt_watt else (705, 712)
+        curve_models = [model(m, NCrv=n_crv, NPt=len(_CURVE_MODELS[m][1])) for m in curve_ids]
         image = SunSpecImage(
             [
                 model(1),
@@ -70,8 +109,7 @@ class Pv1547Inverter(PvInverter):
                 model(702),
                 model(703),
                 model(704),
-                model(705, NCrv=n_crv, NPt=len(CAT_B_VOLT_VAR)),
-                model(712, NCrv=n_crv, NPt=len(_CAT_B_WATT_VAR)),
+                *curve_models,
                 model(715),
             ],
             s.base,
@@ -180,8 +218,12 @@ class Pv1547Inverter(PvInverter):
             }
         )
         image.update(704, controls)
-        self._curves(image, 705, "V", CAT_B_VOLT_VAR, {"V_SF": -2, "RspTms_SF": 0})
-        self._curves(image, 712, "W", _CAT_B_WATT_VAR, {"W_SF": 0})
+        for model_id in curve_ids:
+            self._curves(image, model_id)
+        if self._volt_watt:
+            for c in range(1, n_crv + 1):  # OpenDER's volt-watt P is pu of the W rating
+                image.bound(706, f"Crv[{c}].DeptRef", 0, 0)
+            image.bound(706, "RvrtCrv", 0, n_crv)
         image.update(
             715, {"LocRemCtl": 0, "DERHb": 0, "ControllerHb": 0, "AlarmReset": 0, "OpCtl": 1}
         )
@@ -189,34 +231,22 @@ class Pv1547Inverter(PvInverter):
         return image
 
     @staticmethod
-    def _curves(
-        image: SunSpecImage,
-        model_id: int,
-        x: str,
-        points: tuple[tuple[float, float], ...],
-        sfs: Mapping[str, Value],
-    ) -> None:
-        """Fill a 705/712 curve model: curve 1 active and read-only, the others writable."""
+    def _curves(image: SunSpecImage, model_id: int) -> None:
+        """Fill a 705/706/712 curve model as _CURVE_MODELS says: every curve the same, curve 1
+        active and read-only, the others writable."""
+        axes, points, sfs, per_curve = _CURVE_MODELS[model_id]
         n_crv = int(as_float(image.get(model_id, "NCrv")))
         values: dict[str, Value] = {**sfs, "DeptRef_SF": -2}
         values.update({"Ena": 0, "AdptCrvReq": 0, "AdptCrvRslt": 1, "RvrtTms": 0, "RvrtRem": 0})
         values["RvrtCrv"] = 0
+        x, y = axes
         for c in range(1, n_crv + 1):
             crv = f"Crv[{c}]"
-            values.update({f"{crv}.ActPt": len(points), f"{crv}.DeptRef": 1, f"{crv}.Pri": 1})
-            if model_id == 705:
-                values.update(
-                    {
-                        f"{crv}.VRef": 100,
-                        f"{crv}.VRefAuto": 100,
-                        f"{crv}.VRefAutoEna": 0,
-                        f"{crv}.VRefAutoTms": 0,
-                        f"{crv}.RspTms": 5,
-                    }
-                )
-            for k, (x_pct, var_pct) in enumerate(points, start=1):
+            values[f"{crv}.ActPt"] = len(points)
+            values.update({f"{crv}.{name}": value for name, value in per_curve.items()})
+            for k, (x_pct, y_pct) in enumerate(points, start=1):
                 values[f"{crv}.Pt[{k}].{x}"] = x_pct
-                values[f"{crv}.Pt[{k}].Var"] = var_pct
+                values[f"{crv}.Pt[{k}].{y}"] = y_pct
             values[f"{crv}.ReadOnly"] = 1 if c == 1 else 0
         image.update(model_id, values)
 
@@ -263,7 +293,7 @@ class Pv1547Inverter(PvInverter):
 
     def _apply(self, changes: list[PointChange]) -> None:
         for ch in changes:
-            if ch.name == "AdptCrvReq" and ch.model_id in (705, 712):
+            if ch.name == "AdptCrvReq" and ch.model_id in (705, 706, 712):
                 self._adopt(ch.model_id, int(as_float(ch.value)))
             if (ch.model_id, ch.name) == (715, "ControllerHb"):
                 self.controller_hb_t = self.physics.t
@@ -290,18 +320,41 @@ class Pv1547Inverter(PvInverter):
                 c.var_set = get(704, "VarSet")
             else:
                 c.var_set = get(704, "VarSetPct") / 100.0 * var_ref[mode]
-        c.volt_var = None
+        k = get(702, "VNom") / self.spec.grid.v_nom  # % of VNom -> pu of the grid's nominal
+        curve = None
         if get(705, "Ena") == ENABLED:
-            v_nom = get(702, "VNom")
-            ref = var_ref.get(int(get(705, "Crv[1].DeptRef")), var_max)
-            v_shift = get(705, "Crv[1].VRef") - 100.0
-            c.volt_var = tuple(
-                (
-                    (get(705, f"Crv[1].Pt[{k}].V") + v_shift) / 100.0 * v_nom,
-                    get(705, f"Crv[1].Pt[{k}].Var") / 100.0 * ref,
-                )
-                for k in range(1, int(get(705, "Crv[1].ActPt")) + 1)
+            ref = var_ref.get(int(get(705, "Crv[1].DeptRef")), var_max) / self.ratings.va_rtg
+            curve = VoltVarPu(
+                tuple(
+                    (
+                        get(705, f"Crv[1].Pt[{i}].V") / 100.0 * k,
+                        get(705, f"Crv[1].Pt[{i}].Var") / 100.0 * ref,
+                    )
+                    for i in range(1, int(get(705, "Crv[1].ActPt")) + 1)
+                ),
+                v_ref=1.0 + (get(705, "Crv[1].VRef") / 100.0 - 1.0) * k,
+                olrt_s=get(705, "Crv[1].RspTms"),
             )
+        self._set_volt_var(curve)
+        if isinstance(self.physics, OpenDerPvPhysics):
+            self.physics.enter_service = self._enter_service(k)
+            self.physics.volt_watt_pu = active_volt_watt(
+                self.image, k, c.w_max / self.ratings.w_rtg
+            )
+
+    def _enter_service(self, k: float) -> EnterService:
+        """703 as OpenDER's enter-service settings (ESVHi/Lo in % of VNom)."""
+        get = self._value
+        return EnterService(
+            enabled=get(703, "ES") == ENABLED,
+            v_low=get(703, "ESVLo") / 100.0 * k,
+            v_high=get(703, "ESVHi") / 100.0 * k,
+            hz_low=get(703, "ESHzLo"),
+            hz_high=get(703, "ESHzHi"),
+            delay_s=get(703, "ESDlyTms"),
+            random_s=get(703, "ESRndTms"),
+            ramp_s=get(703, "ESRmpTms"),
+        )
 
     def _adopt(self, model_id: int, n: int) -> None:
         """AdptCrvReq=n: copy curve n into the active curve 1 if it is valid, then report."""

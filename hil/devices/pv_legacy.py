@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 from hil.devices.models import ENABLED, inverter_103_ac, inverter_103_fixed, model, nameplate
 from hil.devices.pv import CAT_B_VOLT_VAR, PvInverter
 from hil.devices.revert import RevertRule, disabling
 from hil.image import PointChange, SunSpecImage, Value
+from hil.opender_physics import OpenDerPvPhysics, ResponseTimes, VoltVarPu
 from hil.physics import PvState
 from hil.spec import PvLegacySpec
 
+CAT_B_OLRT_S = 5.0  # IEEE 1547-2018 Cat B volt-var open-loop response time, s
 PV_DC_V = 400.0  # MPP voltage of the simulated PV string, V
 PV_DC_EFFICIENCY = 0.97
 # 103 St for each PV operating state
@@ -113,6 +117,9 @@ class PvLegacyInverter(PvInverter):
                 curve[f"VAr{k}"] = var_pct
             image.update(126, {f"curve[{c}].{name}": value for name, value in curve.items()})
         image.bound(126, "ActCrv", 0, n_curves)  # 0: no active curve
+        if s.dynamics == "opender":  # OpenDER's volt-var curve has 4 points: NPt is the limit
+            for c in range(1, n_curves + 1):
+                image.bound(126, f"curve[{c}].ActPt", 0, len(CAT_B_VOLT_VAR))
         return image
 
     def _revert_rules(self) -> tuple[RevertRule, ...]:
@@ -165,16 +172,37 @@ class PvLegacyInverter(PvInverter):
             if mode in pct_and_base:
                 name, ref = pct_and_base[mode]
                 c.var_set = get(123, name) / 100.0 * ref
-        c.volt_var = None
+        curve = None
         active = int(get(126, "ActCrv"))
         if int(get(126, "ModEna")) & 1 and active:
             crv = f"curve[{active}]"
             dept = {1: c.w_max, 2: get(121, "VArMaxQ1"), 3: r.var_rtg}.get(
                 int(get(126, f"{crv}.DeptRef")), r.var_rtg
             )
-            v_ref = get(121, "VRef")
+            k = get(121, "VRef") / self.spec.grid.v_nom  # % of VRef -> pu of the grid's nominal
             n = int(get(126, f"{crv}.ActPt"))
-            c.volt_var = tuple(
-                (get(126, f"{crv}.V{k}") / 100.0 * v_ref, get(126, f"{crv}.VAr{k}") / 100.0 * dept)
-                for k in range(1, n + 1)
+            curve = VoltVarPu(
+                tuple(
+                    (
+                        get(126, f"{crv}.V{i}") / 100.0 * k,
+                        get(126, f"{crv}.VAr{i}") / 100.0 * dept / r.va_rtg,
+                    )
+                    for i in range(1, n + 1)
+                ),
+                olrt_s=legacy_olrt(get(126, f"{crv}.RmpTms"), get(126, "RmpTms")),
             )
+        self._set_volt_var(curve)
+        if isinstance(self.physics, OpenDerPvPhysics):
+            self.physics.response_times = ResponseTimes.written(
+                get(123, "WMaxLimPct_RmpTms"),
+                get(123, "OutPFSet_RmpTms"),
+                get(123, "VArPct_RmpTms"),
+            )
+
+
+def legacy_olrt(curve_rmp_tms: float, model_rmp_tms: float) -> float:
+    """Open-loop response time (90 %) for a 126 curve: its RmpTms, else the model's, is a
+    first-order (PT1) 95 % time, so 90 % comes ln(10)/ln(20) of it; with neither set, IEEE
+    1547-2018's Cat B default 5 s."""
+    t95 = curve_rmp_tms or model_rmp_tms
+    return t95 * math.log(10.0) / math.log(20.0) if t95 > 0 else CAT_B_OLRT_S

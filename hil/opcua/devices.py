@@ -11,14 +11,12 @@ import abc
 from dataclasses import dataclass
 from typing import ClassVar
 
-from hil.devices.base import DeviceState, Fault, make_grid
+from hil.devices.base import DeviceState, Fault, make_battery_physics, make_grid
 from hil.devices.evse import EvseState, evse_state
 from hil.evse_physics import MIN_SIGNAL_A, EvsePhysics, EvseRatings, Vehicle
 from hil.physics import (
     IDLE_W,
     BatteryControls,
-    BatteryPhysics,
-    BatteryRatings,
     ChargeState,
     SimClock,
 )
@@ -206,18 +204,10 @@ class OpcUaBattery(OpcUaDevice):
 
     def __init__(self, spec: OpcUaBatterySpec, clock: SimClock) -> None:
         super().__init__(spec, clock)
-        self.ratings = BatteryRatings(
-            wh_rtg=spec.wh_rtg,
-            w_cha_max=spec.w_cha_max,
-            w_discha_max=spec.w_discha_max,
-            va_rtg=max(spec.w_cha_max, spec.w_discha_max),
-            efficiency=spec.efficiency,
-            soc_min_pct=spec.soc_min_pct,
-            soc_max_pct=spec.soc_max_pct,
+        self.physics = make_battery_physics(
+            spec, max(spec.w_cha_max, spec.w_discha_max), clock.now()
         )
-        self.physics = BatteryPhysics(
-            self.ratings, make_grid(spec.grid), spec.soc_pct, spec.tau_s, clock.now()
-        )
+        self.ratings = self.physics.ratings
 
     def refresh(self) -> None:
         self.physics.step(self.clock.now())
