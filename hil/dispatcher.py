@@ -5,6 +5,10 @@ One paho client with a persistent session (clean_session false, QoS 1): while th
 away the session's subscriptions and what arrives for it are kept by the broker (started with
 persistence), so what the gateway sends from its buffer after an outage is recorded too.
 Publishes made while disconnected wait in paho's queue and go out on reconnection.
+
+A device of the gateway's configuration that the rig does not simulate is a real one (a
+scenario run at --speed 1 with real hardware): its telemetry is recorded as its samples, and
+its power goes into the feeder's power flow.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hil.records import Event, Recording
+from hil.records import Event, Recording, Sample
 
 
 class Dispatcher:
@@ -29,9 +33,22 @@ class Dispatcher:
     scenario's speed; the gateway's runs at the same).
     """
 
-    def __init__(self, port: int, root: str, recording: Recording) -> None:
+    def __init__(
+        self,
+        port: int,
+        root: str,
+        recording: Recording,
+        *,
+        external: frozenset[str] = frozenset(),
+        v_nom: float = 230.0,
+    ) -> None:
         self.root = root
         self.recording = recording
+        self.external = external
+        """Devices outside the rig (real ones): their telemetry is their record."""
+        self.v_nom = v_nom
+        self.power: dict[str, tuple[float, float]] = {}
+        """The newest (W, var) of each external device, for the feeder."""
         self.t0 = time.time()
         self.reading: set[str] = set()
         """Devices whose telemetry has said quality "ok" at least once."""
@@ -41,7 +58,7 @@ class Dispatcher:
             client_id=f"derms-edge-hil-{os.getpid()}",
             clean_session=False,
         )
-        self._client.reconnect_delay_set(0.1, 2.0)
+        self._client.reconnect_delay_set(1, 2)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.connect("127.0.0.1", port, keepalive=60)
@@ -91,7 +108,28 @@ class Dispatcher:
             at = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
         except ValueError:
             return
-        self.recording.telemetry.setdefault(device, []).append(at - self.t0)
+        t = at - self.t0
+        self.recording.telemetry.setdefault(device, []).append(t)
+        if device in self.external and body.get("quality") == "ok":
+            self._external_sample(device, t, body)
+
+    def _external_sample(self, device: str, t: float, body: dict[str, Any]) -> None:
+        """A real device's telemetry as a sample: what the gateway read is all there is."""
+        w, var, v = body.get("w"), body.get("var"), body.get("v")
+        p_w, q_var = float(w or 0.0), float(var or 0.0)
+        self.power[device] = (p_w, q_var)
+        soc = body.get("soc_pct")
+        self.recording.samples.append(
+            Sample(
+                t_s=t,
+                device=device,
+                bus=None,
+                v_pu=None if v is None else float(v) / self.v_nom,
+                p_w=p_w,
+                q_var=q_var,
+                soc_pct=None if soc is None else float(soc),
+            )
+        )
 
     def publish(self, topic: str, payload: Any, *, retain: bool = False) -> None:
         """Publish JSON on {root}/{topic} (QoS 1) and record it as sent."""

@@ -115,7 +115,7 @@ def rig_for(scenario: Scenario) -> RigSpec:
             update["dynamics"] = scenario.dynamics
         irradiance = scenario.profiles.irradiance
         if irradiance is not None and d.type in ("pv_legacy", "pv_1547"):
-            w_rtg = d.w_rtg  # type: ignore[union-attr]
+            w_rtg = d.w_rtg
             points = [(t, pu * w_rtg) for t, pu in irradiance]
             update["profile"] = TableProfileSpec(kind="table", points=points, loop=False)
         devices.append(d.model_copy(update=update))
@@ -195,10 +195,11 @@ class ScenarioRun:
         self.gateway: Process | None = None
         self.dispatcher: Dispatcher | None = None
         self.stepper: Stepper | None = None
+        self.feeder: Feeder | None = None
 
     def run(self) -> Outcome:
         self.directory.mkdir(parents=True, exist_ok=True)
-        feeder = self._feeder()
+        feeder = self.feeder = self._feeder()
         if self.scenario.dynamics == "opender":
             from hil.opender_physics import set_opender_step
 
@@ -254,6 +255,7 @@ class ScenarioRun:
             physics_step_s=self.scenario.physics_step_s,
             sample_s=self.scenario.sample_s,
             speed=self.speed,
+            external=None if self.dispatcher is None else self.dispatcher.power,
         )
         return self.stepper
 
@@ -261,7 +263,15 @@ class ScenarioRun:
         config = gateway_config(self.scenario, self.rig, self.broker.port, self.directory / "state")
         path = self.directory / "gateway.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.dispatcher = Dispatcher(self.broker.port, topic_root(config), self.recording)
+        simulated = {d.id for d in self.rig.spec.devices}
+        external = frozenset(d["id"] for d in config.get("devices", []) if d["id"] not in simulated)
+        self.dispatcher = Dispatcher(
+            self.broker.port,
+            topic_root(config),
+            self.recording,
+            external=external,
+            v_nom=230.0 if self.feeder is None else self.feeder.spec.v_nom,
+        )
         self.gateway = Process(
             [sys.executable, "-m", "derms_edge.cli", "run", str(path)],
             self.directory / "gateway.log",
@@ -460,7 +470,9 @@ def main(argv: list[str]) -> int:
         devices={d.id: KINDS.get(d.type, d.type) for d in load_rig_spec(scenario.rig).devices},
     )
     write_report(args.report, outcome.recording, outcome.results, meta)
-    (args.report / "run.json").write_text(json.dumps(outcome.figures(), indent=2) + "\n")
+    log = (args.report / "gateway.log").read_text(errors="replace")
+    figures = {**outcome.figures(), "gateway_offline_warnings": log.count(": offline: ")}
+    (args.report / "run.json").write_text(json.dumps(figures, indent=2) + "\n")
     for result in outcome.results:
         mark = "PASS" if result.passed else "FAIL"
         print(f"{mark} {result.test}: {result.detail}")

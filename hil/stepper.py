@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,7 @@ class Stepper:
         physics_step_s: float,
         sample_s: float,
         speed: float,
+        external: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         self.rig = rig
         self.feeder = feeder
@@ -64,6 +66,8 @@ class Stepper:
         self.physics_step_s = physics_step_s
         self.every = max(1, round(sample_s / physics_step_s))
         self.speed = speed
+        self.external: Mapping[str, tuple[float, float]] = external or {}
+        """The newest (W, var) of each real device (not in the rig), read by the gateway."""
         self.steps = 0
         self.behind_s = 0.0
         """The longest a step ran late, simulated s (the machine did not keep up)."""
@@ -103,10 +107,15 @@ class Stepper:
                 upstream_v_pu=self.drive.upstream_v_pu.at(t),
                 load_scale=self.drive.load.at(t),
                 irradiance_pu=self.drive.irradiance.at(t),
-                injections={i: _power(states[i]) for i in self.placed if i in states},
+                injections={
+                    i: _power(states[i]) if i in states else self.external.get(i, (0.0, 0.0))
+                    for i in self.placed
+                },
             )
             self.recording.solve_s.append(result.solve_s / self.speed)
             for device_id, v in result.device_v_pu.items():
+                if device_id not in devices:
+                    continue  # a real device: it sees its own grid
                 grid = devices[device_id].physics.grid
                 grid.v_set = v * grid.v_nom
                 v_pu[device_id] = v

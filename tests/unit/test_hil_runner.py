@@ -93,3 +93,14 @@ def test_without_libfaketime_the_error_says_how_to_get_it(monkeypatch: pytest.Mo
     with pytest.raises(timewarp.TimewarpUnavailable, match="apt-get install faketime"):
         timewarp.library()
     assert timewarp.real_seconds() > 0
+
+
+@pytest.mark.parametrize(
+    "scenario", sorted(Path(__file__).resolve().parents[2].glob("hil/scenarios/*.yaml"))
+)
+def test_every_shipped_scenario_file_is_valid_and_its_files_exist(scenario: Path) -> None:
+    from hil.scenario import load_scenario
+
+    loaded = load_scenario(scenario)
+    assert loaded.rig.is_file() and loaded.gateway.is_file()
+    assert loaded.tests
