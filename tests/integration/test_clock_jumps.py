@@ -139,6 +139,7 @@ def test_an_hour_forward_then_back_no_event_starts_twice_none_restarts(
     eventually(lambda: rig.state("inv1").w_lim_pct == 40, what="inv1 at 40 %")
 
     offset.write_text("+1h\n")  # NTP sets the clock an hour forward
+    dso.send(f"{ROOT}/heartbeat/dso", {})  # heard at the new time, before the next tick
     eventually(lambda: "the clock jumped +36" in gateway.output(), what="the jump seen")
     completed = response(probe, "skipped", "completed")  # its window lies in the skipped hour
     assert completed["detail"]
@@ -148,6 +149,7 @@ def test_an_hour_forward_then_back_no_event_starts_twice_none_restarts(
     assert rig.state("inv1").w_lim_pct == 40  # no dispatcher timeout, no gap
 
     offset.write_text("+0\n")  # and back: an hour earlier than the last step
+    dso.send(f"{ROOT}/heartbeat/dso", {})
     eventually(lambda: "the clock jumped -36" in gateway.output(), what="the jump back seen")
     time.sleep(2.0)
     assert statuses(probe, "running") == ["received", "scheduled", "started"]

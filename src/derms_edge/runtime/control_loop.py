@@ -5,8 +5,10 @@ commands from MQTT, a device connected or refusing a setpoint, a wake-up at an e
 or end (APScheduler only posts these; it never runs a step) or at the control interval.
 
 Event windows are wall-clock times; the control interval is kept on the monotonic clock, and
-each interval compares the two. When the wall clock jumped (a Raspberry Pi without a
-real-time clock, set by NTP after it booted), the schedule is evaluated again at once:
+every input the loop takes compares the two before it is handled. When the wall clock jumped
+(a Raspberry Pi without a real-time clock, set by NTP after it booted), the jump is taken
+before anything stamped with the new time (a heartbeat heard a moment after the jump is not
+moved by it) and the schedule is evaluated again at once:
 APScheduler is woken, the controller told (how long a dispatcher was silent does not change
 with the clock), and the step judges every window at the new time, so no event starts
 twice, none is lost and a completed one does not restart.
@@ -91,18 +93,12 @@ class Boundary:
     """An event's start or end is due."""
 
 
-@dataclass(frozen=True, slots=True)
-class ClockJump:
-    """The wall clock moved by ``by`` more (or less) than the monotonic clock."""
-
-    by: timedelta
-
-
 CLOCK_JUMP_S = 2.0
-"""A difference between the wall clock's and the monotonic clock's progress over one control
-interval beyond this is a jump of the clock, s (NTP slews small errors without jumping)."""
+"""A difference between the wall clock's and the monotonic clock's progress from one input to
+the next beyond this is a jump of the clock, s (NTP slews small errors without jumping; the
+control interval's Tick keeps the inputs at most an interval apart)."""
 
-Input = Command | DeviceConnected | SetpointRefused | Tick | Boundary | ClockJump
+Input = Command | DeviceConnected | SetpointRefused | Tick | Boundary
 """What the control loop's inbox takes."""
 
 
@@ -140,6 +136,9 @@ class ControlLoop:
         self._monotonic = monotonic
         self._stepped: float | None = None
         """Monotonic time of the last step."""
+        self._seen: tuple[datetime, float] | None = None
+        """The wall and monotonic clocks when the last input was taken: a jump is measured
+        from there."""
         # B311: draws randomize_start_s delays (spreading load); it guards no secret
         self._rng = rng or random.Random()  # nosec B311
         self._replay = replay
@@ -188,13 +187,11 @@ class ControlLoop:
         step = tick = False
         for item in inputs:
             now = self._clock()
+            step |= self._clock_checked(now)
             match item:
                 case Tick():
                     step = tick = True
                 case Boundary() | DeviceConnected():
-                    step = True
-                case ClockJump():
-                    self._clock_jumped(item.by)
                     step = True
                 case SetpointRefused():
                     self._refused(item, now)
@@ -426,17 +423,22 @@ class ControlLoop:
     # -- wake-ups ---------------------------------------------------------------------------
 
     async def _ticks(self) -> None:
-        """A Tick every control interval on the monotonic clock (one at once); a ClockJump
-        before it when the wall clock moved differently meanwhile."""
-        wall, mono = self._clock(), self._monotonic()
+        """A Tick every control interval on the monotonic clock (one at once)."""
         while True:
             self.post(Tick())
             await asyncio.sleep(self._interval_s)
-            wall_now, mono_now = self._clock(), self._monotonic()
-            drift_s = (wall_now - wall).total_seconds() - (mono_now - mono)
-            if abs(drift_s) > CLOCK_JUMP_S:
-                self.post(ClockJump(timedelta(seconds=drift_s)))
-            wall, mono = wall_now, mono_now
+
+    def _clock_checked(self, now: datetime) -> bool:
+        """Whether the wall clock jumped since the last input (then the jump is taken)."""
+        mono = self._monotonic()
+        seen, self._seen = self._seen, (now, mono)
+        if seen is None:
+            return False
+        drift_s = (now - seen[0]).total_seconds() - (mono - seen[1])
+        if abs(drift_s) <= CLOCK_JUMP_S:
+            return False
+        self._clock_jumped(timedelta(seconds=drift_s))
+        return True
 
     def _clock_jumped(self, by: timedelta) -> None:
         log.warning(
