@@ -110,6 +110,7 @@ class Mosquitto:
     ``stop`` then ``start`` serves the same port again. ``persistent``: the broker saves its
     state when stopped and loads it when started again, so a subscriber's persistent session
     (clean_session=False) and what was queued for it survive, with no limit on that queue.
+    ``options``: further lines for the broker's config.
     """
 
     def __init__(
@@ -120,6 +121,7 @@ class Mosquitto:
         persistent: bool = False,
         tls: MosquittoTls | None = None,
         timeout_s: float = 10.0,
+        options: str = "",
     ) -> None:
         self.port = port or free_port()
         self.timeout_s = timeout_s
@@ -136,7 +138,7 @@ class Mosquitto:
             else "persistence false\n"
         )
         access = "allow_anonymous true\n" if tls is None else tls.options()
-        self.config.write_text(f"listener {self.port} {LOOPBACK}\n{access}{state}")
+        self.config.write_text(f"listener {self.port} {LOOPBACK}\n{access}{state}{options}")
         self.process: Process | None = None
 
     def start(self) -> Mosquitto:
