@@ -1,9 +1,10 @@
 """A flood on the controls topics: 20,000 messages as fast as one paho client publishes them
 (valid-looking events and arrays, garbage, oversize payloads, cancels and defaults, from the
-configured role and from invented ones). The daemon stays up with its memory bounded,
-telemetry goes on, the excess is dropped unread (counted in status.rejected_inbound, and not
-answered), and a valid control sent afterwards is applied. Real Mosquitto, the HIL rig, the
-real daemon."""
+configured role and from invented ones; unsigned, or signed with a key the gateway does not
+know), on a gateway that requires signed controls. The daemon stays up with its memory
+bounded, telemetry goes on, the excess is dropped unread (counted in status.rejected_inbound,
+and not answered), nothing of the flood reaches the inverter, and a valid signed control sent
+afterwards is applied within 5 s. Real Mosquitto, the HIL rig, the real daemon."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
+from joserfc.jwk import OKPKey
 from paho.mqtt.enums import CallbackAPIVersion
 
+from derms_edge.northbound.signed import sign
 from hil.rig import RigThread
 from hil.spec import RigSpec
 from tests.support.dso import DsoClient
@@ -31,6 +35,8 @@ pytestmark = pytest.mark.integration
 ROOT = "derms/v1/flood-site"
 FLOOD = 20_000
 MAX_PAYLOAD_BYTES = 1024
+DSO = OKPKey.generate_key("Ed25519")
+STRANGER = OKPKey.generate_key("Ed25519")
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +74,19 @@ def probe(broker: Mosquitto) -> Iterator[MqttProbe]:
 def gateway(
     rig: RigThread, broker: Mosquitto, workdir: Path, probe: MqttProbe
 ) -> Iterator[Process]:
+    (workdir / "dso.pub.pem").write_bytes(DSO.as_pem(private=False))
     config = write_config(
         workdir / "flood.yaml",
         gateway={"id": "flood-site", "state_dir": str(workdir / "state")},
         mqtt={"port": broker.port, "max_payload_bytes": MAX_PAYLOAD_BYTES},
         devices=[rig_device(rig, "inv1", "inverter", poll_interval_s=0.5)],
         telemetry={"interval_s": 1},
-        control={"interval_s": 0.5, "revert_s": 30},
+        control={
+            "interval_s": 0.5,
+            "revert_s": 30,
+            "require_signed": True,
+            "roles": {"dso": {"primacy": 1, "keys": [str(workdir / "dso.pub.pem")]}},
+        },
     )
     process = start_connected(config, workdir / "flood.log", probe, ROOT, ("inv1",))
     yield process
@@ -89,8 +101,10 @@ def flood_messages(count: int) -> Iterator[tuple[str, bytes]]:
         role = chance.choice(["dso", "dso", "aggregator", f"r{index}"])
         event = {"mrid": f"f{index}", "duration_s": 2, "control": {"max_w_pct": index % 100}}
         match index % 5:
-            case 0:
+            case 0 if index % 2:
                 yield f"{ROOT}/controls/{role}", json.dumps(event).encode()
+            case 0:
+                yield f"{ROOT}/controls/{role}", sign(json.dumps(event).encode(), STRANGER)
             case 1:
                 yield f"{ROOT}/controls/{role}", json.dumps([event, event, {"x": 1}]).encode()
             case 2:
@@ -100,6 +114,20 @@ def flood_messages(count: int) -> Iterator[tuple[str, bytes]]:
             case _:
                 kind = chance.choice(["controls/dso/cancel", "default_control/dso"])
                 yield f"{ROOT}/{kind}", json.dumps({"mrid": f"f{index - 1}"}).encode()
+
+
+def publish_flood(port: int) -> None:
+    """Publish the flood at QoS 0 as fast as one client can, and wait until it is sent."""
+    flooder = paho.Client(CallbackAPIVersion.VERSION2)
+    flooder.max_queued_messages_set(0)
+    flooder.connect("127.0.0.1", port)
+    flooder.loop_start()
+    for topic, payload in flood_messages(FLOOD):
+        flooder.publish(topic, payload, qos=0)
+    while flooder.want_write():
+        time.sleep(0.01)
+    flooder.disconnect()
+    flooder.loop_stop()
 
 
 def rss_kib(pid: int) -> int:
@@ -136,20 +164,12 @@ def test_a_flood_is_dropped_unread_and_a_control_afterwards_applies(
     """Measured here (2 cores): the flood takes about 1 s to publish; the daemon's RSS peaks
     about 5 MiB over its resting size (asserted: under 40 MiB over)."""
     time.sleep(1.5)  # settled: a status with the counter at 0
+    assert rig.state("inv1").w_lim_pct is None
     rest_kib = rss_kib(gateway.pid)
     sampler = RssSampler(gateway.pid)
     start = time.monotonic()
-    flooder = paho.Client(CallbackAPIVersion.VERSION2)
-    flooder.max_queued_messages_set(0)
-    flooder.connect("127.0.0.1", broker.port)
-    flooder.loop_start()
-    for topic, payload in flood_messages(FLOOD):
-        flooder.publish(topic, payload, qos=0)
-    while flooder.want_write():
-        time.sleep(0.01)
+    publish_flood(broker.port)
     published = time.monotonic()
-    flooder.disconnect()
-    flooder.loop_stop()
 
     def status() -> dict[str, int]:
         (latest,) = probe.on(f"{ROOT}/status")[-1:]
@@ -186,12 +206,22 @@ def test_a_flood_is_dropped_unread_and_a_control_afterwards_applies(
     gaps = [b - a for a, b in zip([start, *beats], [*beats, drained], strict=True)]
     print(f"telemetry during the flood: {len(beats)} rounds, longest gap {max(gaps):.2f} s")
     assert max(gaps) < 5.0, gaps
+    flood_writes = rig.call(
+        lambda r: sum(1 for a in r.devices["inv1"].accesses if a.write and a.at >= start)
+    )
+    assert flood_writes == 0, flood_writes  # none of the flood reached the inverter
 
     time.sleep(1.0)  # the dso's allowance refills (20 a second)
     dso = DsoClient(broker.port, ROOT)
     try:
         sent = time.monotonic()
-        dso.event("after-flood", {"max_w_pct": 37}, duration_s=60)
+        control = {
+            "mrid": "after-flood",
+            "creation_time": datetime.now(UTC).isoformat(),
+            "duration_s": 60,
+            "control": {"max_w_pct": 37},
+        }
+        dso.send("controls/dso", sign(json.dumps(control).encode(), DSO))
         eventually(lambda: rig.state("inv1").w_lim_pct == 37, timeout_s=5, what="applied")
         print(f"the control after the flood applied in {time.monotonic() - sent:.2f} s")
     finally:
