@@ -331,7 +331,9 @@ class ScenarioRun:
         elif isinstance(step, HeartbeatStep):
             dispatcher.heartbeat(step.role)
         elif isinstance(step, MarkStep):
-            dispatcher.record(Event(dispatcher.now_s(), "mark", detail=step.label))
+            # at its scheduled time: what it labels (a load step in a profile) happens in the
+            # physics exactly then, and the judge excuses settling from that instant
+            dispatcher.record(Event(step.at_s, "mark", detail=step.label))
 
     def _start_fault(self, step: FaultStep, dispatcher: Dispatcher) -> None:
         dispatcher.record(

@@ -96,7 +96,12 @@ def test_without_libfaketime_the_error_says_how_to_get_it(monkeypatch: pytest.Mo
 
 
 @pytest.mark.parametrize(
-    "scenario", sorted(Path(__file__).resolve().parents[2].glob("hil/scenarios/*.yaml"))
+    "scenario",
+    sorted(
+        path
+        for pattern in ("hil/scenarios/*.yaml", "hil/scenarios/short/*.yaml")
+        for path in Path(__file__).resolve().parents[2].glob(pattern)
+    ),
 )
 def test_every_shipped_scenario_file_is_valid_and_its_files_exist(scenario: Path) -> None:
     from hil.scenario import load_scenario
