@@ -11,6 +11,9 @@ Typed, per target:
 - inbound MQTT (controls, arrays, cancels, defaults): nothing may raise; every answer is a
   command whose items are validated payloads or `Invalid` (what the control loop answers
   ``rejected`` / ``invalid``), and a valid event becomes the control loop's `Event`;
+- JWS envelopes (signed controls): nothing may raise; the answer is `Signed` only for a
+  payload signed with one of the role's own keys (an unaltered one always is), else
+  `Refused` with a detail naming the role;
 - SunSpec layout, codec, discovery and the driver over a random device: `DeviceError`
   (the device is not as the protocol says, or refused a read);
 - register profiles: `DeviceProtocolError` for registers not read, `RegisterValueError` for
@@ -22,6 +25,7 @@ Typed, per target:
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
 import struct
@@ -34,6 +38,7 @@ from typing import Any
 
 import sunspec2
 from hypothesis import strategies as st
+from joserfc.jwk import OKPKey
 from pydantic import ValidationError
 
 from derms_edge.config import NodePoint, RegisterPoint
@@ -58,6 +63,7 @@ from derms_edge.northbound.commands import (
     Invalid,
     parse_command,
 )
+from derms_edge.northbound.signed import KeyRing, Refused, Signed, sign
 from derms_edge.northbound.topics import Topics
 
 MAX_BYTES = 1024
@@ -226,6 +232,82 @@ def run_inbound(given: tuple[str, bytes, bool]) -> None:
 
 
 inbound = Target("inbound MQTT", st.tuples(topics, payloads, st.booleans()), run_inbound)
+
+
+# --- JWS envelopes --------------------------------------------------------------------------
+
+ROLE_KEYS = {role: OKPKey.generate_key("Ed25519") for role in ("dso", "aggregator")}
+STRANGER = OKPKey.generate_key("Ed25519")
+RING = KeyRing({role: [key] for role, key in ROLE_KEYS.items()})
+KIDS = [key.thumbprint() for key in (*ROLE_KEYS.values(), STRANGER)]
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    message: bytes
+    role: str
+    authentic: bytes | None
+    """The payload that the role's own key signed (altered or not), else None."""
+    unaltered: bool
+    """The message is exactly what that key signed: it must verify."""
+
+
+headers = st.fixed_dictionaries(
+    {},
+    optional={
+        "alg": maybe(st.sampled_from(["Ed25519", "EdDSA", "none", "HS256", "ES256", ""])),
+        "kid": maybe(st.one_of(st.sampled_from(KIDS), edge_text)),
+        "crit": json_values,
+        "b64": maybe(st.booleans()),
+        "typ": json_values,
+    },
+)
+
+
+@st.composite
+def envelopes(draw: st.DrawFn) -> Envelope:
+    """Raw bytes, forged compact JWSs (any header, any signature), and real signatures by
+    the role's key, another role's or a stranger's, unaltered or with one character changed."""
+    role = draw(st.sampled_from(["dso", "aggregator", "customer"]))
+    payload = draw(payloads)
+    kind = draw(st.sampled_from(["raw", "forged", "signed", "altered"]))
+    if kind == "raw":
+        return Envelope(draw(st.binary(max_size=400)), role, None, unaltered=False)
+    if kind == "forged":
+        header = draw(st.one_of(headers.map(_encode), st.binary(max_size=60)))
+        signature = draw(st.binary(max_size=80))
+        parts = [_b64(header), _b64(payload), _b64(signature)]
+        return Envelope(b".".join(parts), role, None, unaltered=False)
+    signer = draw(st.sampled_from([*ROLE_KEYS.values(), STRANGER]))
+    own = ROLE_KEYS.get(role) is signer
+    message = sign(payload, signer)
+    if kind == "altered":
+        at = draw(st.integers(0, len(message) - 1))
+        message = (
+            message[:at]
+            + draw(st.sampled_from([b"A", b"_", b"-", b".", b"=", b"z"]))
+            + (message[at + 1 :])
+        )
+    return Envelope(message, role, payload if own else None, unaltered=own and kind == "signed")
+
+
+def run_jws(given: Envelope) -> None:
+    opened = RING.open(given.message, given.role)
+    if isinstance(opened, Signed):
+        assert given.authentic is not None, "verified without the role's key"
+        assert opened.payload == given.authentic, "a payload the key did not sign"
+        assert opened.kid == ROLE_KEYS[given.role].thumbprint()
+    else:
+        assert isinstance(opened, Refused), opened
+        assert not given.unaltered, opened.detail
+        assert opened.detail.startswith(f"role {given.role}"), opened.detail
+
+
+jws_envelope = Target("JWS envelopes", envelopes(), run_jws)
 
 
 # --- SunSpec --------------------------------------------------------------------------------
@@ -512,4 +594,4 @@ opcua = Target(
     run_opcua,
 )
 
-TARGETS = (inbound, sunspec_codec, discovery, sunspec_driver, profile, opcua)
+TARGETS = (inbound, jws_envelope, sunspec_codec, discovery, sunspec_driver, profile, opcua)
