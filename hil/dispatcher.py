@@ -101,6 +101,9 @@ class Dispatcher:
     def _telemetry(self, device: str, body: dict[str, Any]) -> None:
         if body.get("quality") == "ok":
             self.reading.add(device)
+        seq = body.get("seq")
+        if isinstance(seq, int):
+            self.recording.seqs.append(seq)
         ts = body.get("ts")
         if not isinstance(ts, str):
             return

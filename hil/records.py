@@ -92,3 +92,5 @@ class Recording:
     time (a message buffered through a broker outage keeps its own time): judging loss."""
     solve_s: list[float] = field(default_factory=list)
     """Wall-clock seconds each power-flow solve took."""
+    seqs: list[int] = field(default_factory=list)
+    """The ``seq`` of every telemetry message received, in arrival order (a gap is loss)."""

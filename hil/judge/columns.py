@@ -3,7 +3,7 @@ judgement, so that a day of 1 s samples for ten devices is judged in array opera
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -98,6 +98,8 @@ class Run:
     columns: Columns
     events: list[Event]
     telemetry: dict[str, list[float]]
+    seqs: list[int] = field(default_factory=list)
+    """The seq of every telemetry message received."""
 
     def end_s(self) -> float:
         """The last sample time of the run, s (0 without samples)."""

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 def telemetry_complete(spec: TelemetryComplete, run: Run) -> TestResult:
     """Each device's telemetry ts cover [from_s, to_s] with no gap above max_gap_s (the
-    window's ends count as edges); measured: the largest gap of any device."""
+    window's ends count as edges), and no seq is missing between the first and the last
+    received (a gap in ts can be a late round; a gap in seq is loss); measured: the largest
+    gap of any device."""
     to_s = run.end_s() if spec.to_s is None else spec.to_s
     where = span(spec.from_s, to_s)
     devices = sorted(run.telemetry) if spec.devices is None else spec.devices
@@ -37,13 +39,16 @@ def telemetry_complete(spec: TelemetryComplete, run: Run) -> TestResult:
             worst = (gap, device, float(edges[k]), float(edges[k + 1]))
     assert worst is not None
     gap, device, start, end = worst
+    seqs = set(run.seqs)
+    missing = max(seqs) - min(seqs) + 1 - len(seqs) if seqs else 0
     return result(
         spec.name,
-        gap <= max_gap_s,
+        gap <= max_gap_s and missing == 0,
         gap,
         max_gap_s,
         f"largest gap {gap:.2f} s at {device} from t={start:.2f} s to t={end:.2f} s "
-        f"({len(devices)} devices, {messages} messages every {spec.period_s:g} s in {where})",
+        f"({len(devices)} devices, {messages} messages every {spec.period_s:g} s in {where}); "
+        f"{missing} seq missing of {len(seqs)} received",
     )
 
 

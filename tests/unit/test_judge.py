@@ -372,6 +372,19 @@ def test_telemetry_complete_measures_the_largest_gap() -> None:
     fails_for_no_data(one(test, telemetry={}))
 
 
+def test_telemetry_complete_fails_on_a_missing_seq_even_without_a_gap() -> None:
+    ts = [float(x) for x in np.arange(0.0, 3601.0, 5.0)]
+    test = spec("telemetry_complete", period_s=5.0, to_s=3600.0)
+    whole = list(range(1, len(ts) + 1))
+    assert one(test, telemetry={"inv1": ts}, seqs=whole).passed
+    lost = one(test, telemetry={"inv1": ts}, seqs=whole[:100] + whole[101:])
+    assert not lost.passed
+    assert lost.measured == 5.0
+    assert lost.detail.endswith(f"1 seq missing of {len(ts) - 1} received")
+    twice = one(test, telemetry={"inv1": ts}, seqs=[*whole, 7])  # a copy is not loss
+    assert twice.passed
+
+
 # 10. every_control_answered --------------------------------------------------------------
 
 
