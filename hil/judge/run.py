@@ -31,9 +31,7 @@ def judge(recording: Recording, tests: list[TestSpec]) -> list[TestResult]:
     raises on bad data fails with the error in its detail, and the others are still judged.
     ValueError if two tests share a name."""
     unique_names(tests)
-    run = Run(
-        Columns(recording.samples), recording.events, recording.telemetry, recording.seqs
-    )
+    run = Run(Columns(recording.samples), recording.events, recording.telemetry, recording.seqs)
     results = []
     for test in tests:
         try:

@@ -92,7 +92,15 @@ class Running:
 
     def kill_and_restart(self) -> None:
         """kill -9, then the same configuration (and buffer) again."""
+        self.kill()
+        self.restart()
+
+    def kill(self) -> None:
+        """kill -9, and wait for the process to be gone."""
         self.process.signal(signal.SIGKILL)
         self.process.popen.wait(10)
         self.process.stop()  # closes its log file
+
+    def restart(self) -> None:
+        """The same configuration (and buffer) again."""
         self.process = start_gateway(self.config, self.log)

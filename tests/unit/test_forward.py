@@ -234,3 +234,35 @@ async def test_cancelled_it_flushes_what_was_acknowledged(outbox: Outbox) -> Non
         rows(outbox, 4)
         await until(lambda: forwarder.buffered == 0)
     assert outbox.backlog(MQTT) == 0
+
+
+@in_loop
+async def test_a_held_round_acknowledged_is_done_at_once_and_never_written(
+    outbox: Outbox,
+) -> None:
+    session = FakeSession()
+    forwarder = wired(Forwarder(outbox, session, replay_rate_per_s=100), outbox, session)
+    session.connect()
+    async with forwarding(forwarder):
+        for _ in range(5):
+            first = outbox.next_seq(10)
+            outbox.add(
+                [
+                    Message("telemetry", f"t/{i}", json.dumps({"seq": first + i}).encode())
+                    for i in range(10)
+                ],
+                hold=True,
+            )
+            await until(lambda: outbox.backlog(MQTT) == 0)  # at once, not at the 5 s flush
+        assert session.seqs() == list(range(1, 51))
+        session.hold = True  # the broker stops acknowledging: the round is written next add
+        ids = outbox.add([Message("telemetry", "t/0", b'{"seq": 51}')], hold=True)
+        await until(lambda: len(session.unacked) == 1)
+        rows(outbox, 1)
+        assert not outbox.is_held(ids[0])
+        stored = outbox._db.execute("SELECT id FROM message ORDER BY id").fetchall()
+        assert [r[0] for r in stored] == [ids[0], ids[0] + 1]
+        await until(lambda: len(session.unacked) == 2)
+        for mid in session.unacked:  # PUBACKs that come late: done at the next ack flush
+            session.ack(mid)
+        assert (forwarder.buffered, outbox.backlog(MQTT)) == (0, 2)

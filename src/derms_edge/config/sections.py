@@ -190,5 +190,9 @@ class TelemetrySection(Strict):
     """When the buffer is this large, the oldest telemetry is dropped (never responses)."""
     replay_rate_per_s: float = Field(200.0, gt=0, le=100_000)
     """Backlog messages sent per second after an outage, beside the live ones."""
+    store_every_round: bool = False
+    """Write every telemetry round to the buffer (an fsynced commit each); by default a round
+    the broker acknowledges before the next one is never written, and a power cut or kill -9
+    while the broker is up can cost at most the last round."""
     influxdb: InfluxSection | None = None
     """Optional history sink, fed from the same buffer."""

@@ -10,6 +10,16 @@ per commit). Pages are 1 KiB, not SQLite's 4 KiB: a commit writes whole pages to
 and a round of telemetry is a few KiB, so small pages write about 40 % fewer bytes
 (bench/outbox_bench.py).
 
+A round the caller expects to be delivered at once (the broker is connected) may be *held*:
+kept in memory, not written. Delivered (every sink's ``done``) before the next ``add``, it
+never reaches the disk; still undelivered then, it is written in that ``add``'s transaction
+(the broker is slow, or went away). So at any moment at most the last held round is in
+memory only: all that a power cut or ``kill -9`` can lose while the broker is up. A held
+round's seq numbers are covered by a reservation stored ahead (``SEQ_RESERVE``), so seq
+never repeats after a crash (it jumps: the numbers of the lost round and those reserved and
+never given). Rows not held (responses, rounds while the broker is away) are on disk before
+``add`` returns, as before.
+
 Each row carries a bit per sink that still has to deliver it; a sink's ``done`` clears its
 bit and a row with no bit left is deleted. Responses are for the MQTT sink only: other sinks
 (a history store) see telemetry. The buffer is bounded by the pages in use: beyond
@@ -44,6 +54,9 @@ MAX_SINKS = 62
 """Sinks are bits of a SQLite integer."""
 PAGE_SIZE = 1024
 """Bytes per page of a new file (an existing file keeps its own)."""
+SEQ_RESERVE = 1000
+"""Seq numbers reserved on disk ahead of held rounds: one small commit per 1000 messages (100
+rounds of 10 devices) rather than one per round; a crash skips at most this many."""
 WAL_LIMIT_BYTES = 2 * 1024 * 1024
 """The WAL file is truncated back to this size after a checkpoint (about 1 MiB is written
 between checkpoints: SQLite's 1000 pages)."""
@@ -131,63 +144,80 @@ class Outbox:
             ).fetchone()[0]
             for sink, bit in self._bits.items()
         }
+        self._held: dict[int, tuple[Row, int]] = {}  # id -> (row, todo): in memory only
         self._listeners: list[Callable[[], None]] = []
         self._drop_logged = False
         self._full_logged = False
 
     # -- writing --------------------------------------------------------------------------
 
-    def add(self, messages: Sequence[Message]) -> list[int]:
-        """Store these messages in one transaction; their row ids, in order.
+    def add(self, messages: Sequence[Message], *, hold: bool = False) -> list[int]:
+        """Store these messages; their row ids, in order.
 
-        Beyond ``max_bytes`` the oldest telemetry rows are dropped in the same transaction.
-        Listeners (``add_listener``) are called after the commit.
+        Held rows of an earlier ``add`` that some sink has not delivered yet are written
+        first, in the same transaction. Then these rows: held in memory with ``hold`` (only
+        telemetry may be; a transaction only when the seq reservation must move), else
+        written. Beyond ``max_bytes`` the oldest telemetry rows are dropped in the
+        transaction. Listeners (``add_listener``) are called after it.
         """
         if not messages:
             return []
         first = self._last_id + 1
-        records = []
-        added = dict.fromkeys(self._bits, 0)
+        rows: list[tuple[Row, int]] = []
         for offset, message in enumerate(messages):
             if message.kind not in BUFFERED:
                 raise ValueError(
                     f"outbox message kind must be one of {BUFFERED}, not {message.kind!r}"
                 )
-            todo = self._todo(message.kind)
-            for sink, bit in self._bits.items():
-                added[sink] += bool(todo & bit)
-            records.append(
-                (
-                    first + offset,
-                    message.kind,
-                    message.topic,
-                    message.payload,
-                    message.qos,
-                    int(message.retain),
-                    todo,
-                )
+            if hold and message.kind != "telemetry":
+                raise ValueError(f"only telemetry may be held in memory, not {message.kind!r}")
+            row = Row(
+                first + offset,
+                message.kind,
+                message.topic,
+                message.payload,
+                message.qos,
+                message.retain,
             )
-        last_id = first + len(records) - 1
+            rows.append((row, self._todo(message.kind)))
+        for sink, bit in self._bits.items():
+            self._backlog[sink] += sum(bool(todo & bit) for _row, todo in rows)
+        self._last_id = first + len(rows) - 1
+        if hold:
+            reserve = self._seq > self._stored_seq
+            if self._held or reserve:
+                self._write([], seq=self._seq + SEQ_RESERVE if reserve else self._stored_seq)
+            self._held.update((row.id, (row, todo)) for row, todo in rows)
+        else:
+            self._write(rows, seq=self._seq)
+        for listener in self._listeners:
+            listener()
+        return list(range(first, self._last_id + 1))
+
+    def _write(self, rows: list[tuple[Row, int]], *, seq: int) -> None:
+        """One transaction: the held rows still undelivered, then ``rows``; the meta (``seq``
+        as the stored seq); drops beyond the bound."""
+        written = [*self._held.values(), *rows]
         with self._transaction():
             self._db.executemany(
                 "INSERT INTO message (id, kind, topic, payload, qos, retain, todo) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                records,
+                [
+                    (row.id, row.kind, row.topic, row.payload, row.qos, int(row.retain), todo)
+                    for row, todo in written
+                ],
             )
-            dropped, dropped_per_sink = self._bound(self._rows + len(records))
+            dropped, dropped_per_sink = self._bound(self._rows + len(written))
             self._db.execute(
                 "UPDATE meta SET last_id = ?, seq = ?, dropped = ?",
-                (last_id, self._seq, self._dropped + dropped),
+                (self._last_id, seq, self._dropped + dropped),
             )
-        self._last_id = last_id
-        self._stored_seq = self._seq
+        self._held.clear()
+        self._stored_seq = seq
         self._dropped += dropped
-        self._rows += len(records) - dropped
+        self._rows += len(written) - dropped
         for sink in self._bits:
-            self._backlog[sink] += added[sink] - dropped_per_sink[sink]
-        for listener in self._listeners:
-            listener()
-        return list(range(first, last_id + 1))
+            self._backlog[sink] -= dropped_per_sink[sink]
 
     def done(self, sink: str, ids: Sequence[int]) -> None:
         """``sink`` delivered these rows (one transaction); a row that every sink delivered
@@ -195,6 +225,10 @@ class Outbox:
         if not ids:
             return
         bit = self._bit(sink)
+        if self._held:
+            ids = self._done_held(bit, sink, ids)
+            if not ids:
+                return
         params = [(id_,) for id_ in ids]
         with self._transaction():
             cleared = self._db.executemany(
@@ -208,6 +242,28 @@ class Outbox:
         self._rows -= deleted
         if deleted:  # deliveries resumed: a new run of drops will be logged again
             self._drop_logged = self._full_logged = False
+
+    def _done_held(self, bit: int, sink: str, ids: Sequence[int]) -> list[int]:
+        """Clear ``sink``'s bit of the held rows among ``ids`` (a held row no sink needs any
+        more is forgotten); the ids that are not held."""
+        rest = []
+        for id_ in ids:
+            held = self._held.get(id_)
+            if held is None:
+                rest.append(id_)
+                continue
+            row, todo = held
+            if todo & bit:
+                self._backlog[sink] -= 1
+                if todo & ~bit:
+                    self._held[id_] = (row, todo & ~bit)
+                else:
+                    del self._held[id_]
+        return rest
+
+    def is_held(self, id_: int) -> bool:
+        """Whether row ``id_`` is held in memory (not written)."""
+        return id_ in self._held
 
     def next_seq(self, count: int = 1) -> int:
         """Reserve ``count`` telemetry sequence numbers; the first of them.
@@ -228,9 +284,11 @@ class Outbox:
         self._listeners.append(callback)
 
     def close(self) -> None:
-        """Store the seq reservation and close the file; undelivered rows stay for the next
-        start."""
-        if self._seq != self._stored_seq:
+        """Write the held rows not yet delivered, store the seq and close the file;
+        undelivered rows stay for the next start."""
+        if self._held:
+            self._write([], seq=self._seq)
+        elif self._seq != self._stored_seq:
             with self._transaction():
                 self._db.execute("UPDATE meta SET seq = ?", (self._seq,))
             self._stored_seq = self._seq
@@ -247,10 +305,17 @@ class Outbox:
             "WHERE id > ? AND todo & ? ORDER BY id LIMIT ?",
             (after_id, bit, limit),
         )
-        return [
+        rows = [
             Row(id_, cast(MessageKind, kind), topic, bytes(payload), qos, bool(retain))
             for id_, kind, topic, payload, qos, retain in cursor
         ]
+        # held rows are newer than every written row: they come after
+        for id_, (row, todo) in self._held.items():
+            if len(rows) >= limit:
+                break
+            if id_ > after_id and todo & bit:
+                rows.append(row)
+        return rows
 
     def backlog(self, sink: str) -> int:
         """Rows ``sink`` has not delivered yet."""

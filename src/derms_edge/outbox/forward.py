@@ -12,13 +12,14 @@ The gateway tells the forwarder what happens (the runtime wires it): ``wake`` wh
 added, ``reconnected`` after every (re)connection, ``published`` when a PUBACK crossed from
 paho's thread into the event loop.
 
-A PUBACK moves its row to the acknowledged list, written to the outbox (``done``, one
-transaction): at once when a response is among them (a response has no seq to tell a copy
-by), else every ``ack_flush_s`` or ``ACK_FLUSH_ROWS`` rows, to spare the SD card. Rows in
-flight when the connection breaks are sent again by paho after the reconnection (the same
-payload, so the same ``seq``); telemetry acknowledged but not yet marked done when the
-process dies is sent again by the next start. Those are the only duplicates, and each
-carries the seq of the first copy.
+A PUBACK for a row the outbox holds in memory (a live round) marks it done at once: it is
+never written. Any other PUBACK moves its row to the acknowledged list, written to the
+outbox (``done``, one transaction): at once when a response is among them (a response has no
+seq to tell a copy by), else every ``ack_flush_s`` or ``ACK_FLUSH_ROWS`` rows, to spare the
+SD card. Rows in flight when the connection breaks are sent again by paho after the
+reconnection (the same payload, so the same ``seq``); telemetry acknowledged but not yet
+marked done when the process dies is sent again by the next start. Those are the only
+duplicates, and each carries the seq of the first copy.
 """
 
 from __future__ import annotations
@@ -251,13 +252,18 @@ class Forwarder:
         if row is None:
             return  # retained state published directly, not from the outbox
         self._inflight_backlog.discard(mid)
-        self._acked.append(row)
-        first = self._acked_since is None
-        if first:  # the loop's sleep must now end by the flush deadline
-            self._acked_since = self._clock()
-        if mid in self._responses:
-            self._responses.discard(mid)
-            self._acked_response = True
+        first = False
+        if self._outbox.is_held(row):  # in memory only: done at once, nothing is written
+            self._outbox.done(MQTT, [row])
+            self._held.discard(row)
+        else:
+            self._acked.append(row)
+            first = self._acked_since is None
+            if first:  # the loop's sleep must now end by the flush deadline
+                self._acked_since = self._clock()
+            if mid in self._responses:
+                self._acked_response = True
+        self._responses.discard(mid)
         replay_over = self._replay_started is not None and not (
             self._backlog_left or self._inflight_backlog
         )

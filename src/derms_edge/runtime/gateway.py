@@ -195,6 +195,7 @@ class Gateway:
             forwarder=self.forwarder,
             qos=telemetry.qos,
             interval_s=telemetry.interval_s,
+            store_every_round=telemetry.store_every_round,
             on_round=self._telemetry_round,
             rejected_inbound=lambda: self.inbound_limit.rejected,
         )

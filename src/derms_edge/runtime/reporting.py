@@ -1,6 +1,8 @@
 """What the gateway says about itself and its devices: the retained status and capabilities
 (published directly while connected: the latest wins), and a telemetry round every
-``telemetry.interval_s`` into the outbox (one transaction per round)."""
+``telemetry.interval_s`` into the outbox: held in memory while the broker is connected (it
+reaches the disk only if it is not acknowledged by the next round), written at once while
+the broker is away or with ``telemetry.store_every_round``."""
 
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ class Reporter:
         forwarder: Forwarder,
         qos: int,
         interval_s: float,
+        store_every_round: bool,
         on_round: Callable[[], None],
         rejected_inbound: Callable[[], int],
     ) -> None:
@@ -68,6 +71,7 @@ class Reporter:
         self._forwarder = forwarder
         self._qos = qos
         self._interval_s = interval_s
+        self._store_every_round = store_every_round
         self._on_round = on_round
         """Called after every telemetry round: the telemetry loop is alive."""
         self._rejected_inbound = rejected_inbound
@@ -111,7 +115,8 @@ class Reporter:
 
     def publish_telemetry(self) -> None:
         """One telemetry round: a message per device, each with the next sequence number,
-        stored in the outbox in one transaction; the status first if it changed."""
+        into the outbox as one add (held in memory while connected, unless every round is
+        to be stored); the status first if it changed."""
         quality = self.qualities()
         self._show_status(quality)  # before this round: its rows are not yet sent
         seq = self._outbox.next_seq(len(self._coordinators))
@@ -130,7 +135,8 @@ class Reporter:
             messages.append(
                 Message("telemetry", self._topics.telemetry(device_id), message.encode(), self._qos)
             )
-        self._outbox.add(messages)
+        hold = not self._store_every_round and self._session.connected.is_set()
+        self._outbox.add(messages, hold=hold)
 
     async def run(self) -> None:
         """A telemetry round every interval, aligned to the clock so that readings from many
