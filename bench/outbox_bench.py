@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -173,6 +174,9 @@ async def replay_worker(directory: Path, port: int, rate: float, seconds: float)
     )
     forwarder = Forwarder(outbox, session, replay_rate_per_s=rate)
     outbox.add_listener(forwarder.wake)  # as the gateway wires it (runtime/gateway.py)
+    outbox.on_durable(
+        functools.partial(asyncio.get_running_loop().call_soon_threadsafe, forwarder.wake)
+    )
     session.on_connected(forwarder.reconnected)
     session.on_published(forwarder.published)
     task = asyncio.create_task(forwarder.run())

@@ -2,7 +2,9 @@
 seeded random mix of broker outages, InfluxDB (victoria-metrics) outages, device faults
 (silent, exceptions, hung-up socket, reboot with registers reset) and kill -9 of the daemon,
 while a DSO curtailment is in force. Afterwards: the daemon is up, its memory flat, the
-curtailment back in the device, no telemetry dropped, every seq on MQTT and in InfluxDB.
+curtailment back in the device, no telemetry dropped, every seq on MQTT and in InfluxDB but
+the gap a kill with the broker up may leave (at most the round in flight is lost, and seq
+goes on above its reservation).
 
 ``CHAOS_SEED`` replays a run; ``CHAOS_S`` lengthens it.
 """
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from derms_edge.outbox.buffer import SEQ_RESERVE
 from hil.rig import RigThread
 from hil.spec import RigSpec
 from tests.support.dso import DsoClient
@@ -222,10 +225,26 @@ def test_chaos_loses_nothing_and_the_daemon_stays_up(
     status = eventually(settled, timeout_s=90, what="the backlog delivered (buffered 0)")
     assert status["dropped"] == 0
     top = max(probe.seqs())
+
+    def gaps() -> list[range]:
+        """Runs of seq missing in first..top."""
+        found, runs = set(probe.seqs()), []
+        missing = [s for s in range(first, top + 1) if s not in found]
+        for seq in missing:
+            if runs and runs[-1].stop == seq:
+                runs[-1] = range(runs[-1].start, seq + 1)
+            else:
+                runs.append(range(seq, seq + 1))
+        return runs
+
+    # a kill with the broker up costs at most the round in flight, and seq goes on above the
+    # reservation (docs/mqtt-api.md): one gap per kill at most, none anywhere else
     eventually(
-        lambda: set(range(first, top + 1)) <= set(probe.seqs()),
+        lambda: (
+            len(gaps()) <= chaos.kills and all(len(g) <= SEQ_RESERVE + len(DEVICES) for g in gaps())
+        ),
         timeout_s=60,
-        what=f"every seq {first}..{top} on MQTT",
+        what=f"every seq {first}..{top} on MQTT but a gap per kill",
     )
     by_seq: dict[int, bytes] = {}
     for message in probe.telemetry():

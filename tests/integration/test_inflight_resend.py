@@ -30,6 +30,7 @@ rows in flight are ``held``); so each seq arrives exactly once, in the original 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import signal
@@ -137,6 +138,8 @@ def test_a_batch_in_flight_when_the_broker_dies_is_sent_again_and_done(
     save_state(broker)
 
     async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        outbox.on_durable(functools.partial(loop.call_soon_threadsafe, forwarder.wake))
         session.start()
         task = asyncio.create_task(forwarder.run())
         try:

@@ -7,14 +7,17 @@ import asyncio
 import contextlib
 import functools
 import json
+import os
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from derms_edge.northbound.mqtt import Message
+from derms_edge.outbox import durable
 from derms_edge.outbox.buffer import MQTT, Outbox
 from derms_edge.outbox.forward import Forwarder, ReplayPace
 
@@ -75,6 +78,8 @@ class FakeSession:
 def wired(forwarder: Forwarder, outbox: Outbox, session: FakeSession) -> Forwarder:
     """The forwarder told what the gateway tells it (runtime.gateway wires the same)."""
     outbox.add_listener(forwarder.wake)
+    loop = asyncio.get_running_loop()
+    outbox.on_durable(functools.partial(loop.call_soon_threadsafe, forwarder.wake))
     session.on_connected(forwarder.reconnected)
     session.on_published(forwarder.published)
     return forwarder
@@ -91,8 +96,10 @@ def rows(outbox: Outbox, count: int, qos: int = 1) -> list[int]:
 
 
 @pytest.fixture
-def outbox(tmp_path: Path) -> Outbox:
-    return Outbox(tmp_path / "telemetry.sqlite", max_bytes=100_000_000)
+def outbox(tmp_path: Path) -> Iterator[Outbox]:
+    opened = Outbox(tmp_path / "telemetry.sqlite", max_bytes=100_000_000)
+    yield opened
+    opened.close()
 
 
 @contextlib.asynccontextmanager
@@ -266,3 +273,34 @@ async def test_a_held_round_acknowledged_is_done_at_once_and_never_written(
         for mid in session.unacked:  # PUBACKs that come late: done at the next ack flush
             session.ack(mid)
         assert (forwarder.buffered, outbox.backlog(MQTT)) == (0, 2)
+
+
+def test_nothing_written_is_sent_before_its_commit_is_fsynced(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    fsync = os.fsync
+
+    def slow(fd: int) -> None:  # an SD card taking its time
+        release.wait(10)
+        fsync(fd)
+
+    monkeypatch.setattr(durable.os, "fsync", slow)
+
+    async def scenario() -> None:
+        session = FakeSession()
+        forwarder = wired(Forwarder(outbox, session, replay_rate_per_s=1000), outbox, session)
+        async with forwarding(forwarder):
+            rows(outbox, 5)  # the backlog of an outage, its last commit not fsynced yet
+            session.connect()
+            rows(outbox, 5)  # a live round, written (a response would be too)
+            await asyncio.sleep(0.2)
+            assert session.sent == []
+            release.set()
+            await until(lambda: len(session.sent) == 10)
+        assert sorted(session.seqs()) == list(range(1, 11))
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()

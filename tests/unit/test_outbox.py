@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from derms_edge.northbound.mqtt import Message
+from derms_edge.outbox import durable
 from derms_edge.outbox.buffer import MQTT, Outbox, Row
 
 PAYLOAD = b'{"ts": "2026-11-21T10:00:05.012Z", "seq": 0, "device": "inv1", "w": 4211.0}' * 5
@@ -98,11 +102,55 @@ def test_one_add_is_one_transaction_and_one_done_is_one(path: Path) -> None:
     assert wal_commits(path) == before + 3
 
 
-def test_the_file_is_wal_and_fsynced_on_every_commit(path: Path) -> None:
+def test_the_file_is_wal_and_the_callers_commits_never_fsync(path: Path) -> None:
     outbox = Outbox(path, max_bytes=10_000_000)
     pragma = outbox._db.execute  # synchronous is a setting of the connection, not the file
     assert pragma("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert pragma("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert pragma("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: the thread fsyncs
+    assert pragma("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # and checkpoints
+    thread = outbox._syncer._thread  # type: ignore[union-attr]
+    assert thread.is_alive() and thread.name == "outbox-fsync"
+    outbox.close()
+    assert not thread.is_alive()
+
+
+@pytest.fixture
+def fsync_blocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """fsync waits until the event is set (a slow SD card)."""
+    release = threading.Event()
+    fsync = os.fsync
+
+    def slow(fd: int) -> None:
+        release.wait(10)
+        fsync(fd)
+
+    monkeypatch.setattr(durable.os, "fsync", slow)
+    yield release
+    release.set()
+
+
+def test_a_row_is_sendable_only_once_its_commit_is_fsynced(
+    path: Path, fsync_blocked: threading.Event
+) -> None:
+    outbox = Outbox(path, max_bytes=10_000_000)
+    told = threading.Event()
+    outbox.on_durable(told.set)
+    outbox.next_seq(2)
+    held = outbox.add(telemetry(2), hold=True)  # reserves seq ahead: a commit
+    assert outbox.sendable_id == 0 and outbox.pending(MQTT, 10, up_to=0) == []
+    fsync_blocked.set()
+    assert told.wait(5)
+    assert outbox.sendable_id == held[-1]  # the reservation is on disk: the round may go
+    fsync_blocked.clear()
+    told.clear()
+    written = outbox.add([response()])
+    assert outbox.sendable_id == held[-1]
+    later = outbox.add(telemetry(1), hold=True)  # held behind an unsynced commit: waits too
+    assert outbox.sendable_id == held[-1]
+    fsync_blocked.set()
+    assert told.wait(5)
+    assert outbox.sendable_id == later[-1] and written[0] < later[0]
+    outbox.close()
 
 
 def test_when_full_the_oldest_telemetry_goes_and_responses_stay(path: Path) -> None:

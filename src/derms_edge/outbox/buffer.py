@@ -3,12 +3,12 @@
 
 Plain sqlite3, no asyncio. One ``add`` is one transaction (a telemetry round, a batch of
 responses), so an SD card sees one commit per round, not one per message. The file is in WAL
-mode with ``synchronous=FULL``: every commit is fsynced to the WAL before ``add`` returns, so
-what was added survives ``kill -9`` and power loss alike (``NORMAL`` would survive the kill
-but could roll back the commits since the last checkpoint on power loss; FULL costs one fsync
-per commit). Pages are 1 KiB, not SQLite's 4 KiB: a commit writes whole pages to the WAL,
-and a round of telemetry is a few KiB, so small pages write about 40 % fewer bytes
-(bench/outbox_bench.py).
+mode with ``synchronous=NORMAL``: a commit is written to the WAL before ``add`` returns (it
+survives ``kill -9``), and fsynced by a thread of its own (``durable.Syncer``) so the
+caller, the event loop, never waits for the disk; a row is *sendable* once the commit that
+wrote it is fsynced (it survives a power cut), and only then does the forwarder send it.
+Pages are 1 KiB, not SQLite's 4 KiB: a commit writes whole pages to the WAL, and a round of
+telemetry is a few KiB, so small pages write about 40 % fewer bytes (bench/outbox_bench.py).
 
 A round the caller expects to be delivered at once (the broker is connected) may be *held*:
 kept in memory, not written. Delivered (every sink's ``done``) before the next ``add``, it
@@ -17,16 +17,16 @@ never reaches the disk; still undelivered then, it is written in that ``add``'s 
 memory only: all that a power cut or ``kill -9`` can lose while the broker is up. A held
 round's seq numbers are covered by a reservation stored ahead (``SEQ_RESERVE``), so seq
 never repeats after a crash (it jumps: the numbers of the lost round and those reserved and
-never given). Rows not held (responses, rounds while the broker is away) are on disk before
-``add`` returns, as before.
+never given). Rows not held (responses, rounds while the broker is away) are written before
+``add`` returns, and sent once fsynced.
 
 Each row carries a bit per sink that still has to deliver it; a sink's ``done`` clears its
 bit and a row with no bit left is deleted. Responses are for the MQTT sink only: other sinks
 (a history store) see telemetry. The buffer is bounded by the pages in use: beyond
 ``max_bytes`` the oldest telemetry is dropped (never responses) and counted, persistently.
-Rows get ids in insertion order that are never reused, and ``next_seq`` hands out the
-telemetry sequence numbers, strictly increasing across restarts, and across a file found
-unreadable (moved aside; seq goes on from the time in milliseconds).
+Rows get ids in insertion order; an id that reached the file is never reused, and
+``next_seq`` hands out the telemetry sequence numbers, strictly increasing across restarts,
+and across a file found unreadable (moved aside; seq goes on from the time in milliseconds).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import cast
 
 from derms_edge.northbound.mqtt import Message, MessageKind
+from derms_edge.outbox.durable import Syncer
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,13 @@ class Row:
 class Outbox:
     """The store-and-forward buffer in one SQLite file; use from one thread."""
 
-    def __init__(self, path: Path, *, max_bytes: int, sinks: Sequence[str] = (MQTT,)) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        sinks: Sequence[str] = (MQTT,),
+    ) -> None:
         if not sinks or len(set(sinks)) != len(sinks) or len(sinks) > MAX_SINKS:
             raise ValueError(f"outbox sinks must be 1..{MAX_SINKS} distinct names, not {sinks}")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,6 +135,7 @@ class Outbox:
             with self._db:
                 self._db.execute("UPDATE meta SET seq = max(seq, ?)", (floor,))
             log.error("telemetry seq continues from %d", floor + 1)
+        self._syncer: Syncer | None = None  # commits fsync themselves until it starts
         self._page_size: int = self._db.execute("PRAGMA page_size").fetchone()[0]
         self._bits = self._assign_bits(sinks)
         last_id, seq, dropped = self._db.execute(
@@ -145,6 +153,12 @@ class Outbox:
             for sink, bit in self._bits.items()
         }
         self._held: dict[int, tuple[Row, int]] = {}  # id -> (row, todo): in memory only
+        self._written_id = self._last_id  # the newest row id written to the file
+        self._sendable: int = self._last_id
+        self._commits = 0  # commits since the fsync thread started
+        self._db.execute("PRAGMA synchronous=NORMAL")  # from now on the thread fsyncs
+        self._db.execute("PRAGMA wal_autocheckpoint=0")  # and checkpoints
+        self._syncer = Syncer(path, self._last_id)
         self._listeners: list[Callable[[], None]] = []
         self._drop_logged = False
         self._full_logged = False
@@ -198,6 +212,8 @@ class Outbox:
         """One transaction: the held rows still undelivered, then ``rows``; the meta (``seq``
         as the stored seq); drops beyond the bound."""
         written = [*self._held.values(), *rows]
+        if written:
+            self._written_id = written[-1][0].id
         with self._transaction():
             self._db.executemany(
                 "INSERT INTO message (id, kind, topic, payload, qos, retain, todo) "
@@ -279,6 +295,12 @@ class Outbox:
         self._seq += count
         return first
 
+    def on_durable(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` when more rows became sendable: in the fsync thread, so it
+        must be thread-safe (``loop.call_soon_threadsafe``)."""
+        if self._syncer is not None:
+            self._syncer.on_durable = callback
+
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` after every ``add`` (in the thread that added)."""
         self._listeners.append(callback)
@@ -292,18 +314,23 @@ class Outbox:
             with self._transaction():
                 self._db.execute("UPDATE meta SET seq = ?", (self._seq,))
             self._stored_seq = self._seq
+        if self._syncer is not None:
+            self._syncer.stop()  # what was committed is fsynced
         self._db.close()
 
     # -- reading --------------------------------------------------------------------------
 
-    def pending(self, sink: str, limit: int, after_id: int = 0) -> list[Row]:
-        """Up to ``limit`` rows after ``after_id`` that ``sink`` has not delivered, oldest
-        first."""
+    def pending(
+        self, sink: str, limit: int, after_id: int = 0, up_to: int | None = None
+    ) -> list[Row]:
+        """Up to ``limit`` rows after ``after_id`` (and up to ``up_to``) that ``sink`` has not
+        delivered, oldest first."""
         bit = self._bit(sink)
+        last = self._last_id if up_to is None else up_to
         cursor = self._db.execute(
             "SELECT id, kind, topic, payload, qos, retain FROM message "
-            "WHERE id > ? AND todo & ? ORDER BY id LIMIT ?",
-            (after_id, bit, limit),
+            "WHERE id > ? AND id <= ? AND todo & ? ORDER BY id LIMIT ?",
+            (after_id, last, bit, limit),
         )
         rows = [
             Row(id_, cast(MessageKind, kind), topic, bytes(payload), qos, bool(retain))
@@ -311,11 +338,24 @@ class Outbox:
         ]
         # held rows are newer than every written row: they come after
         for id_, (row, todo) in self._held.items():
-            if len(rows) >= limit:
+            if len(rows) >= limit or id_ > last:
                 break
             if id_ > after_id and todo & bit:
                 rows.append(row)
         return rows
+
+    @property
+    def sendable_id(self) -> int:
+        """Rows up to this id may be sent (it never decreases): every row once every commit
+        is fsynced (held rows too: the fsynced reservation covers their seq), else up to the
+        newest row of the last fsynced commit."""
+        if self._syncer is None or self._syncer.failed:
+            self._sendable = self._last_id
+        else:
+            commit, last_id = self._syncer.durable
+            done = commit >= self._commits
+            self._sendable = self._last_id if done else max(self._sendable, last_id)
+        return self._sendable
 
     def backlog(self, sink: str) -> int:
         """Rows ``sink`` has not delivered yet."""
@@ -357,6 +397,9 @@ class Outbox:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+        if self._syncer is not None:
+            self._commits += 1
+            self._syncer.committed(self._commits, self._written_id)
 
     def _bit(self, sink: str) -> int:
         try:

@@ -8,9 +8,12 @@ messages wait for their PUBACK, the backlog at most ``backlog_window`` of them, 
 message never waits behind the backlog. The task sleeps until something can happen: a row
 added, a PUBACK that frees the window, the next replay token, a (re)connection.
 
+A row goes out only once the commit that wrote it is fsynced (``Outbox.sendable_id``): what
+the broker may have seen survives a power cut.
+
 The gateway tells the forwarder what happens (the runtime wires it): ``wake`` when rows were
-added, ``reconnected`` after every (re)connection, ``published`` when a PUBACK crossed from
-paho's thread into the event loop.
+added or became sendable, ``reconnected`` after every (re)connection, ``published`` when a
+PUBACK crossed from paho's thread into the event loop.
 
 A PUBACK for a row the outbox holds in memory (a live round) marks it done at once: it is
 never written. Any other PUBACK moves its row to the acknowledged list, written to the
@@ -118,6 +121,7 @@ class Forwarder:
         self._live_left = False
         self._backlog_left = False
         self._blocked = False  # the window was full when there was more to send
+        self._unsynced = False  # the backlog stopped at rows not fsynced yet
         self._replay_started: float | None = None
         self._replayed = 0
         self._wake = asyncio.Event()
@@ -162,7 +166,9 @@ class Forwarder:
     def _send_live(self) -> None:
         while self._live_left and len(self._inflight) < self._window:
             room = self._window - len(self._inflight)
-            rows = self._outbox.pending(MQTT, room, after_id=self._live_cursor)
+            rows = self._outbox.pending(
+                MQTT, room, after_id=self._live_cursor, up_to=self._outbox.sendable_id
+            )
             self._live_left = len(rows) == room
             for row in rows:
                 if not self._send(row, backlog=False):
@@ -183,9 +189,11 @@ class Forwarder:
             room = min(free, self._pace.available(now))
             if room <= 0:
                 return
-            rows = self._outbox.pending(MQTT, room, after_id=self._backlog_cursor)
-            backlog = [row for row in rows if row.id <= self._live_from]
-            self._backlog_left = len(backlog) == room
+            up_to = min(self._live_from, self._outbox.sendable_id)
+            backlog = self._outbox.pending(MQTT, room, after_id=self._backlog_cursor, up_to=up_to)
+            # rows not fsynced yet wait for on_durable's wake, not for a replay token
+            self._unsynced = len(backlog) < room and up_to < self._live_from
+            self._backlog_left = len(backlog) == room or self._unsynced
             for row in backlog:
                 if row.id not in self._held:
                     if not self._send(row, backlog=True):
@@ -194,6 +202,8 @@ class Forwarder:
                     self._pace.spend(1)
                     self._replayed += 1
                 self._backlog_cursor = row.id
+            if self._unsynced:
+                return
         if self._replay_started is not None and not (self._backlog_left or self._inflight_backlog):
             elapsed = self._clock() - self._replay_started
             log.info("MQTT: backlog of %d messages replayed in %.1f s", self._replayed, elapsed)
@@ -217,7 +227,7 @@ class Forwarder:
         if self._acked_since is not None:
             deadlines.append(self._acked_since + self._ack_flush_s - now)
         connected = self._session.connected.is_set()
-        if connected and self._backlog_left and not self._blocked:
+        if connected and self._backlog_left and not (self._blocked or self._unsynced):
             deadlines.append(self._pace.wait_s(now))
         return max(0.0, min(deadlines)) if deadlines else None
 

@@ -262,6 +262,8 @@ class Gateway:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then say goodbye on MQTT and close every device."""
+        loop = asyncio.get_running_loop()  # rows fsynced in the outbox's thread: send them
+        self.outbox.on_durable(lambda: loop.call_soon_threadsafe(self.forwarder.wake))
         self.mqtt.start()
         log.info(
             "gateway %s: %d devices, MQTT %s, topics under %s",

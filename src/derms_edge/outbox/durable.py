@@ -1,0 +1,110 @@
+"""Durability off the event loop: the thread that fsyncs the outbox's WAL and checkpoints it.
+
+The outbox's connection commits with ``synchronous=NORMAL``: a commit is a ``write`` into
+the WAL, in the page cache (it survives ``kill -9``), not an fsync, so the event loop never
+waits for an SD card. This thread makes each commit durable (survives a power cut): it
+fsyncs the WAL file, then says which commit is durable now. The forwarder sends nothing a
+commit wrote before that commit is durable (``Outbox.sendable_id``). The thread also moves
+the WAL into the database file (a PASSIVE checkpoint, from its own connection) once the
+WAL has grown beyond ``checkpoint_bytes``; the outbox's connection never checkpoints.
+
+fsync on a second descriptor of the WAL file flushes the file, whoever wrote it; SQLite
+holds no POSIX lock on the WAL file (they are on the database and ``-shm`` files), so the
+descriptor cannot release one of SQLite's locks when it is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_BYTES = 1024 * 1024
+"""The WAL is checkpointed into the database once it is this large."""
+
+
+class Syncer:
+    """fsyncs the WAL of the database at ``path`` after each commit it is told of.
+
+    ``durable`` is (commit number, row id) of the newest commit known to be on disk: the
+    commit numbers are the outbox's, counted from 1 after the thread started (0: the file as
+    it was opened, durable). ``on_durable`` is called in this thread after each fsync.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        last_id: int,
+        *,
+        on_durable: Callable[[], object] | None = None,
+        checkpoint_bytes: int = CHECKPOINT_BYTES,
+    ) -> None:
+        self._wal = Path(f"{path}-wal")
+        self._path = path
+        self._checkpoint_bytes = checkpoint_bytes
+        self.on_durable = on_durable
+        self.durable: tuple[int, int] = (0, last_id)
+        self.failed = False
+        """The thread failed: commits are no longer fsynced (the outbox then sends them all
+        the same: delivering beats holding rows back forever)."""
+        self._wanted: tuple[int, int] = self.durable
+        self._stopping = False
+        self._changed = threading.Condition()
+        self._fd = os.open(self._wal, os.O_RDONLY | os.O_CREAT, 0o644)
+        self._thread = threading.Thread(target=self._run, name="outbox-fsync", daemon=True)
+        self._thread.start()
+
+    def committed(self, commit: int, last_id: int) -> None:
+        """Commit number ``commit`` (rows up to ``last_id``) is written: make it durable."""
+        with self._changed:
+            self._wanted = (commit, last_id)
+            self._changed.notify()
+
+    def stop(self) -> None:
+        """Make what was committed durable, and end the thread."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify()
+        self._thread.join()
+        os.close(self._fd)
+
+    def _run(self) -> None:
+        checkpointer: sqlite3.Connection | None = None
+        try:
+            while True:
+                with self._changed:
+                    while self._wanted == self.durable and not self._stopping:
+                        self._changed.wait()
+                    wanted, stopping = self._wanted, self._stopping
+                if wanted != self.durable:
+                    os.fsync(self._fd)
+                    self.durable = wanted
+                    self._tell()
+                if stopping:
+                    return
+                if os.fstat(self._fd).st_size > self._checkpoint_bytes:
+                    if checkpointer is None:
+                        checkpointer = sqlite3.connect(self._path, isolation_level=None)
+                        checkpointer.execute("PRAGMA synchronous=FULL")
+                    checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except Exception:  # the outbox goes on; commits are no longer fsynced: say so loudly
+            self.failed = True
+            log.exception("telemetry buffer: the fsync thread failed; a power cut may lose data")
+            self._tell()
+        finally:
+            if checkpointer is not None:
+                checkpointer.close()
+
+    def _tell(self) -> None:
+        """Call ``on_durable``; its failure (a loop already closed) is not this thread's."""
+        if self.on_durable is None:
+            return
+        try:
+            self.on_durable()
+        except Exception:
+            log.exception("telemetry buffer: telling of fsynced rows failed")
