@@ -327,15 +327,17 @@ class Outbox:
         delivered, oldest first."""
         bit = self._bit(sink)
         last = self._last_id if up_to is None else up_to
-        cursor = self._db.execute(
-            "SELECT id, kind, topic, payload, qos, retain FROM message "
-            "WHERE id > ? AND id <= ? AND todo & ? ORDER BY id LIMIT ?",
-            (after_id, last, bit, limit),
-        )
-        rows = [
-            Row(id_, cast(MessageKind, kind), topic, bytes(payload), qos, bool(retain))
-            for id_, kind, topic, payload, qos, retain in cursor
-        ]
+        rows = []
+        if after_id < self._written_id:  # else only held rows can follow: no query
+            cursor = self._db.execute(
+                "SELECT id, kind, topic, payload, qos, retain FROM message "
+                "WHERE id > ? AND id <= ? AND todo & ? ORDER BY id LIMIT ?",
+                (after_id, last, bit, limit),
+            )
+            rows = [
+                Row(id_, cast(MessageKind, kind), topic, bytes(payload), qos, bool(retain))
+                for id_, kind, topic, payload, qos, retain in cursor
+            ]
         # held rows are newer than every written row: they come after
         for id_, (row, todo) in self._held.items():
             if len(rows) >= limit or id_ > last:
