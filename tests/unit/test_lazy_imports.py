@@ -1,7 +1,8 @@
 """Heavy libraries load only in a gateway that uses them (each costs 20-40 MB on a Pi):
 asyncua for OPC UA devices, influxdb_client for the InfluxDB sink; joserfc (and cryptography
-under it, about 9 MB) only for signed controls; the AsyncAPI generator only for
-`derms-edge asyncapi`."""
+under it, about 9 MB) only for signed controls; APScheduler (about 4 MB with multiprocessing
+and tzlocal) only when an event has a boundary to wait for (tests/unit/test_control_loop.py);
+the AsyncAPI generator only for `derms-edge asyncapi`."""
 
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ HEAVY = (
     "influxdb_client",
     "joserfc",
     "cryptography",
+    "apscheduler",
     "derms_edge.northbound.asyncapi",
 )
 """What a SunSpec and Modbus gateway without signing or InfluxDB does not load."""
