@@ -1,6 +1,7 @@
 """Benchmark: OPC UA telemetry from 20 EV chargers, and the memory OPC UA costs a gateway.
 
-    python bench/opcua_bench.py [--chargers 20] [--seconds 30] [--write docs/benchmarks.md]
+    python bench/opcua_bench.py [--chargers 20] [--seconds 30] [--runs 3] [--rss-only]
+                                [--write docs/benchmarks.md]
 
 The HIL rig (its own process) serves N OPC UA chargers, each its own asyncua server that
 refreshes every variable every 0.1 s with a new source timestamp. Two workers, each in its
@@ -13,7 +14,8 @@ publishing interval (100 ms) and trigger (status, value and timestamp):
 
 CPU is the process's user + system time; the ratio compares CPU per notification. Then the
 RSS of ``derms-edge run`` after 15 s, on a SunSpec PV inverter and battery alone (asyncua
-never imported) and with one OPC UA charger added.
+never imported) and with one OPC UA charger added: ``--runs`` daemons of each, reported as
+min - median - max. ``--rss-only`` measures only that (no telemetry workers).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -163,8 +166,40 @@ def daemon_rss(config: dict[str, Any], path: Path, settle_s: float = 15.0) -> fl
         daemon.wait(30)
 
 
+def spread(values: list[float]) -> str:
+    """min - median - max, MB (one value alone when there was one run)."""
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{min(values):.1f} - {statistics.median(values):.1f} - {max(values):.1f}"
+
+
+def rss_report(rss: dict[str, list[float]]) -> list[str]:
+    runs = len(rss["modbus"])
+    what = "peak RSS MB" if runs == 1 else f"peak RSS MB, min - median - max of {runs} runs"
+    return [
+        "Peak RSS of `derms-edge run` after 15 s:",
+        "",
+        f"| configuration | {what} |",
+        "|---|---|",
+        f"| SunSpec PV inverter and battery (asyncua not imported) | {spread(rss['modbus'])} |",
+        f"| the same and one OPC UA charger | {spread(rss['opcua'])} |",
+        "",
+    ]
+
+
+def machine_line() -> str:
+    return (
+        f"Machine: {os.cpu_count()} cores, {platform.machine()}, "
+        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}."
+    )
+
+
 def report(
-    n: int, seconds: float, gateway: dict[str, Any], raw: dict[str, Any], rss: dict[str, float]
+    n: int,
+    seconds: float,
+    gateway: dict[str, Any],
+    raw: dict[str, Any],
+    rss: dict[str, list[float]],
 ) -> str:
     g_rate = gateway["notifications"] / gateway["elapsed_s"]
     r_rate = raw["notifications"] / raw["elapsed_s"]
@@ -179,8 +214,7 @@ def report(
             "",
             f"Command: `{command}` ({seconds:g} s measured per run, after every charger is "
             "reading).",
-            f"Machine: {os.cpu_count()} cores, {platform.machine()}, "
-            f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}.",
+            machine_line(),
             "",
             f"{n} OPC UA EV chargers on the HIL rig (one asyncua server each, every variable "
             "refreshed every 0.1 s with a new source timestamp); 7 measurement nodes per charger "
@@ -200,13 +234,7 @@ def report(
             f"Gateway: {gateway['failures']} device failures, {gateway['not_ok']} chargers not "
             "`ok` at the end.",
             "",
-            "Peak RSS of `derms-edge run` after 15 s:",
-            "",
-            "| configuration | peak RSS MB |",
-            "|---|---|",
-            f"| SunSpec PV inverter and battery (asyncua not imported) | {rss['modbus']:.1f} |",
-            f"| the same and one OPC UA charger | {rss['opcua']:.1f} |",
-            "",
+            *rss_report(rss),
         ]
     )
 
@@ -215,6 +243,8 @@ def main() -> int:
     workers = {"_gateway": gateway_worker, "_raw": raw_worker}
     top = parser(__doc__, workers)
     top.add_argument("--chargers", type=int, default=20)
+    top.add_argument("--runs", type=int, default=1, help="daemons per RSS figure")
+    top.add_argument("--rss-only", action="store_true", help="only the daemon's peak RSS")
     args = top.parse_args()
     if serve_worker(args, workers):
         return 0
@@ -248,32 +278,44 @@ def main() -> int:
             for port in [*ports, modbus_port]:
                 wait_port(port, 120)
             chargers = [charger(d, p) for d, p in zip(ids, ports, strict=True)]
-            config = gateway_config(chargers, broker.port, tmp / "state")
-            (tmp / "gateway.yaml").write_text(yaml.safe_dump(config))
-            print(f"gateway, {n} chargers ...", file=sys.stderr, flush=True)
-            gateway = run_worker(SCRIPT, "_gateway", tmp / "gateway.yaml", args.seconds)
-            plan = [{"endpoint": c["endpoint"], "measured": measured(c)} for c in chargers]
-            (tmp / "plan.json").write_text(json.dumps(plan))
-            print(f"raw asyncua, {n} chargers ...", file=sys.stderr, flush=True)
-            raw = run_worker(SCRIPT, "_raw", tmp / "plan.json", args.seconds)
+            if not args.rss_only:
+                config = gateway_config(chargers, broker.port, tmp / "state")
+                (tmp / "gateway.yaml").write_text(yaml.safe_dump(config))
+                print(f"gateway, {n} chargers ...", file=sys.stderr, flush=True)
+                gateway = run_worker(SCRIPT, "_gateway", tmp / "gateway.yaml", args.seconds)
+                plan = [{"endpoint": c["endpoint"], "measured": measured(c)} for c in chargers]
+                (tmp / "plan.json").write_text(json.dumps(plan))
+                print(f"raw asyncua, {n} chargers ...", file=sys.stderr, flush=True)
+                raw = run_worker(SCRIPT, "_raw", tmp / "plan.json", args.seconds)
             sunspec = [
                 {"id": d, "kind": k, "protocol": "sunspec", "host": "127.0.0.1",
                  "port": modbus_port, "unit_id": u}
                 for d, k, u in (("pv", "inverter", 1), ("battery", "battery", 2))
             ]  # fmt: skip
-            print("daemon RSS ...", file=sys.stderr, flush=True)
-            rss_modbus = daemon_rss(
-                gateway_config(sunspec, broker.port, tmp / "s1"), tmp / "modbus.yaml"
-            )
-            rss_opcua = daemon_rss(
-                gateway_config([*sunspec, chargers[0]], broker.port, tmp / "s2"),
-                tmp / "opcua.yaml",
-            )
+            rss: dict[str, list[float]] = {"modbus": [], "opcua": []}
+            for run in range(args.runs):
+                print(f"daemon RSS, run {run + 1} of {args.runs} ...", file=sys.stderr, flush=True)
+                rss["modbus"].append(
+                    daemon_rss(
+                        gateway_config(sunspec, broker.port, tmp / f"s1-{run}"),
+                        tmp / "modbus.yaml",
+                    )
+                )
+                rss["opcua"].append(
+                    daemon_rss(
+                        gateway_config([*sunspec, chargers[0]], broker.port, tmp / f"s2-{run}"),
+                        tmp / "opcua.yaml",
+                    )
+                )
         finally:
             rig.terminate()
             rig.wait(30)
             broker.stop()
-    text = report(n, args.seconds, gateway, raw, {"modbus": rss_modbus, "opcua": rss_opcua})
+    if args.rss_only:
+        command = "python " + " ".join(["bench/opcua_bench.py", *sys.argv[1:]])
+        text = "\n".join([f"Command: `{command}`.", machine_line(), "", *rss_report(rss)])
+    else:
+        text = report(n, args.seconds, gateway, raw, rss)
     append(args.write, text)
     return 0
 

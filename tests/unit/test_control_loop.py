@@ -359,3 +359,30 @@ def test_nothing_is_answered_that_the_store_has_not_fsynced(tmp_path: Path) -> N
         loop.close()
 
     asyncio.run(scenario())
+
+
+def test_the_boundary_scheduler_starts_with_the_first_event_and_stops_with_the_loop(
+    tmp_path: Path,
+) -> None:
+    """APScheduler (about 4 MB with what it imports) is started only when an event has a
+    boundary to wait for; it then holds the event's start and end, and stops with the loop."""
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        loop = loop_for(tmp_path, recorder, interval_s=0.05)
+        task = asyncio.create_task(loop.run())
+        await asyncio.sleep(0.2)
+        assert loop._scheduler is None  # running, with nothing to wait for
+        loop.post(controls(event("ev-1", 50)))
+        async with asyncio.timeout(5):
+            while loop._scheduler is None:
+                await asyncio.sleep(0.01)
+        scheduler = loop._scheduler
+        assert scheduler.running
+        assert {job.id for job in scheduler.get_jobs()} == {"ev-1:start", "ev-1:end"}
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert loop._scheduler is None and not scheduler.running
+        loop.close()
+
+    asyncio.run(scenario())

@@ -1,5 +1,8 @@
 """Heavy libraries load only in a gateway that uses them (each costs 20-40 MB on a Pi):
-asyncua for OPC UA devices, influxdb_client for the InfluxDB sink."""
+asyncua for OPC UA devices, influxdb_client for the InfluxDB sink; joserfc (and cryptography
+under it, about 9 MB) only for signed controls; APScheduler (about 4 MB with multiprocessing
+and tzlocal) only when an event has a boundary to wait for (tests/unit/test_control_loop.py);
+the AsyncAPI generator only for `derms-edge asyncapi`."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from joserfc.jwk import OKPKey
 
 BUILD = textwrap.dedent(
     """
@@ -20,7 +24,7 @@ BUILD = textwrap.dedent(
     from derms_edge.config import parse_config
     from derms_edge.runtime.gateway import Gateway
 
-    state_dir, extra = sys.argv[1], sys.argv[2]
+    state_dir, extra, key = sys.argv[1], sys.argv[2], sys.argv[3]
     devices = [
         {"id": "pv", "kind": "inverter", "protocol": "sunspec", "host": "127.0.0.1"},
         {"id": "ev", "kind": "evse", "protocol": "modbus", "host": "127.0.0.1", "unit_id": 2,
@@ -34,22 +38,36 @@ BUILD = textwrap.dedent(
     if extra == "influxdb":
         telemetry["influxdb"] = {"url": "http://127.0.0.1:8086", "token": "t", "org": "o",
                                  "bucket": "b"}
+    control = {}
+    if extra == "signed":
+        control = {"require_signed": True, "roles": {"dso": {"primacy": 1, "keys": [key]}}}
 
 
     async def build() -> None:  # the Modbus links want a running loop
         config = {"gateway": {"id": "gw", "state_dir": state_dir}, "devices": devices,
-                  "telemetry": telemetry}
+                  "telemetry": telemetry, "control": control}
         Gateway(parse_config(config)).outbox.close()
 
     asyncio.run(build())
-    print(json.dumps(sorted({"asyncua", "influxdb_client"} & set(sys.modules))))
+    print(json.dumps(sorted(set(HEAVY) & set(sys.modules))))
     """
 )
+HEAVY = (
+    "asyncua",
+    "influxdb_client",
+    "joserfc",
+    "cryptography",
+    "apscheduler",
+    "derms_edge.northbound.asyncapi",
+)
+"""What a SunSpec and Modbus gateway without signing or InfluxDB does not load."""
 
 
 def loaded(extra: str, state_dir: Path) -> list[str]:
+    key = state_dir / "dso.pub.pem"
+    key.write_bytes(OKPKey.generate_key("Ed25519").as_pem(private=False))
     result = subprocess.run(
-        [sys.executable, "-c", BUILD, str(state_dir), extra],
+        [sys.executable, "-c", f"HEAVY = {HEAVY!r}\n{BUILD}", str(state_dir), extra, str(key)],
         capture_output=True,
         text=True,
         check=True,
@@ -61,9 +79,26 @@ def loaded(extra: str, state_dir: Path) -> list[str]:
 
 @pytest.mark.parametrize(
     ("extra", "expected"),
-    [("none", []), ("opcua", ["asyncua"]), ("influxdb", ["influxdb_client"])],
+    [
+        ("none", []),
+        ("opcua", ["asyncua", "cryptography"]),  # asyncua's client imports cryptography
+        ("influxdb", ["influxdb_client"]),
+        ("signed", ["cryptography", "joserfc"]),
+    ],
 )
 def test_a_library_is_imported_only_when_the_configuration_uses_it(
     extra: str, expected: list[str], tmp_path: Path
 ) -> None:
     assert loaded(extra, tmp_path) == expected
+
+
+def test_the_command_line_loads_no_heavy_library_before_a_command_runs() -> None:
+    """`derms-edge run` imports the parser of every command: their libraries wait for them."""
+    code = (
+        f"import json, sys\nimport derms_edge.cli\n"
+        f"print(json.dumps(sorted(set({HEAVY!r}) & set(sys.modules))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []

@@ -7,8 +7,6 @@ import difflib
 import sys
 from pathlib import Path
 
-from derms_edge.northbound.asyncapi import DEFAULT_OUTPUT, render
-
 
 def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the command to the command line."""
@@ -24,6 +22,8 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Write the document to ``--output``; with ``--check``, only compare (1 if it differs)."""
+    from derms_edge.northbound.asyncapi import DEFAULT_OUTPUT, render  # the models' schemas
+
     output: Path = args.output or DEFAULT_OUTPUT
     text = render()
     if not args.check:

@@ -11,11 +11,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
-
-from joserfc.errors import JoseError
-from joserfc.jwk import OKPKey
+from typing import TYPE_CHECKING
 
 from derms_edge.cli.common import EXIT_FAILURE, EXIT_OK
+
+if TYPE_CHECKING:  # joserfc loads cryptography: only when the command runs
+    from joserfc.jwk import OKPKey
 
 
 def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,6 +30,8 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Write the pair (never over existing files) and print where, and the thumbprint."""
+    from joserfc.jwk import OKPKey
+
     private, public = Path(f"{args.name}.key.pem"), Path(f"{args.name}.pub.pem")
     key = OKPKey.generate_key("Ed25519")
     try:
@@ -45,6 +48,9 @@ def main(args: argparse.Namespace) -> int:
 
 def read_private_key(path: Path) -> OKPKey:
     """The Ed25519 private key in ``path``; ValueError names the path and what is wrong."""
+    from joserfc.errors import JoseError
+    from joserfc.jwk import OKPKey
+
     try:
         key = OKPKey.import_key(path.read_bytes())
     except OSError as error:

@@ -15,10 +15,9 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import paho.mqtt.client as paho
-from joserfc.jwk import OKPKey
 
 from derms_edge.cli.common import (
     EXIT_FAILURE,
@@ -36,6 +35,9 @@ from derms_edge.northbound.mqtt import new_client
 from derms_edge.northbound.signed import sign
 from derms_edge.northbound.tls import connect_failure
 from derms_edge.northbound.topics import Topics
+
+if TYPE_CHECKING:  # joserfc loads cryptography: only when a message is signed
+    from joserfc.jwk import OKPKey
 
 _FINAL = set(Status) - {Status.RECEIVED, Status.SCHEDULED}
 """The statuses after which there is nothing more to wait for: started, or an end."""

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from joserfc.errors import JoseError
-from joserfc.jwk import OKPKey
+if TYPE_CHECKING:  # joserfc loads cryptography (about 9 MB): only a gateway that signs needs it
+    from joserfc.jwk import OKPKey
 
 
 def read_public_key(path: Path) -> OKPKey:
     """The Ed25519 public key in the PEM file ``path``; ValueError names the path and what is
     wrong with it (missing, unreadable, not a public key, another curve or algorithm)."""
+    from joserfc.errors import JoseError
+    from joserfc.jwk import OKPKey
+
     try:
         pem = path.read_bytes()
     except OSError as error:

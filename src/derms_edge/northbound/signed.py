@@ -19,12 +19,12 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from joserfc import jws
-from joserfc.errors import JoseError
-from joserfc.jwk import OKPKey
+from typing import TYPE_CHECKING
 
 from derms_edge.config.keys import read_public_key
+
+if TYPE_CHECKING:  # joserfc, and cryptography under it, load when a message is checked
+    from joserfc.jwk import OKPKey
 
 ALGORITHMS = ("Ed25519", "EdDSA")
 """The accepted ``alg`` values: the fully-specified Ed25519 (RFC 9864) and the older,
@@ -72,6 +72,9 @@ class KeyRing:
     def open(self, message: bytes, role: str) -> Signed | Refused:
         """The payload of ``message`` if it is a JWS that verifies with one of ``role``'s
         keys; else why not (for the ``rejected`` / ``unauthorized`` answer)."""
+        from joserfc import jws
+        from joserfc.errors import JoseError
+
         where = f"role {role}"
         if not _COMPACT.fullmatch(message):
             return Refused(
@@ -110,6 +113,9 @@ class KeyRing:
 
 def _verified(message: bytes, key: OKPKey) -> bytes | None:
     """The payload if ``message`` verifies with ``key``, else None."""
+    from joserfc import jws
+    from joserfc.errors import JoseError
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="EdDSA is deprecated")
         try:
@@ -128,5 +134,7 @@ def _shown(value: object) -> str:
 def sign(payload: bytes, key: OKPKey) -> bytes:
     """``payload`` as a JWS in compact serialization signed with the private ``key``:
     ``alg: Ed25519``, ``kid`` its thumbprint (what `derms-edge send --sign` publishes)."""
+    from joserfc import jws
+
     header = {"alg": "Ed25519", "kid": key.thumbprint()}
     return jws.serialize_compact(header, payload, key, algorithms=["Ed25519"]).encode()

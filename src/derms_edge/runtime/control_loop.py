@@ -35,9 +35,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal, TypeVar, assert_never
-
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from typing import TYPE_CHECKING, Literal, TypeVar, assert_never
 
 from derms_edge.control import (
     SITE,
@@ -72,6 +70,9 @@ from derms_edge.northbound.topics import Topics
 from derms_edge.runtime.device_views import DeviceViews
 from derms_edge.runtime.replay import ReplayGuard, repeat
 from derms_edge.runtime.schedule_store import ScheduleStore
+
+if TYPE_CHECKING:  # APScheduler (and multiprocessing, tzlocal under it) loads with a first event
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,8 @@ class ControlLoop:
         """Present when controls must be signed: their replay window and memory."""
         self._inbox: asyncio.Queue[Input] = asyncio.Queue()
         self._scheduler: AsyncIOScheduler | None = None
+        """Started with the first event boundary to wait for while the loop runs."""
+        self._running = False
         self._active: dict[str, dict[str, InForce]] | None = None
         self._last: Decision | None = None
 
@@ -153,13 +156,13 @@ class ControlLoop:
         self._inbox.put_nowait(item)
 
     async def run(self) -> None:
-        """Take the inbox, step, hand the decision on; until cancelled. APScheduler posts a
-        Tick every control interval and a Boundary at each event's start and end."""
+        """Take the inbox, step, hand the decision on; until cancelled. A task posts a Tick
+        every control interval; APScheduler a Boundary at each event's start and end (it is
+        started with the first boundary to wait for: a gateway that has none never loads it)."""
         self._restore()
-        scheduler = self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._running = True
         ticks: asyncio.Task[None] | None = None
         try:
-            scheduler.start()
             for record in self.controller.records.values():
                 if record.status not in TERMINAL:
                     self._wake_at_boundaries(record.event)
@@ -172,9 +175,10 @@ class ControlLoop:
         finally:
             if ticks is not None:
                 ticks.cancel()
-            if scheduler.running:
+            self._running = False
+            scheduler, self._scheduler = self._scheduler, None
+            if scheduler is not None and scheduler.running:
                 scheduler.shutdown(wait=False)
-            self._scheduler = None
 
     def close(self) -> None:
         """Close the schedule store (at the gateway's shutdown)."""
@@ -455,12 +459,12 @@ class ControlLoop:
 
     def _wake_at_boundaries(self, event: Event) -> None:
         """Wake the loop exactly at the event's start and end."""
-        if self._scheduler is None:
+        if not self._running:
             return
         now = self._clock()
         for label, moment in (("start", event.start), ("end", event.end)):
             if moment > now:
-                self._scheduler.add_job(
+                self._boundary_scheduler().add_job(
                     self._post_boundary,
                     "date",
                     run_date=moment,
@@ -468,6 +472,16 @@ class ControlLoop:
                     replace_existing=True,
                     misfire_grace_time=None,
                 )
+
+    def _boundary_scheduler(self) -> AsyncIOScheduler:
+        """The scheduler of event boundaries, started on first use (in the running loop)."""
+        if self._scheduler is None:
+            from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+            scheduler = AsyncIOScheduler(timezone=UTC)
+            scheduler.start()
+            self._scheduler = scheduler
+        return self._scheduler
 
     def _forget_boundaries(self, mrid: str) -> None:
         if self._scheduler is None:
