@@ -15,7 +15,7 @@ import asyncio
 import json
 import random
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -580,3 +580,10 @@ def test_storage_for_batteries_partly_offline_waits_whole_then_starts_on_both() 
     assert fresh.responses[0].detail is None
     assert fresh.setpoints["bat1"] == {SetpointName.STORAGE_W: 1000.0}
     assert fresh.setpoints["bat2"] == {SetpointName.STORAGE_W: 1000.0}
+
+
+def test_a_control_has_a_field_per_control_type_in_order() -> None:
+    """Control.items() walks ControlType for the fields: the two must not drift apart."""
+    assert [f.name for f in fields(Control)] == list(ControlType)
+    full = Control(**{t.value: 1.0 for t in ControlType})
+    assert list(full.items()) == list(ControlType)

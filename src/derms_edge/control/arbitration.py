@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from derms_edge.control.views import DeviceView, Role
@@ -144,12 +144,17 @@ class Defaults:
     roles: Mapping[str, Role]
     by_role: Mapping[str, Control]
     config: Control
+    _in_force: Mapping[ControlType, InForce] = field(init=False, repr=False, compare=False)
 
-    def in_force(self) -> dict[ControlType, InForce]:
+    def __post_init__(self) -> None:
+        found = {t: self.of(t) for t in ControlType}
+        in_force = {t: value for t, value in found.items() if value is not None}
+        object.__setattr__(self, "_in_force", in_force)  # once, not once per device
+
+    def in_force(self) -> Mapping[ControlType, InForce]:
         """Every control's default in force, the same for every device: the strongest role's
         that sets it, else the configuration's."""
-        found = {t: self.of(t) for t in ControlType}
-        return {t: value for t, value in found.items() if value is not None}
+        return self._in_force
 
     def of(self, control_type: ControlType) -> InForce | None:
         """The default in force for one control type, if any."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import StrEnum
 
 from derms_edge.model.curves import FixedPf, VoltVarCurve
@@ -55,11 +55,12 @@ class Control:
     reserve_soc_pct: float | None = None
 
     def items(self) -> dict[ControlType, ControlValue]:
-        """The control functions that are set, by type."""
+        """The control functions that are set, by type (each ControlType is a field, in
+        order: tests/unit/test_arbitration_cases.py; faster than dataclasses.fields)."""
         return {
-            ControlType(f.name): value
-            for f in fields(self)
-            if (value := getattr(self, f.name)) is not None
+            control_type: value
+            for control_type in ControlType
+            if (value := getattr(self, control_type)) is not None
         }
 
     @property
