@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -558,3 +559,28 @@ def test_with_no_decision_in_time_the_last_one_is_written(caplog: pytest.LogCapt
     asyncio.run(scenario())
     assert driver.writes == [(SetpointName.MAX_W_PCT, 60.0)]
     assert any("no control decision" in r.getMessage() for r in caplog.records)
+
+
+def test_the_first_poll_is_at_once_and_the_later_ones_are_staggered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A gateway that starts reads every device at once; each device's polls after the first
+    are shifted by its own random part of the interval (here drawn at its largest)."""
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
+    driver = FakeDriver([])
+    polled: list[float] = []
+    original = driver.poll
+
+    async def poll() -> DeviceState:
+        polled.append(time.monotonic())
+        return await original()
+
+    driver.poll = poll  # type: ignore[method-assign]
+    coord = DeviceCoordinator(
+        "inv1", driver, poll_interval_s=0.2, stale_after_s=1.0, backoff_max_s=0.2
+    )
+    start = time.monotonic()
+    asyncio.run(run_for(coord, 0.7))
+    assert polled[0] - start < 0.1  # not after a stagger of 0.2 s
+    assert polled[1] - polled[0] >= 0.39  # the interval and the stagger
+    assert 0.19 <= polled[2] - polled[1] < 0.35  # then the interval

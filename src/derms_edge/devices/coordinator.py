@@ -199,12 +199,21 @@ class DeviceCoordinator:
         self.last_exception: BaseException | None = None
         self.connected = False
         self.failing = True
-        self.tried = False
-        """Whether the first attempt to reach the device (connect and read) has ended."""
+        self._tried = asyncio.Event()
         self.polls = 0
         self.failures = 0
         self.rediscoveries = 0
         """Times the device was found changed (restarted) while it answered."""
+
+    @property
+    def tried(self) -> bool:
+        """Whether the first attempt to reach the device (connect and read) has ended."""
+        return self._tried.is_set()
+
+    async def first_attempt(self) -> None:
+        """Return once the first attempt to reach the device (connect and read) has ended:
+        its first reading is in, or the device is offline."""
+        await self._tried.wait()
 
     def quality(self) -> Quality:
         """UNKNOWN before the first attempt to reach the device has ended; then OK while fresh
@@ -231,9 +240,15 @@ class DeviceCoordinator:
         return dict(self._applied)
 
     async def run(self) -> None:
-        """Poll and apply forever; returns only when cancelled."""
-        # stagger the start (B311: spreading load, no secret)
-        await asyncio.sleep(random.uniform(0, min(self._interval, 1.0)))  # nosec B311
+        """Poll and apply forever; returns only when cancelled.
+
+        The first connect and poll are at once (a gateway that starts reads every device
+        within its first second); the polls after the first are staggered, each device's
+        shifted by its own random part of the interval (at most 1 s), so that devices on a
+        shared bus do not all poll at the same moment.
+        """
+        # B311: spreading load, no secret
+        stagger = random.uniform(0, min(self._interval, 1.0))  # nosec B311
         attempt = 0
         next_poll = self._clock()
         changed = False  # found changed since the last good pass: the next time is a failure
@@ -246,7 +261,8 @@ class DeviceCoordinator:
                         next_poll = self._clock()
                     if self._clock() >= next_poll:
                         await self._poll()
-                        next_poll += self._interval
+                        next_poll += self._interval + stagger
+                        stagger = 0.0
                         next_poll = max(next_poll, self._clock() - self._interval)
                     self._wake.clear()
                     await self._apply()
@@ -382,7 +398,7 @@ class DeviceCoordinator:
         if self.failing:
             log.info("%s: reading", self.device_id)
         self.failing = False
-        self.tried = True
+        self._tried.set()
         self.last_exception = None
 
     def _failed(self, error: BaseException) -> None:
@@ -392,6 +408,6 @@ class DeviceCoordinator:
         elif self.last_exception is None or str(error) != str(self.last_exception):
             log.info("%s: still offline: %s", self.device_id, error)
         self.failing = True
-        self.tried = True
+        self._tried.set()
         self.connected = False  # rediscover on the next try: the device may have restarted
         self.last_exception = error

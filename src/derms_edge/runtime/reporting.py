@@ -7,6 +7,7 @@ the broker is away or with ``telemetry.store_every_round``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -140,11 +141,18 @@ class Reporter:
 
     async def run(self) -> None:
         """A telemetry round every interval, aligned to the clock so that readings from many
-        gateways line up in time; until cancelled."""
+        gateways line up in time; until cancelled. The first round comes at the first
+        boundary, or before it as soon as every device's first attempt has ended (its first
+        reading in, or offline): a gateway that starts says what its devices read within
+        seconds, not up to an interval later."""
+        first_boundary_s = self._interval_s - time.time() % self._interval_s
+        attempts = [c.first_attempt() for c in self._coordinators.values()]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*attempts), first_boundary_s)
         while True:
-            await asyncio.sleep(self._interval_s - time.time() % self._interval_s)
             self.publish_telemetry()
             self._on_round()
+            await asyncio.sleep(self._interval_s - time.time() % self._interval_s)
 
     def health(self) -> str:
         """The STATUS= line systemctl status shows."""
