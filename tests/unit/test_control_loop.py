@@ -386,3 +386,64 @@ def test_the_boundary_scheduler_starts_with_the_first_event_and_stops_with_the_l
         loop.close()
 
     asyncio.run(scenario())
+
+
+def test_the_setpoints_go_out_first_then_the_store_then_the_answers(tmp_path: Path) -> None:
+    """Only what a write needs precedes it: the coordinator has its setpoints before the
+    schedule is stored, and every answer still follows the store (a response is never ahead
+    of it); a payload that failed validation is answered and commands nothing."""
+    order: list[str] = []
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        loop = loop_for(tmp_path, recorder, interval_s=60)
+        inverter = loop._coordinators["inv1"]
+        command = inverter.command
+
+        def commanded(setpoints: Any) -> None:
+            order.append(f"command {sorted(map(str, setpoints))}")
+            command(setpoints)
+
+        inverter.command = commanded  # type: ignore[method-assign]
+        save = loop.store.save
+
+        def saved(records: Any, now: datetime) -> None:
+            records = list(records)
+            order.append(f"save {[(r.event.mrid, str(r.status)) for r in records]}")
+            save(records, now)
+
+        loop.store.save = saved  # type: ignore[method-assign]
+
+        def respond(messages: Sequence[Message]) -> None:
+            stored = {r.event.mrid: str(r.status) for r in loop.store.load(datetime.now(UTC))}
+            for message in messages:
+                answer = json.loads(message.payload)
+                order.append(f"respond {answer['mrid']} {answer['status']}")
+                if answer["status"] != "rejected":  # the store has the event already
+                    assert answer["mrid"] in stored, (answer, stored)
+            recorder.respond(messages)
+
+        loop._respond = respond
+        task = asyncio.create_task(loop.run())
+        async with asyncio.timeout(5):
+            while loop._last is None:  # the first Tick's step is over
+                await asyncio.sleep(0.01)
+            order.clear()
+            now = json.dumps({"mrid": "now", "duration_s": 600, "control": {"max_w_pct": 40}})
+            loop.post(controls(now.encode()))
+            loop.post(controls(b'{"mrid": "bad", "duration_s": -1, "control": {"max_w_pct": 1}}'))
+            while ("now", "started") not in [(r["mrid"], r["status"]) for r in recorder.responses]:
+                await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        loop.close()
+
+    asyncio.run(scenario())
+    assert order == [
+        "command ['max_w_pct']",
+        "save [('now', 'scheduled'), ('now', 'started')]",
+        "respond now received",
+        "respond now scheduled",
+        "respond bad rejected",
+        "respond now started",
+    ]

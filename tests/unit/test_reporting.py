@@ -62,7 +62,7 @@ class Outbox:
         self._seq += count
         return self._seq - count + 1
 
-    def add(self, messages: Sequence[Message]) -> None:
+    def add(self, messages: Sequence[Message], *, hold: bool = False) -> None:
         self.rounds.append((time.monotonic(), [json.loads(m.payload) for m in messages]))
 
 
@@ -95,6 +95,7 @@ def reporter(drivers: dict[str, Driver], interval_s: float) -> tuple[Reporter, O
         forwarder=cast(Any, Forwarder()),
         qos=1,
         interval_s=interval_s,
+        store_every_round=False,
         on_round=lambda: None,
         rejected_inbound=lambda: 0,
     )

@@ -17,9 +17,19 @@ decision on: the setpoints to the coordinators, the responses to the outbox (aft
 schedule store has them: a response is never ahead of the store), the values in force to
 the retained ``active`` topic. Nothing else calls the controller.
 
-A step that raises ends the task: the supervisor logs it and starts it again, and the loop
-then reloads the controller's schedule from the store, so a status change the failed step
-made in memory but never stored or answered is made again, and said. The watchdog's beat
+Only what a write needs comes before it: the command was validated (northbound; what failed
+validation is never taken, so it never reaches a device), the controller took it and
+stepped, and the coordinators have their setpoints. Then the loop yields one pass of the
+event loop, in which each coordinator it woke sends its write, and only then does what
+follows: the changed records are stored (one fsynced transaction for the whole batch), the
+responses handed to the outbox, the scheduler's wake-ups set, the ``active`` values
+published. A signed message is still remembered (replay memory) before the step: it is
+never taken twice, even across a crash in between.
+
+A step that raises ends the task: what the batch's messages had changed before it is
+stored and answered first, then the supervisor logs the failure and starts the task again,
+and the loop reloads the controller's schedule from the store, so a status change the
+failed step made in memory but never stored or answered is made again, and said. The watchdog's beat
 follows a step that completed at the control interval, so a step that keeps failing is
 seen. A message the controller cannot handle is logged and the loop goes on; storing and
 answering are not guarded: their failure ends the task, as a step's does.
@@ -33,8 +43,9 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Literal, TypeVar, assert_never
 
 from derms_edge.control import (
@@ -150,6 +161,8 @@ class ControlLoop:
         self._running = False
         self._active: dict[str, dict[str, InForce]] | None = None
         self._last: Decision | None = None
+        self._pending = _Pending()
+        """What the batch being handled decided that follows the hand-off of setpoints."""
 
     def post(self, item: Input) -> None:
         """Put something that may change a decision in the inbox (from the event loop)."""
@@ -171,7 +184,11 @@ class ControlLoop:
                 inputs = [await self._inbox.get()]
                 while not self._inbox.empty():
                     inputs.append(self._inbox.get_nowait())
-                self.handle(inputs)
+                tick = self._decide(inputs)
+                # one pass of the event loop: each coordinator just commanded runs up to its
+                # first wait, which is sending its write; storing and answering come after
+                await asyncio.sleep(0)
+                self._finish(tick)
         finally:
             if ticks is not None:
                 ticks.cancel()
@@ -185,26 +202,70 @@ class ControlLoop:
         self.store.close()
 
     def handle(self, inputs: Sequence[Input]) -> None:
-        """Let the controller take every input, then step once if any asks for it (``run``
-        calls it with what the inbox holds; a test may call it directly). Each input is taken
-        at its own time: an event's creation time defaults to the moment it is taken."""
+        """Let the controller take every input, step once if any asks for it, hand the
+        setpoints on, then store, answer and publish what follows (``run`` does the same with
+        what the inbox holds, yielding to the coordinators before storing; a test may call
+        it directly). Each input is taken at its own time: an event's creation time defaults
+        to the moment it is taken."""
+        self._finish(self._decide(inputs))
+
+    def _decide(self, inputs: Sequence[Input]) -> bool:
+        """Take the inputs, step, command the coordinators; whether a Tick was among them.
+        What follows the hand-off is left in ``_pending``; when this raises, what was
+        decided before the failure is stored and answered first."""
         step = tick = False
-        for item in inputs:
-            now = self._clock()
-            step |= self._clock_checked(now)
-            match item:
-                case Tick():
-                    step = tick = True
-                case Boundary() | DeviceConnected():
-                    step = True
-                case SetpointRefused():
-                    self._refused(item, now)
-                case Command():
-                    step |= self._take(item, now)
-                case _:
-                    assert_never(item)
-        if step:
-            self._step(self._clock(), self._monotonic())
+        try:
+            for item in inputs:
+                now = self._clock()
+                step |= self._clock_checked(now)
+                match item:
+                    case Tick():
+                        step = tick = True
+                    case Boundary() | DeviceConnected():
+                        step = True
+                    case SetpointRefused():
+                        self._refused(item, now)
+                    case Command():
+                        step |= self._take(item, now)
+                    case _:
+                        assert_never(item)
+            if step:
+                self._step(self._clock(), self._monotonic())
+        except BaseException:
+            self._finish(tick=False)
+            raise
+        return tick
+
+    def _finish(self, tick: bool) -> None:
+        """What follows the hand-off: persist first, then say it (a response is never ahead
+        of the store), then the scheduler's wake-ups and the values in force; the watchdog's
+        beat after a step at the control interval."""
+        pending, self._pending = self._pending, _Pending()
+        if pending.changed:
+            self.store.save(pending.changed, pending.at)
+        for save_default in pending.defaults:
+            save_default()
+        for wake in pending.wake_ups:
+            wake()
+        for response in pending.responses:
+            level = logging.WARNING if response.status is Status.REJECTED else logging.INFO
+            log.log(
+                level,
+                "event %s: %s %s %s",
+                response.mrid,
+                response.status,
+                response.reason or "",
+                response.detail or "",
+            )
+        if pending.responses:
+            self._respond(
+                [
+                    Message("response", self._topics.responses, ResponseMessage.of(r).encode())
+                    for r in pending.responses
+                ]
+            )
+        if pending.active is not None:
+            self._publish_active(*pending.active)
         if tick and self._on_tick is not None:
             self._on_tick()
 
@@ -309,7 +370,7 @@ class ControlLoop:
         event, responses, changed = taken
         self._answer(responses, changed, now)
         if changed:
-            self._wake_at_boundaries(event)
+            self._pending.wake_ups.append(lambda: self._wake_at_boundaries(event))
 
     def _cancel(self, role: Role, request: CancelPayload | Invalid, now: datetime) -> None:
         if isinstance(request, Invalid):
@@ -336,7 +397,7 @@ class ControlLoop:
         if refusal is not None:
             self._answer([_refused_default(role.name, Reason.UNAUTHORIZED, refusal, now)], [], now)
             return
-        self.store.save_default(role.name, control)
+        self._pending.defaults.append(lambda: self.store.save_default(role.name, control))
 
     def _unknown_role(self, command: Command, now: datetime) -> None:
         roles = ", ".join(self.controller.roles)
@@ -379,31 +440,20 @@ class ControlLoop:
         self._answer(decision.responses, decision.changed, now)
         for device_id, setpoints in decision.setpoints.items():
             self._coordinators[device_id].command(setpoints)
-        self._publish_active(decision, now)
+        self._pending.active = (decision, now)
 
     def _answer(self, responses: list[Response], changed: list[Record], now: datetime) -> None:
-        """Persist first, then say it: a response is never ahead of the store."""
-        self.store.save(changed, now)
+        """Leave the responses and the changed records for `_finish`, which stores before it
+        answers: a response is never ahead of the store."""
+        pending = self._pending
+        # as they are now: the controller changes its records in place, and a failing step
+        # after this must not have its changes stored (they are made again after a restart)
+        pending.changed += [Record(record.event, record.status) for record in changed]
+        pending.at = now
         for record in changed:
             if record.status in TERMINAL:  # its wake-ups are not needed any more
-                self._forget_boundaries(record.event.mrid)
-        for response in responses:
-            level = logging.WARNING if response.status is Status.REJECTED else logging.INFO
-            log.log(
-                level,
-                "event %s: %s %s %s",
-                response.mrid,
-                response.status,
-                response.reason or "",
-                response.detail or "",
-            )
-        if responses:
-            self._respond(
-                [
-                    Message("response", self._topics.responses, ResponseMessage.of(r).encode())
-                    for r in responses
-                ]
-            )
+                pending.wake_ups.append(partial(self._forget_boundaries, record.event.mrid))
+        pending.responses += responses
 
     def _publish_active(self, decision: Decision, now: datetime) -> None:
         active = {
@@ -489,6 +539,23 @@ class ControlLoop:
         for label in ("start", "end"):
             if self._scheduler.get_job(f"{mrid}:{label}") is not None:
                 self._scheduler.remove_job(f"{mrid}:{label}")
+
+
+@dataclass(slots=True)
+class _Pending:
+    """What a batch decided that follows the hand-off of setpoints, in the order decided."""
+
+    changed: list[Record] = field(default_factory=list)
+    """Records to store (one transaction) before any response is handed on."""
+    at: datetime = field(default_factory=lambda: datetime.min.replace(tzinfo=UTC))
+    """When the last of them changed (the store's ``updated``)."""
+    responses: list[Response] = field(default_factory=list)
+    defaults: list[Callable[[], None]] = field(default_factory=list)
+    """Roles' default controls to store."""
+    wake_ups: list[Callable[[], None]] = field(default_factory=list)
+    """The scheduler's wake-ups to set or remove, in order."""
+    active: tuple[Decision, datetime] | None = None
+    """The last step's decision, whose values in force are published."""
 
 
 class _Unhandled(enum.Enum):
