@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,9 +38,18 @@ HERE = SCRIPT.parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.workers import append, cpu_s, parser, rss_mb, run_worker, serve_worker
+from bench.workers import (
+    cpu_s,
+    parser,
+    rig_serving,
+    rss_mb,
+    run_worker,
+    serve_worker,
+    spread,
+    write_section,
+)
 from tests.support.opcua_nodes import CHARGER_MEASURED, EVSE_NS, charger_nodes
-from tests.support.servers import Mosquitto, free_port, wait_port
+from tests.support.servers import Mosquitto, free_port
 
 PUBLISHING_MS = 100.0
 
@@ -166,13 +174,6 @@ def daemon_rss(config: dict[str, Any], path: Path, settle_s: float = 15.0) -> fl
         daemon.wait(30)
 
 
-def spread(values: list[float]) -> str:
-    """min - median - max, MB (one value alone when there was one run)."""
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{min(values):.1f} - {statistics.median(values):.1f} - {max(values):.1f}"
-
-
 def rss_report(rss: dict[str, list[float]]) -> list[str]:
     runs = len(rss["modbus"])
     what = "peak RSS MB" if runs == 1 else f"peak RSS MB, min - median - max of {runs} runs"
@@ -181,8 +182,9 @@ def rss_report(rss: dict[str, list[float]]) -> list[str]:
         "",
         f"| configuration | {what} |",
         "|---|---|",
-        f"| SunSpec PV inverter and battery (asyncua not imported) | {spread(rss['modbus'])} |",
-        f"| the same and one OPC UA charger | {spread(rss['opcua'])} |",
+        "| SunSpec PV inverter and battery (asyncua not imported) "
+        f"| {spread(rss['modbus'], '.1f')} |",
+        f"| the same and one OPC UA charger | {spread(rss['opcua'], '.1f')} |",
         "",
     ]
 
@@ -268,55 +270,48 @@ def main() -> int:
         }
         (tmp / "rig.yaml").write_text(yaml.safe_dump(rig_spec))
         broker = Mosquitto(tmp / "mosquitto").start()
-        rig = subprocess.Popen(
-            [sys.executable, "-m", "hil", "--rig", str(tmp / "rig.yaml")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=ROOT,
-        )
         try:
-            for port in [*ports, modbus_port]:
-                wait_port(port, 120)
-            chargers = [charger(d, p) for d, p in zip(ids, ports, strict=True)]
-            if not args.rss_only:
-                config = gateway_config(chargers, broker.port, tmp / "state")
-                (tmp / "gateway.yaml").write_text(yaml.safe_dump(config))
-                print(f"gateway, {n} chargers ...", file=sys.stderr, flush=True)
-                gateway = run_worker(SCRIPT, "_gateway", tmp / "gateway.yaml", args.seconds)
-                plan = [{"endpoint": c["endpoint"], "measured": measured(c)} for c in chargers]
-                (tmp / "plan.json").write_text(json.dumps(plan))
-                print(f"raw asyncua, {n} chargers ...", file=sys.stderr, flush=True)
-                raw = run_worker(SCRIPT, "_raw", tmp / "plan.json", args.seconds)
-            sunspec = [
-                {"id": d, "kind": k, "protocol": "sunspec", "host": "127.0.0.1",
-                 "port": modbus_port, "unit_id": u}
-                for d, k, u in (("pv", "inverter", 1), ("battery", "battery", 2))
-            ]  # fmt: skip
-            rss: dict[str, list[float]] = {"modbus": [], "opcua": []}
-            for run in range(args.runs):
-                print(f"daemon RSS, run {run + 1} of {args.runs} ...", file=sys.stderr, flush=True)
-                rss["modbus"].append(
-                    daemon_rss(
-                        gateway_config(sunspec, broker.port, tmp / f"s1-{run}"),
-                        tmp / "modbus.yaml",
+            with rig_serving(tmp / "rig.yaml", [*ports, modbus_port], timeout_s=120):
+                chargers = [charger(d, p) for d, p in zip(ids, ports, strict=True)]
+                if not args.rss_only:
+                    config = gateway_config(chargers, broker.port, tmp / "state")
+                    (tmp / "gateway.yaml").write_text(yaml.safe_dump(config))
+                    print(f"gateway, {n} chargers ...", file=sys.stderr, flush=True)
+                    gateway = run_worker(SCRIPT, "_gateway", tmp / "gateway.yaml", args.seconds)
+                    plan = [{"endpoint": c["endpoint"], "measured": measured(c)} for c in chargers]
+                    (tmp / "plan.json").write_text(json.dumps(plan))
+                    print(f"raw asyncua, {n} chargers ...", file=sys.stderr, flush=True)
+                    raw = run_worker(SCRIPT, "_raw", tmp / "plan.json", args.seconds)
+                sunspec = [
+                    {"id": d, "kind": k, "protocol": "sunspec", "host": "127.0.0.1",
+                     "port": modbus_port, "unit_id": u}
+                    for d, k, u in (("pv", "inverter", 1), ("battery", "battery", 2))
+                ]  # fmt: skip
+                rss: dict[str, list[float]] = {"modbus": [], "opcua": []}
+                for run in range(args.runs):
+                    print(
+                        f"daemon RSS, run {run + 1} of {args.runs} ...", file=sys.stderr, flush=True
                     )
-                )
-                rss["opcua"].append(
-                    daemon_rss(
-                        gateway_config([*sunspec, chargers[0]], broker.port, tmp / f"s2-{run}"),
-                        tmp / "opcua.yaml",
+                    rss["modbus"].append(
+                        daemon_rss(
+                            gateway_config(sunspec, broker.port, tmp / f"s1-{run}"),
+                            tmp / "modbus.yaml",
+                        )
                     )
-                )
+                    rss["opcua"].append(
+                        daemon_rss(
+                            gateway_config([*sunspec, chargers[0]], broker.port, tmp / f"s2-{run}"),
+                            tmp / "opcua.yaml",
+                        )
+                    )
         finally:
-            rig.terminate()
-            rig.wait(30)
             broker.stop()
     if args.rss_only:
         command = "python " + " ".join(["bench/opcua_bench.py", *sys.argv[1:]])
         text = "\n".join([f"Command: `{command}`.", machine_line(), "", *rss_report(rss)])
     else:
         text = report(n, args.seconds, gateway, raw, rss)
-    append(args.write, text)
+    write_section(args.write, text)
     return 0
 
 

@@ -47,7 +47,7 @@ SCRIPT = Path(__file__).resolve()
 ROOT = SCRIPT.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.workers import append, cpu_s, rss_mb
+from bench.workers import cpu_s, rss_mb, write_section
 from derms_edge.config import MqttSection
 from derms_edge.model import DeviceState, OperatingState, Quality
 from derms_edge.northbound.messages import TelemetryMessage
@@ -393,7 +393,7 @@ def main() -> int:
     unlimited = replay(base / "unlimited", UNLIMITED_RATE, 300.0)
     print("unlimited:", json.dumps(unlimited), flush=True)
     figures = {"add": add, "steady": steady, "outage": outage, "paced": paced}
-    append(args.write, report(figures | {"unlimited": unlimited}, str(base.parent)))
+    write_section(args.write, report(figures | {"unlimited": unlimited}, str(base.parent)))
     return 0
 
 

@@ -23,8 +23,6 @@ import json
 import os
 import platform
 import random
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,8 +36,17 @@ HERE = SCRIPT.parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.workers import append, cpu_s, parser, rss_mb, run_worker, serve_worker
-from tests.support.servers import Mosquitto, free_port, wait_port
+from bench.workers import (
+    cpu_s,
+    parser,
+    rig_serving,
+    rss_mb,
+    run_worker,
+    serve_worker,
+    spread,
+    write_section,
+)
+from tests.support.servers import Mosquitto, free_port
 
 UNITS_PER_PORT = 20
 POLL_INTERVAL_S = 1.0
@@ -195,22 +202,11 @@ def measure(n: int, seconds: float, mqtt_port: int, tmp: Path) -> dict[str, Any]
     )
     write_rig(devices, rig_file)
     write_gateway(devices, mqtt_port, gateway_file)
-    rig = subprocess.Popen(
-        [sys.executable, "-m", "hil", "--rig", str(rig_file)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    try:
-        for port in {p for _d, p, _u in devices}:
-            wait_port(port, 60)
+    with rig_serving(rig_file, (p for _d, p, _u in devices)):
         gateway = run_worker(SCRIPT, "_gateway", gateway_file, seconds)
         plan = [{"port": p, "unit": u, "reads": gateway["reads"][d]} for d, p, u in devices]
         plan_file.write_text(json.dumps(plan))
         raw = run_worker(SCRIPT, "_raw", plan_file, seconds)
-    finally:
-        rig.terminate()
-        rig.wait(30)
     requests = sum(len(v) for v in gateway.pop("reads").values())
     return {"n": n, "requests_per_poll": requests / n, "gateway": gateway, "raw": raw}
 
@@ -225,14 +221,6 @@ def extra_ms_per_s(result: dict[str, Any]) -> float:
     """CPU ms per second the gateway spends beyond the floor's (its own work)."""
     g, r = result["gateway"], result["raw"]
     return float(1e3 * (g["cpu_s"] / g["elapsed_s"] - r["cpu_s"] / r["elapsed_s"]))
-
-
-def spread(values: list[float], fmt: str) -> str:
-    """min - median - max (one value alone when there is one run)."""
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return format(ordered[0], fmt)
-    return " - ".join(format(v, fmt) for v in (ordered[0], statistics.median(ordered), ordered[-1]))
 
 
 def row(runs: list[dict[str, Any]]) -> str:
@@ -276,53 +264,6 @@ def report(results: list[list[dict[str, Any]]], seconds: float, command: str) ->
     return "\n".join(lines)
 
 
-def residential_rss(mqtt_port: int, tmp: Path) -> float:
-    """Peak RSS of `derms-edge run` on configs/residential.yaml pointed at the rig."""
-    config = yaml.safe_load((ROOT / "configs" / "residential.yaml").read_text())
-    rig_port = free_port()
-    rig_file = tmp / "residential-rig.yaml"
-    rig_file.write_text(
-        yaml.safe_dump(
-            {
-                "devices": [
-                    {"id": "pv", "type": "pv_legacy", "port": rig_port, "unit_id": 1},
-                    {"id": "battery", "type": "battery", "port": rig_port, "unit_id": 2},
-                ]
-            }
-        )
-    )
-    config["devices"] = [d for d in config["devices"] if d["protocol"] == "sunspec"]
-    config["gateway"]["state_dir"] = str(tmp / "state")
-    config["mqtt"] = {"host": "127.0.0.1", "port": mqtt_port}
-    for device in config["devices"]:
-        device["host"], device["port"] = "127.0.0.1", rig_port
-    config_file = tmp / "residential.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    rig = subprocess.Popen(
-        [sys.executable, "-m", "hil", "--rig", str(rig_file)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    daemon = None
-    try:
-        wait_port(rig_port, 30)
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "derms_edge.cli", "run", str(config_file)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(15)
-        status = Path(f"/proc/{daemon.pid}/status").read_text()
-        fields = dict(line.split(":", 1) for line in status.splitlines())
-        return int(fields["VmHWM"].split()[0]) / 1024
-    finally:
-        for process in (daemon, rig):
-            if process is not None:
-                process.terminate()
-                process.wait(30)
-
-
 def main() -> int:
     workers = {"_gateway": gateway_worker, "_raw": raw_worker}
     top = parser(__doc__, workers)
@@ -344,15 +285,9 @@ def main() -> int:
                     runs.append(measure(n, args.seconds, broker.port, tmp))
                 results.append(runs)
                 print(row(runs), file=sys.stderr, flush=True)
-            rss = residential_rss(broker.port, tmp)
         finally:
             broker.stop()
-    text = report(results, args.seconds, command) + (
-        f"\nPeak RSS of `derms-edge run` on `configs/residential.yaml`'s SunSpec devices (a PV "
-        f"inverter and a battery on the rig; its OPC UA wallbox left out), after 15 s: "
-        f"**{rss:.1f} MB**.\n"
-    )
-    append(args.write, text)
+    write_section(args.write, report(results, args.seconds, command))
     return 0
 
 

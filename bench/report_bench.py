@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.workers import append, rss_mb
+from bench.workers import rss_mb, write_section
 from hil.records import BusSample, Event, Recording, Sample, TestResult
 from hil.report import ReportMeta, write_report
 
@@ -86,7 +86,7 @@ def main() -> int:
             *rows,
         ]
     )
-    append(args.write, text)
+    write_section(args.write, text)
     return 0
 
 

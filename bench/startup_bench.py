@@ -32,7 +32,6 @@ import os
 import platform
 import re
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,7 @@ SCRIPT = Path(__file__).resolve()
 ROOT = SCRIPT.parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.workers import spread, write_section
 from tests.support.mqtt_probe import Message, MqttProbe
 from tests.support.servers import Mosquitto, MosquittoTls, Process, free_port, wait_port
 
@@ -278,12 +278,12 @@ def floor(env: dict[str, str]) -> dict[str, float]:
     return times
 
 
-def spread(values: Sequence[float | None]) -> str:
+def seconds(values: Sequence[float | None]) -> str:
     """min-median-max, s; "-" when a run did not measure it."""
     known = [v for v in values if v is not None]
     if len(known) < len(values) or not known:
         return "-"
-    return f"{min(known):.2f} - {statistics.median(known):.2f} - {max(known):.2f}"
+    return spread(known, ".2f")
 
 
 def table(runs: dict[bool, list[Run]], floors: list[dict[str, float]]) -> list[str]:
@@ -291,16 +291,16 @@ def table(runs: dict[bool, list[Run]], floors: list[dict[str, float]]) -> list[s
         "| s after Popen, min-median-max | residential (PV, battery, OPC UA wallbox) "
         "| without the wallbox |",
         "|---|---|---|",
-        f"| `python -c pass` | {spread([f['python'] for f in floors])} | |",
-        f"| `import derms_edge.cli` (the console script) | {spread([f['cli'] for f in floors])} "
+        f"| `python -c pass` | {seconds([f['python'] for f in floors])} | |",
+        f"| `import derms_edge.cli` (the console script) | {seconds([f['cli'] for f in floors])} "
         "| |",
         f"| + `derms_edge.runtime.gateway` (what `run` imports) "
-        f"| {spread([f['opcua'] for f in floors])} (+ the OPC UA driver) "
-        f"| {spread([f['run'] for f in floors])} |",
+        f"| {seconds([f['opcua'] for f in floors])} (+ the OPC UA driver) "
+        f"| {seconds([f['run'] for f in floors])} |",
     ]
 
     def row(label: str, pick: Callable[[Run], float | None]) -> str:
-        cells = [spread([pick(r) for r in runs[opcua]]) if runs.get(opcua) else "" for opcua in
+        cells = [seconds([pick(r) for r in runs[opcua]]) if runs.get(opcua) else "" for opcua in
                  (True, False)]  # fmt: skip
         return f"| {label} | {' | '.join(cells)} |"
 
@@ -341,18 +341,6 @@ def report(runs: dict[bool, list[Run]], floors: list[dict[str, float]], command:
     )
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of the Markdown file (or append it)."""
-    old = path.read_text() if path.exists() else ""
-    start = old.find(SECTION + "\n")
-    if start < 0:
-        path.write_text(old.rstrip("\n") + "\n\n" + text if old else text)
-        return
-    end = old.find("\n## ", start + len(SECTION))
-    tail = old[end + 1 :] if end >= 0 else ""
-    path.write_text(old[:start] + text + ("\n" + tail if tail else ""))
-
-
 def main() -> int:
     top = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -379,10 +367,7 @@ def main() -> int:
                           f"floor {floors[-1]}", file=sys.stderr, flush=True)  # fmt: skip
         finally:
             probe.close()
-    text = report(runs, floors, command)
-    print(text)
-    if args.write is not None:
-        write_section(args.write, text)
+    write_section(args.write, report(runs, floors, command))
     return 0
 
 

@@ -1,5 +1,6 @@
-"""What the benchmarks share: a process's CPU time and memory, and measuring each side in a
-process of its own (so CPU and RSS are that side's alone)."""
+"""What the benchmarks share: a process's CPU time and memory, measuring each side in a
+process of its own (so CPU and RSS are that side's alone), the HIL rig in its own process,
+the spread of several runs, and writing a benchmark's section of docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import argparse
 import asyncio
 import json
 import resource
+import statistics
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from hil.processes import wait_port
 
 Worker = Callable[[Path, float], Awaitable[dict[str, Any]]]
 
@@ -62,8 +67,47 @@ def run_worker(script: Path, mode: str, path: Path, seconds: float) -> dict[str,
     return result
 
 
-def append(path: Path | None, text: str) -> None:
-    """Print the figures, and append them to ``path`` if given."""
+def write_section(path: Path | None, text: str) -> None:
+    """Print the figures; in ``path`` if given, put them in place of the section with the
+    same ``## `` heading (the text's first line) if there is one, else append them."""
     print(text)
-    if path is not None:
-        path.write_text(path.read_text() + "\n" + text if path.exists() else text)
+    if path is None:
+        return
+    old = path.read_text() if path.exists() else ""
+    heading = text.lstrip("\n").split("\n", 1)[0]
+    start = old.find(heading + "\n") if heading.startswith("## ") else -1
+    if start < 0:
+        path.write_text(old + "\n" + text if old else text)
+        return
+    end = old.find("\n## ", start + len(heading))
+    tail = old[end + 1 :] if end >= 0 else ""
+    path.write_text(old[:start] + text.rstrip("\n") + "\n" + ("\n" + tail if tail else ""))
+
+
+def spread(values: Sequence[float], fmt: str) -> str:
+    """min - median - max of the runs (the value alone after one run)."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return format(ordered[0], fmt)
+    return " - ".join(format(v, fmt) for v in (ordered[0], statistics.median(ordered), ordered[-1]))
+
+
+@contextmanager
+def rig_serving(
+    rig_file: Path, ports: Iterable[int], *, timeout_s: float = 60.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The HIL rig of ``rig_file`` in a process of its own, its ``ports`` answering;
+    terminated on the way out."""
+    rig = subprocess.Popen(
+        [sys.executable, "-m", "hil", "--rig", str(rig_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        for port in set(ports):
+            wait_port(port, timeout_s)
+        yield rig
+    finally:
+        rig.terminate()
+        rig.wait(30)

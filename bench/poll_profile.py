@@ -1,0 +1,84 @@
+"""Where the gateway's CPU goes while it polls: cProfile of the daemon's own code in steady
+state, N legacy PV inverters on the HIL rig, telemetry every 1 s to a real Mosquitto.
+
+    python bench/poll_profile.py [--devices 200] [--seconds 30] [--top 25]
+
+The same set-up as bench/poll_bench.py's gateway side; the profiler is switched on once
+every device is reading and has settled, so imports and discovery are not in it. Prints the
+top functions by their own time (the event loop's wait in epoll among them). cProfile sees
+the event loop's thread only, and slows what it measures: read the shares, not the
+absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import pstats
+import sys
+import tempfile
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve()
+sys.path.insert(0, str(SCRIPT.parents[1]))
+
+from bench.poll_bench import layout, write_gateway, write_rig
+from bench.workers import rig_serving
+from tests.support.servers import Mosquitto
+
+SETTLE_S = 3.0
+
+
+async def profile(config: Path, seconds: float) -> pstats.Stats:
+    """Run the gateway; profile it for ``seconds`` once every device is reading."""
+    from derms_edge.config import load_config
+    from derms_edge.runtime.gateway import Gateway
+
+    gateway = Gateway(load_config(config))
+    stop = asyncio.Event()
+    runner = asyncio.create_task(gateway.run(stop))
+    async with asyncio.timeout(120):
+        await asyncio.gather(*(c.first_attempt() for c in gateway.coordinators.values()))
+    silent = [name for name, c in gateway.coordinators.items() if c.reading is None]
+    if silent:
+        raise RuntimeError(f"not reading: {', '.join(silent)}")
+    await asyncio.sleep(SETTLE_S)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await asyncio.sleep(seconds)
+    profiler.disable()
+    stop.set()
+    await runner
+    return pstats.Stats(profiler, stream=io.StringIO())
+
+
+def main() -> int:
+    top = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    top.add_argument("--devices", type=int, default=200)
+    top.add_argument("--seconds", type=float, default=30.0)
+    top.add_argument("--top", type=int, default=25)
+    args = top.parse_args()
+    devices = layout(args.devices)
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        broker = Mosquitto(tmp / "mosquitto").start()
+        try:
+            write_rig(devices, tmp / "rig.yaml")
+            write_gateway(devices, broker.port, tmp / "gateway.yaml")
+            with rig_serving(tmp / "rig.yaml", (port for _d, port, _u in devices)):
+                stats = asyncio.run(profile(tmp / "gateway.yaml", args.seconds))
+        finally:
+            broker.stop()
+    out = io.StringIO()
+    stats.stream = out  # type: ignore[attr-defined]
+    stats.sort_stats("tottime").print_stats(args.top)
+    print(f"{args.devices} devices, {args.seconds:g} s steady:\n{out.getvalue()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
