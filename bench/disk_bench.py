@@ -235,21 +235,20 @@ def measure(
     try:
         wait_all_ok(probe, daemon, log)
         time.sleep(SETTLE_S)
-        io0, received0, log0, t0 = (
-            proc_io(daemon.pid),
-            len(probe.messages),
-            log.bytes,
-            time.monotonic(),
-        )
-        reserved0 = stored_seq(buffer)
+
+        def sample() -> tuple[dict[str, int], int, int, float, int]:
+            """The window's edge: I/O counters, messages, log bytes, time, stored seq."""
+            return (
+                proc_io(daemon.pid),
+                len(probe.messages),
+                log.bytes,
+                time.monotonic(),
+                stored_seq(buffer),
+            )
+
+        io0, received0, log0, t0, reserved0 = sample()
         time.sleep(seconds)
-        io1, received1, log1, t1 = (
-            proc_io(daemon.pid),
-            len(probe.messages),
-            log.bytes,
-            time.monotonic(),
-        )
-        reserved1 = stored_seq(buffer)
+        io1, received1, log1, t1, reserved1 = sample()
         if daemon.poll() is not None:
             raise RuntimeError(f"the daemon exited ({daemon.returncode}):\n{log.tail()}")
     finally:
