@@ -135,7 +135,11 @@ class Outbox:
             with self._db:
                 self._db.execute("UPDATE meta SET seq = max(seq, ?)", (floor,))
             log.error("telemetry seq continues from %d", floor + 1)
-        self._syncer: Syncer | None = None  # commits fsync themselves until it starts
+        self._written_id = 0  # the newest row id written to the file (from the meta below)
+        self._commits = 0  # commits since the fsync thread started
+        self._db.execute("PRAGMA synchronous=NORMAL")  # from now on the thread fsyncs
+        self._db.execute("PRAGMA wal_autocheckpoint=0")  # and checkpoints
+        self._syncer = Syncer(path)
         self._page_size: int = self._db.execute("PRAGMA page_size").fetchone()[0]
         self._bits = self._assign_bits(sinks)
         last_id, seq, dropped = self._db.execute(
@@ -153,12 +157,8 @@ class Outbox:
             for sink, bit in self._bits.items()
         }
         self._held: dict[int, tuple[Row, int]] = {}  # id -> (row, todo): in memory only
-        self._written_id = self._last_id  # the newest row id written to the file
-        self._sendable: int = self._last_id
-        self._commits = 0  # commits since the fsync thread started
-        self._db.execute("PRAGMA synchronous=NORMAL")  # from now on the thread fsyncs
-        self._db.execute("PRAGMA wal_autocheckpoint=0")  # and checkpoints
-        self._syncer = Syncer(path, self._last_id)
+        self._written_id = self._last_id
+        self._sendable: int = self._last_id  # what the file held when opened may go at once
         self._listeners: list[Callable[[], None]] = []
         self._drop_logged = False
         self._full_logged = False
@@ -298,8 +298,7 @@ class Outbox:
     def on_durable(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` when more rows became sendable: in the fsync thread, so it
         must be thread-safe (``loop.call_soon_threadsafe``)."""
-        if self._syncer is not None:
-            self._syncer.on_durable = callback
+        self._syncer.on_durable = callback
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` after every ``add`` (in the thread that added)."""
@@ -314,8 +313,7 @@ class Outbox:
             with self._transaction():
                 self._db.execute("UPDATE meta SET seq = ?", (self._seq,))
             self._stored_seq = self._seq
-        if self._syncer is not None:
-            self._syncer.stop()  # what was committed is fsynced
+        self._syncer.stop()  # what was committed is fsynced
         self._db.close()
 
     # -- reading --------------------------------------------------------------------------
@@ -351,7 +349,7 @@ class Outbox:
         """Rows up to this id may be sent (it never decreases): every row once every commit
         is fsynced (held rows too: the fsynced reservation covers their seq), else up to the
         newest row of the last fsynced commit."""
-        if self._syncer is None or self._syncer.failed:
+        if self._syncer.failed:
             self._sendable = self._last_id
         else:
             commit, last_id = self._syncer.durable
@@ -399,9 +397,8 @@ class Outbox:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
-        if self._syncer is not None:
-            self._commits += 1
-            self._syncer.committed(self._commits, self._written_id)
+        self._commits += 1
+        self._syncer.committed(self._commits, self._written_id)
 
     def _bit(self, sink: str) -> int:
         try:

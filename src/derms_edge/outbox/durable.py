@@ -31,15 +31,14 @@ CHECKPOINT_BYTES = 1024 * 1024
 class Syncer:
     """fsyncs the WAL of the database at ``path`` after each commit it is told of.
 
-    ``durable`` is (commit number, row id) of the newest commit known to be on disk: the
-    commit numbers are the outbox's, counted from 1 after the thread started (0: the file as
-    it was opened, durable). ``on_durable`` is called in this thread after each fsync.
+    ``durable`` is (commit number, newest row id written) of the newest commit known to be on
+    disk; the commit numbers are the outbox's, counted from 1 after the thread started (0:
+    the file as it was opened). ``on_durable`` is called in this thread after each fsync.
     """
 
     def __init__(
         self,
         path: Path,
-        last_id: int,
         *,
         on_durable: Callable[[], object] | None = None,
         checkpoint_bytes: int = CHECKPOINT_BYTES,
@@ -48,7 +47,7 @@ class Syncer:
         self._path = path
         self._checkpoint_bytes = checkpoint_bytes
         self.on_durable = on_durable
-        self.durable: tuple[int, int] = (0, last_id)
+        self.durable: tuple[int, int] = (0, 0)
         self.failed = False
         """The thread failed: commits are no longer fsynced (the outbox then sends them all
         the same: delivering beats holding rows back forever)."""
