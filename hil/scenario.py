@@ -163,7 +163,23 @@ class Scenario(_Spec):
         for step in self.timeline:
             if step.at_s > self.duration_s:
                 raise ValueError(f"a {step.do} step at {step.at_s} s is after the end")
+        if any(test.kind == "every_control_answered" for test in self.tests):
+            self._events_end_in_the_run()
         return self
+
+    def _events_end_in_the_run(self) -> None:
+        """Every event that is not cancelled ends before the run does: its final status
+        (``completed``) must be heard for every_control_answered to be judged."""
+        cancelled = {step.mrid for step in self.timeline if isinstance(step, CancelStep)}
+        for step in self.timeline:
+            if isinstance(step, EventStep) and step.mrid not in cancelled:
+                end = step.at_s + step.start_in_s + step.duration_s
+                if end >= self.duration_s:
+                    raise ValueError(
+                        f"event {step.mrid} ends at {end:g} s, not before the run's end "
+                        f"({self.duration_s:g} s): every_control_answered could not hear its "
+                        "final status; end it earlier or run longer"
+                    )
 
 
 class ScenarioError(ValueError):

@@ -109,3 +109,25 @@ def test_every_shipped_scenario_file_is_valid_and_its_files_exist(scenario: Path
     loaded = load_scenario(scenario)
     assert loaded.rig.is_file() and loaded.gateway.is_file()
     assert loaded.tests
+
+
+def test_an_event_ending_with_the_run_is_refused_when_every_answer_is_judged() -> None:
+    """Its `completed` would come at or after the run's last instant: a race the judge
+    loses at random (volt-var-response failed so in CI). A cancelled one ends earlier."""
+    from pydantic import ValidationError
+
+    from hil.scenario import Scenario
+
+    scenario = {
+        "name": "race",
+        "duration_s": 100,
+        "rig": "rig.yaml",
+        "gateway": "gateway.yaml",
+        "timeline": [{"at_s": 10, "do": "event", "mrid": "ev", "control": {}, "duration_s": 90}],
+        "tests": [{"name": "answered", "kind": "every_control_answered"}],
+    }
+    with pytest.raises(ValidationError, match="event ev ends at 100 s, not before the run's end"):
+        Scenario.model_validate(scenario)
+    cancelled = [*scenario["timeline"], {"at_s": 50, "do": "cancel", "mrid": "ev"}]
+    Scenario.model_validate({**scenario, "timeline": cancelled})
+    Scenario.model_validate({**scenario, "duration_s": 101})
