@@ -22,7 +22,9 @@ from derms_edge.devices.sunspec import (
     discover,
     model_spans,
 )
+from derms_edge.devices.sunspec.mapping import power_factor, to_state
 from derms_edge.errors import DeviceException
+from derms_edge.model import DeviceKind
 
 from .test_sunspec_codec import assert_same, reference
 
@@ -321,3 +323,46 @@ def test_planned_reads_cover_every_model(name: str) -> None:
     assert len(reads) == -(-len(wanted) // 125)  # one contiguous map: the fewest possible
     for address, count in reads:
         asyncio.run(image.read(address, count))
+
+
+PUBLISHED_PF = {  # image: (kind, the pf published), whatever scale the device used for PF
+    "accuenergy-acuvim-ii-204.json": (DeviceKind.METER, 1.0),  # 204 PF sent as a fraction
+    "fimer-pvs-3q58.json": (DeviceKind.INVERTER, -1.0),  # 103 PF sent as a fraction
+    "fronius-eco-27.0-3-s-float113.json": (DeviceKind.INVERTER, -0.99998),  # percent
+    "fronius-symo-3.0-3-s-float113.json": (DeviceKind.INVERTER, 1.0),  # percent
+    "outback-oghi8048a-der.json": (DeviceKind.INVERTER, 0.0),  # 701 PF, a fraction
+    "sma-sb3.6-1av-41.json": (DeviceKind.INVERTER, -1.0),  # 101 PF sent as a fraction
+    "solaredge-se33.3k-103.json": (DeviceKind.INVERTER, -0.9987),  # percent
+    "veris-e51c2-203.json": (DeviceKind.METER, 0.9925),  # 203 PF sent as a fraction
+}
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_the_published_pf_is_a_fraction_that_agrees_with_w_and_va(name: str) -> None:
+    kind, published = PUBLISHED_PF[name]
+    _, _, values = scan(name)
+    state = to_state(kind, values)
+    assert state.pf == pytest.approx(published, abs=1e-5)
+    if state.w is not None and state.va:
+        assert abs(state.pf) == pytest.approx(abs(state.w) / state.va, abs=0.001)
+
+
+@pytest.mark.parametrize(
+    ("reported", "w", "va", "pf"),
+    [
+        (-95.0, 950.0, 1000.0, -0.95),  # percent, as the legacy models say
+        (-0.95, 950.0, 1000.0, -0.95),  # a fraction in a legacy model
+        (0.5, 1.0, 200.0, 0.005),  # percent at idle: W and VA tell it from a fraction
+        (0.5, None, None, 0.5),  # without W and VA a reading within ±1 is a fraction
+        (0.5, 0.0, 0.0, 0.5),  # VA zero measures nothing
+        (85.0, None, None, 0.85),
+        (150.0, 1000.0, 1000.0, None),  # no scale makes it a power factor
+        (None, -800.0, 1000.0, 0.8),  # not implemented: |W|/VA, unsigned
+        (None, 1200.0, 1000.0, 1.0),  # W and VA read at different moments: capped
+        (None, 800.0, None, None),
+    ],
+)
+def test_power_factor_judges_the_scale_from_the_reading(
+    reported: float | None, w: float | None, va: float | None, pf: float | None
+) -> None:
+    assert power_factor(reported, w, va) == (None if pf is None else pytest.approx(pf))

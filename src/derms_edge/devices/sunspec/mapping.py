@@ -107,19 +107,38 @@ def _pick(*values: float | None) -> float | None:
     return next((v for v in values if v is not None), None)
 
 
-def _pf_fraction(value: PointValue) -> float | None:
-    """Legacy models state PF in percent; 7xx as a fraction."""
-    number = _num(value)
-    return None if number is None else number / 100.0
+def power_factor(reported: PointValue, w: float | None, va: float | None) -> float | None:
+    """The power factor as a fraction, -1..1, from a device's `PF` point.
+
+    Legacy models (1xx, 2xx) state `PF` in percent and 7xx as a fraction, but real devices
+    mix them up: SMA Sunny Boy, FIMER PVS, Veris E51 and AccuEnergy Acuvim meters send a
+    fraction in the legacy models. So the scale is judged from the reading itself. Where
+    `W` and `VA` give a measured |PF| (VA above zero), the reading (as a fraction or as a
+    percent) nearer to it wins. Otherwise a reading within ±1 is a fraction (a percent PF
+    under 1 % is no operating point; the percent form of unity is 100) and one within ±100
+    a percent. Past ±100, or nothing reported and no `W` and `VA`, it is unknown. A device
+    without `PF` but with `W` and `VA` gets |W|/VA, unsigned.
+    """
+    measured = min(abs(w) / va, 1.0) if w is not None and va is not None and va > 0 else None
+    number = _num(reported)
+    if number is None:
+        return measured
+    readings = [r for r in (number, number / 100.0) if abs(r) <= 1.0]
+    if not readings:
+        return None
+    if measured is None:
+        return readings[0]
+    return min(readings, key=lambda r: abs(abs(r) - measured))
 
 
 def _legacy_inverter(p: Mapping[str, PointValue]) -> DeviceState:
     st = p.get("St")
+    w, va = _num(p.get("W")), _num(p.get("VA"))
     return DeviceState(
-        w=_num(p.get("W")),
+        w=w,
         var=_num(p.get("VAr")),
-        va=_num(p.get("VA")),
-        pf=_pf_fraction(p.get("PF")),
+        va=va,
+        pf=power_factor(p.get("PF"), w, va),
         v=_mean([p.get("PhVphA"), p.get("PhVphB"), p.get("PhVphC")]),
         hz=_num(p.get("Hz")),
         a=_num(p.get("A")),
@@ -130,11 +149,12 @@ def _legacy_inverter(p: Mapping[str, PointValue]) -> DeviceState:
 
 def _der_measure(p: Mapping[str, PointValue]) -> DeviceState:
     invst = p.get("InvSt")
+    w, va = _num(p.get("W")), _num(p.get("VA"))
     return DeviceState(
-        w=_num(p.get("W")),
+        w=w,
         var=_num(p.get("Var")),
-        va=_num(p.get("VA")),
-        pf=_num(p.get("PF")),
+        va=va,
+        pf=power_factor(p.get("PF"), w, va),
         v=_pick(_num(p.get("LNV")), _mean([p.get("VL1"), p.get("VL2"), p.get("VL3")])),
         hz=_num(p.get("Hz")),
         a=_num(p.get("A")),
@@ -146,12 +166,12 @@ def _der_measure(p: Mapping[str, PointValue]) -> DeviceState:
 
 def _meter(p: Mapping[str, PointValue]) -> DeviceState:
     """A meter's W is positive for import; ours is positive for export, so it is negated."""
-    w, var = _num(p.get("W")), _num(p.get("VAR"))
+    w, var, va = _num(p.get("W")), _num(p.get("VAR")), _num(p.get("VA"))
     return DeviceState(
         w=None if w is None else -w,
         var=None if var is None else -var,
-        va=_num(p.get("VA")),
-        pf=_pf_fraction(p.get("PF")),
+        va=va,
+        pf=power_factor(p.get("PF"), w, va),
         v=_pick(_num(p.get("PhV")), _mean([p.get("PhVphA"), p.get("PhVphB"), p.get("PhVphC")])),
         hz=_num(p.get("Hz")),
         a=_num(p.get("A")),
