@@ -263,6 +263,8 @@ def test_the_section_is_off_when_absent_and_ids_must_not_clash() -> None:
     ok["devices"][1]["id"] = "pv2"
     section = parse_config(ok).homeassistant
     assert section is not None and section.discovery_prefix == "ha"
+    with pytest.raises(ConfigError, match=r"'derms' is mqtt\.prefix"):
+        parse_config(ok | {"homeassistant": {"discovery_prefix": "derms"}})
 
 
 def test_the_acl_grants_the_discovery_topics_only_with_the_section() -> None:

@@ -74,7 +74,16 @@ class Config(Strict):
         return self
 
     def _distinct_discovery_names(self) -> None:
-        """Two device ids that differ only by '.' and '_' would share Home Assistant topics."""
+        """Two device ids that differ only by '.' and '_' would share Home Assistant topics;
+        discovery under the gateway's own prefix would take its topics for configs."""
+        if (
+            self.homeassistant is not None
+            and self.homeassistant.discovery_prefix == self.mqtt.prefix
+        ):
+            raise ValueError(
+                f"homeassistant.discovery_prefix: {self.mqtt.prefix!r} is mqtt.prefix, the "
+                "gateway's own topics; use Home Assistant's (default homeassistant)"
+            )
         named: dict[str, str] = {}
         for device in self.devices:
             name = discovery_name(device.id)
