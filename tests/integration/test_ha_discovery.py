@@ -18,10 +18,9 @@ from paho.mqtt import publish
 from hil.rig import RigThread
 from hil.spec import RigSpec
 from tests.support.gateway import rig_device, start_gateway, write_config
-from tests.support.ha_templates import available, state_of
+from tests.support.ha_templates import EXPECTED, available, state_of
 from tests.support.mqtt_probe import Message, MqttProbe
 from tests.support.servers import Mosquitto, Process
-from tests.unit.test_ha_discovery import EXPECTED
 
 pytestmark = pytest.mark.integration
 

@@ -31,6 +31,23 @@ def render(template: str, payload: bytes) -> str:
     return _ENV.from_string(template).render(variables).strip()
 
 
+EXPECTED: dict[str, tuple[str | None, str, str]] = {
+    # telemetry field: (unit, device_class, state_class)
+    "w": ("W", "power", "measurement"),
+    "var": ("var", "reactive_power", "measurement"),
+    "va": ("VA", "apparent_power", "measurement"),
+    "pf": (None, "power_factor", "measurement"),
+    "v": ("V", "voltage", "measurement"),
+    "hz": ("Hz", "frequency", "measurement"),
+    "a": ("A", "current", "measurement"),
+    "soc_pct": ("%", "battery", "measurement"),
+    "wh_exported": ("Wh", "energy", "total_increasing"),
+    "wh_imported": ("Wh", "energy", "total_increasing"),
+}
+"""What each numeric telemetry field must show in Home Assistant: (unit, device_class,
+state_class); the energy counters feed the Energy dashboard."""
+
+
 PAYLOAD_NONE = "None"
 """A rendered state that Home Assistant takes as unknown."""
 

@@ -25,7 +25,7 @@ from derms_edge.northbound.homeassistant import (
 from derms_edge.northbound.messages import ActiveMessage, ActiveValue, TelemetryMessage
 from derms_edge.northbound.topics import Topics
 from derms_edge.runtime.reporting import status_message
-from tests.support.ha_templates import available, render, state_of
+from tests.support.ha_templates import EXPECTED, available, render, state_of
 
 TOPICS = Topics("derms", "site-1")
 PREFIX = "homeassistant"
@@ -52,19 +52,6 @@ READING = DeviceState(
     wh_imported=3_100.0,
     state=OperatingState.RUNNING,
 )
-EXPECTED = {
-    # telemetry field: (unit, device_class, state_class)
-    "w": ("W", "power", "measurement"),
-    "var": ("var", "reactive_power", "measurement"),
-    "va": ("VA", "apparent_power", "measurement"),
-    "pf": (None, "power_factor", "measurement"),
-    "v": ("V", "voltage", "measurement"),
-    "hz": ("Hz", "frequency", "measurement"),
-    "a": ("A", "current", "measurement"),
-    "soc_pct": ("%", "battery", "measurement"),
-    "wh_exported": ("Wh", "energy", "total_increasing"),
-    "wh_imported": ("Wh", "energy", "total_increasing"),
-}
 # Home Assistant's discovery topic (homeassistant/components/mqtt/discovery.py)
 DISCOVERY_TOPIC = re.compile(
     r"(?P<component>\w+)/(?:(?P<node_id>[a-zA-Z0-9_-]+)/)?(?P<object_id>[a-zA-Z0-9_-]+)/config"
