@@ -22,11 +22,13 @@ from typing import Any
 import pytest
 
 from derms_edge.config import InfluxSection
-from derms_edge.model import OperatingState, Quality
-from derms_edge.northbound.messages import TelemetryMessage
+from derms_edge.model import OperatingState, Quality, Response, Status
+from derms_edge.northbound.messages import ResponseMessage, TelemetryMessage
 from derms_edge.outbox.influx import (
     FLOAT_FIELDS,
     INTEGER_FIELDS,
+    RESPONSE_FIELDS,
+    RESPONSE_TAGS,
     SINK,
     STRING_FIELDS,
     TAGS,
@@ -35,6 +37,7 @@ from derms_edge.outbox.influx import (
     Verdict,
     epoch_ms,
     line_of,
+    response_line_of,
     verdict_of,
 )
 from tests.support.servers import LOOPBACK, free_port
@@ -54,6 +57,31 @@ def telemetry(seq: int = 7, device: str = "pv1", **values: Any) -> bytes:
 def test_every_telemetry_field_has_a_place_in_the_point() -> None:
     placed = {"ts", *TAGS, *FLOAT_FIELDS, *INTEGER_FIELDS, *STRING_FIELDS}
     assert placed == set(TelemetryMessage.model_fields)
+
+
+def test_every_response_field_has_a_place_in_the_point() -> None:
+    placed = {"ts", *RESPONSE_TAGS, *RESPONSE_FIELDS}
+    assert placed == set(ResponseMessage.model_fields)
+
+
+def response(
+    mrid: str, status: Status, reason: str | None = None, detail: str | None = None
+) -> bytes:
+    return ResponseMessage.of(Response(mrid, status, TS, reason, detail)).encode()
+
+
+def test_a_response_becomes_one_point_with_a_text_for_annotations() -> None:
+    assert response_line_of(response("ev-1", Status.STARTED), "gw-1") == (
+        f'der_response,gateway=gw-1,status=started mrid="ev-1",text="ev-1 started" {TS_MS}'
+    )
+    refused = response("", Status.REJECTED, "invalid", 'start: "soon" is not a time')
+    assert response_line_of(refused, "gw-1") == (
+        "der_response,gateway=gw-1,status=rejected "
+        'detail="start: \\"soon\\" is not a time",reason="invalid",text="- rejected: invalid" '
+        f"{TS_MS}"
+    )
+    with pytest.raises(Unconvertible, match="not a response message"):
+        response_line_of(b'{"mrid": "e1"}', "gw-1")
 
 
 def test_a_full_reading_becomes_one_point() -> None:
@@ -406,17 +434,21 @@ def test_a_single_point_over_the_size_limit_is_dropped_alone(influx: ScriptedInf
     assert (sink.written, sink.rejected) == (1, 1)
 
 
-def test_rows_that_are_not_telemetry_are_skipped_and_marked_done(
+def test_rows_that_cannot_be_read_are_skipped_and_marked_done(
     influx: ScriptedInflux, caplog: pytest.LogCaptureFixture
 ) -> None:
     outbox = FakeOutbox()
     outbox.add([telemetry(1), b"garbage", telemetry(2)])
-    outbox.add([b'{"mrid": "e1"}'], kind="response")
+    outbox.add([b'{"mrid": "e1"}', response("e1", Status.RECEIVED)], kind="response")
     with caplog.at_level(logging.WARNING, logger="derms_edge.outbox.influx"):
-        asyncio.run(run_until(sink_for(influx.url, outbox), lambda: len(outbox.finished) == 4))
-    assert influx.batches() == [[line_of(telemetry(seq), "gw") for seq in (1, 2)]]
-    [warning] = [r.getMessage() for r in caplog.records]
-    assert "outbox row 2 dropped, not a telemetry message" in warning
+        asyncio.run(run_until(sink_for(influx.url, outbox), lambda: len(outbox.finished) == 5))
+    assert [line for batch in influx.batches() for line in batch] == [
+        *(line_of(telemetry(seq), "gw") for seq in (1, 2)),
+        response_line_of(response("e1", Status.RECEIVED), "gw"),
+    ]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert "outbox row 2 dropped, not a telemetry message" in warnings[0]
+    assert "outbox row 4 dropped, not a response message" in warnings[1]
 
 
 def test_only_rejects_left_means_no_request(influx: ScriptedInflux) -> None:

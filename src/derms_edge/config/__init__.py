@@ -33,11 +33,13 @@ from derms_edge.config.sections import (
     ControlSection,
     ExportLimitSection,
     GatewaySection,
+    HomeAssistantSection,
     InfluxSection,
     MqttSection,
     MqttTls,
     RoleSection,
     TelemetrySection,
+    discovery_name,
 )
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "EvseProfile",
     "ExportLimitSection",
     "GatewaySection",
+    "HomeAssistantSection",
     "InfluxSection",
     "MeasuredName",
     "ModbusDevice",
@@ -71,6 +74,7 @@ __all__ = [
     "SunSpecBase",
     "SunSpecDevice",
     "TelemetrySection",
+    "discovery_name",
     "load_config",
     "parse_config",
     "parse_node_id",

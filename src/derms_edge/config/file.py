@@ -15,8 +15,10 @@ from derms_edge.config.opcua import OpcUaDevice
 from derms_edge.config.sections import (
     ControlSection,
     GatewaySection,
+    HomeAssistantSection,
     MqttSection,
     TelemetrySection,
+    discovery_name,
 )
 from derms_edge.errors import ConfigError
 from derms_edge.model import DeviceKind
@@ -36,6 +38,8 @@ class Config(Strict):
     devices: list[Device] = Field(min_length=1)
     telemetry: TelemetrySection = TelemetrySection()
     control: ControlSection = ControlSection()
+    homeassistant: HomeAssistantSection | None = None
+    """Home Assistant MQTT discovery; None (absent): off."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
@@ -60,12 +64,35 @@ class Config(Strict):
                 )
             links[key] = device.id
         self._default_backoffs()
+        if self.homeassistant is not None:
+            self._distinct_discovery_names()
         meter = self.control.export_limit.meter
         if meter is not None and seen.get(meter) is None:
             raise ValueError(f"control.export_limit.meter: no device {meter!r}")
         if meter is not None and self.devices[seen[meter]].kind != DeviceKind.METER:
             raise ValueError(f"control.export_limit.meter: {meter!r} is not a kind: meter device")
         return self
+
+    def _distinct_discovery_names(self) -> None:
+        """Two device ids that differ only by '.' and '_' would share Home Assistant topics;
+        discovery under the gateway's own prefix would take its topics for configs."""
+        if (
+            self.homeassistant is not None
+            and self.homeassistant.discovery_prefix == self.mqtt.prefix
+        ):
+            raise ValueError(
+                f"homeassistant.discovery_prefix: {self.mqtt.prefix!r} is mqtt.prefix, the "
+                "gateway's own topics; use Home Assistant's (default homeassistant)"
+            )
+        named: dict[str, str] = {}
+        for device in self.devices:
+            name = discovery_name(device.id)
+            if name in named:
+                raise ValueError(
+                    f"homeassistant: devices {named[name]!r} and {device.id!r} would share "
+                    f"the Home Assistant discovery name {name!r} ('.' becomes '_'): rename one"
+                )
+            named[name] = device.id
 
     def _default_backoffs(self) -> None:
         """Fill in each device's ``backoff_max_s`` left out.

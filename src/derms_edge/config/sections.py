@@ -1,5 +1,5 @@
-"""The configuration's sections other than devices: the gateway, the broker, control and
-telemetry."""
+"""The configuration's sections other than devices: the gateway, the broker, control,
+telemetry and Home Assistant discovery."""
 
 from __future__ import annotations
 
@@ -196,3 +196,18 @@ class TelemetrySection(Strict):
     while the broker is up can cost at most the last round."""
     influxdb: InfluxSection | None = None
     """Optional history sink, fed from the same buffer."""
+
+
+class HomeAssistantSection(Strict):
+    """Home Assistant MQTT discovery: the gateway announces its devices and their sensors
+    (off unless the section is present)."""
+
+    discovery_prefix: Identifier = "homeassistant"
+    """Home Assistant's discovery prefix (its MQTT integration's setting); its birth message
+    is ``{discovery_prefix}/status``."""
+
+
+def discovery_name(identifier: str) -> str:
+    """An id as it appears in a Home Assistant discovery topic, whose node and object ids
+    take letters, digits, '_' and '-' only: '.' becomes '_'."""
+    return identifier.replace(".", "_")

@@ -2,10 +2,11 @@
 
 The gateway's identity (``mqtt.username``; with ``use_identity_as_username``, the common name
 of its client certificate) may publish only its own state under its root and read only its
-own control topics and its groups'. Each role's identity (a broker user named as the role)
-may publish only on its own control, cancel, default-control and heartbeat topics, own and
-group, and read what the gateway publishes. Nothing else is granted: with an ``acl_file``,
-Mosquitto denies what no line allows.
+own control topics and its groups' (with Home Assistant discovery: also write and read its
+own discovery configs, and read Home Assistant's birth message). Each role's identity (a
+broker user named as the role) may publish only on its own control, cancel, default-control
+and heartbeat topics, own and group, and read what the gateway publishes. Nothing else is
+granted: with an ``acl_file``, Mosquitto denies what no line allows.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from derms_edge.config import Config
+from derms_edge.northbound.homeassistant import birth_topic, config_filter
 from derms_edge.northbound.topics import Topics
 
 
@@ -41,7 +43,13 @@ def grants(config: Config) -> list[Grant]:
         topics.responses,
         topics.active,
     )
-    gateway = Grant(config.mqtt.username, published, tuple(topics.inbound_filters(groups)))
+    written: tuple[str, ...] = published
+    read = tuple(topics.inbound_filters(groups))
+    if config.homeassistant is not None:  # its discovery configs, and Home Assistant's birth
+        prefix = config.homeassistant.discovery_prefix
+        written += (config_filter(prefix, topics),)
+        read += (config_filter(prefix, topics), birth_topic(prefix))
+    gateway = Grant(config.mqtt.username, written, read)
     roles = [
         Grant(
             role,

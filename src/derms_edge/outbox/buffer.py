@@ -21,9 +21,10 @@ never given). Rows not held (responses, rounds while the broker is away) are wri
 ``add`` returns, and sent once fsynced.
 
 Each row carries a bit per sink that still has to deliver it; a sink's ``done`` clears its
-bit and a row with no bit left is deleted. Responses are for the MQTT sink only: other sinks
-(a history store) see telemetry. The buffer is bounded by the pages in use: beyond
-``max_bytes`` the oldest telemetry is dropped (never responses) and counted, persistently.
+bit and a row with no bit left is deleted. Every row is for every sink (a history store
+keeps the responses too: a dashboard shows them on the events' timeline). The buffer is
+bounded by the pages in use: beyond ``max_bytes`` the oldest telemetry is dropped (never
+responses) and counted, persistently.
 Rows get ids in insertion order; an id that reached the file is never reused, and
 ``next_seq`` hands out the telemetry sequence numbers, strictly increasing across restarts,
 and across a file found unreadable (moved aside; seq goes on from the time in milliseconds).
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 BUFFERED: tuple[MessageKind, ...] = ("telemetry", "response")
 """The kinds of message the outbox keeps (retained state is published directly)."""
 MQTT = "mqtt"
-"""The sink that delivers every row; any other sink sees telemetry only."""
+"""The broker's sink (a gateway always has it)."""
 SCHEMA_VERSION = 1
 MAX_SINKS = 62
 """Sinks are bits of a SQLite integer."""
@@ -193,7 +194,7 @@ class Outbox:
                 message.qos,
                 message.retain,
             )
-            rows.append((row, self._todo(message.kind)))
+            rows.append((row, sum(self._bits.values())))
         for sink, bit in self._bits.items():
             self._backlog[sink] += sum(bool(todo & bit) for _row, todo in rows)
         self._last_id = first + len(rows) - 1
@@ -407,11 +408,6 @@ class Outbox:
             raise ValueError(
                 f"unknown outbox sink {sink!r} (sinks: {', '.join(self._bits)})"
             ) from None
-
-    def _todo(self, kind: MessageKind) -> int:
-        if kind == "telemetry":
-            return sum(self._bits.values())
-        return self._bits.get(MQTT, 0)
 
     def _assign_bits(self, sinks: Sequence[str]) -> dict[str, int]:
         """Each sink's bit, kept across restarts; sinks no longer configured are forgotten

@@ -1,4 +1,5 @@
-"""The InfluxDB sink: telemetry rows of the outbox written as points, batched, until accepted.
+"""The InfluxDB sink: telemetry and response rows of the outbox written as points, batched,
+until accepted.
 
 One point per telemetry message (measurement ``der``):
 
@@ -9,12 +10,20 @@ One point per telemetry message (measurement ``der``):
   identity: as tags they would split a device's history whenever they change);
 - the reading's timestamp, in milliseconds.
 
+And one point per response (measurement ``der_response``), so that a dashboard can show events
+and their answers on the same time axis as the readings:
+
+- tags ``gateway`` and ``status`` (``received``, ``scheduled``, ``started``, ``rejected`` …);
+- string fields ``text`` (always: ``{mrid} {status}``, with ``: {reason}`` when there is one; a
+  response without an mrid says ``-``), and ``mrid``, ``reason`` and ``detail`` when present;
+- the response's timestamp, in milliseconds.
+
 Rows leave the outbox only when the server has accepted them (HTTP 2xx). Unreachable, 5xx, 429,
 408, and the refusals that concern the gateway's credentials or bucket rather than the batch
 (401, 403, 404) are retried with capped, jittered exponential backoff, so an outage or a
 misconfiguration loses nothing while the buffer lasts. Any other 4xx says this batch can never
 be written: it is logged with the server's message and marked done, so it cannot block the queue.
-A row that is not a telemetry message is logged and marked done for the same reason.
+A row that cannot be read as its kind of message is logged and marked done for the same reason.
 
 ``influxdb_client`` is imported by ``InfluxSink()`` and ``line_of`` only: a gateway without
 InfluxDB never loads it.
@@ -29,7 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, Protocol, TypeVar, cast
 
 from pydantic import ValidationError
 
@@ -37,7 +46,7 @@ from derms_edge.aio import wait_set
 from derms_edge.backoff import backoff_delay
 from derms_edge.config import InfluxSection
 from derms_edge.errors import Unconvertible
-from derms_edge.northbound.messages import TelemetryMessage
+from derms_edge.northbound.messages import ResponseMessage, TelemetryMessage
 from derms_edge.schema import problems
 
 log = logging.getLogger(__name__)
@@ -61,6 +70,10 @@ FLOAT_FIELDS: Final = (
 )
 INTEGER_FIELDS: Final = ("seq",)
 STRING_FIELDS: Final = ("quality", "state")
+RESPONSE_MEASUREMENT: Final = "der_response"
+RESPONSE_TAGS: Final = ("status",)
+RESPONSE_FIELDS: Final = ("mrid", "reason", "detail")
+"""String fields of a response point besides ``text``, each written when not null."""
 
 WRITE_TIMEOUT_MS: Final = 10_000
 """One write request, connect and response together."""
@@ -89,26 +102,52 @@ class Source(Protocol):
     def done(self, sink: str, ids: Sequence[int]) -> None: ...
 
 
+_M = TypeVar("_M", TelemetryMessage, ResponseMessage)
+
+
 def line_of(payload: bytes, gateway: str) -> str:
     """The line-protocol point of one telemetry payload (``TelemetryMessage`` JSON), written
     by influxdb-client's own `Point` (its escaping, its number formats)."""
-    from influxdb_client.client.write.point import Point
-
-    new_point = cast(Callable[[str], Any], Point)  # influxdb_client's Point is unannotated
-    try:
-        message = TelemetryMessage.model_validate_json(payload)
-    except ValidationError as exc:
-        raise Unconvertible(f"not a telemetry message: {problems(exc)[0]}") from exc
-    point = new_point(MEASUREMENT).tag("gateway", gateway)
-    for name in TAGS:
-        point.tag(name, str(getattr(message, name)))
+    message = _read(TelemetryMessage, payload, "telemetry")
+    point = _point_of(MEASUREMENT, gateway, message, TAGS)
     for name in FLOAT_FIELDS:
         value = getattr(message, name)
         if value is not None:
             point.field(name, float(value))  # not finite: Point leaves it out
     for name in INTEGER_FIELDS:
         point.field(name, int(getattr(message, name)))
-    for name in STRING_FIELDS:
+    return _line(point, message, STRING_FIELDS)
+
+
+def response_line_of(payload: bytes, gateway: str) -> str:
+    """The line-protocol point of one response payload (``ResponseMessage`` JSON)."""
+    message = _read(ResponseMessage, payload, "response")
+    point = _point_of(RESPONSE_MEASUREMENT, gateway, message, RESPONSE_TAGS)
+    text = f"{message.mrid or '-'} {message.status}"
+    point.field("text", f"{text}: {message.reason}" if message.reason else text)
+    return _line(point, message, RESPONSE_FIELDS)
+
+
+def _read(model: type[_M], payload: bytes, what: str) -> _M:
+    try:
+        return model.model_validate_json(payload)
+    except ValidationError as exc:
+        raise Unconvertible(f"not a {what} message: {problems(exc)[0]}") from exc
+
+
+def _point_of(measurement: str, gateway: str, message: object, tags: tuple[str, ...]) -> Any:
+    """A new `Point` (influxdb_client's: unannotated, hence Any) with its tags."""
+    from influxdb_client.client.write.point import Point
+
+    point = cast(Callable[[str], Any], Point)(measurement).tag("gateway", gateway)
+    for name in tags:
+        point.tag(name, str(getattr(message, name)))
+    return point
+
+
+def _line(point: Any, message: TelemetryMessage | ResponseMessage, strings: tuple[str, ...]) -> str:
+    """The point with its string fields (those not null) and time, in line protocol."""
+    for name in strings:
         value = getattr(message, name)
         if value is not None:
             point.field(name, str(value))
@@ -122,6 +161,13 @@ def epoch_ms(moment: datetime) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return (moment - _EPOCH) // _MS
+
+
+_CONVERTERS: Final[dict[str, Callable[[bytes, str], str]]] = {
+    "telemetry": line_of,
+    "response": response_line_of,
+}
+"""The point of an outbox row, by its kind."""
 
 
 class Verdict(enum.Enum):
@@ -237,10 +283,11 @@ class InfluxSink:
             await wait_set(self._wake, (deadline or now + interval_s) - now)
 
     def _point(self, row: Row) -> _Point:
-        if row.kind != "telemetry":  # the outbox gives this sink telemetry only
+        convert = _CONVERTERS.get(row.kind)
+        if convert is None:  # no other kind is kept in the outbox
             return _Point(row.id, None)
         try:
-            return _Point(row.id, line_of(row.payload, self.gateway_id))
+            return _Point(row.id, convert(row.payload, self.gateway_id))
         except Unconvertible as exc:
             log.warning("InfluxDB: outbox row %d dropped, %s", row.id, exc)
             self.rejected += 1

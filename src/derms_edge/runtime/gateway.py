@@ -8,7 +8,9 @@ Who tells whom is connected here and nowhere else:
 - the MQTT session hands every inbound message to `_inbound`: admitted by its role's rate
   limit (or dropped unread), validated into a command (northbound), then into the control
   loop's inbox; after every (re)connection it calls
-  the forwarder (the backlog starts over) and the reporter (status online, capabilities);
+  the forwarder (the backlog starts over), the reporter (status online, capabilities) and,
+  with ``homeassistant`` configured, the discovery announcer (which also gets Home
+  Assistant's birth messages and the devices' nameplates);
   each PUBACK goes to the forwarder;
 - the outbox wakes the forwarder and the InfluxDB sink when rows are added;
 - the control loop hands setpoints to the coordinators, responses to the outbox and the
@@ -39,6 +41,7 @@ from derms_edge.devices.factory import Wiring, build_coordinator
 from derms_edge.devices.modbus import LinkPool
 from derms_edge.model import DeviceKind, Quality
 from derms_edge.northbound.commands import parse_command
+from derms_edge.northbound.ha_announcer import HomeAssistantAnnouncer
 from derms_edge.northbound.mqtt import Message, MqttSession
 from derms_edge.northbound.rate_limit import InboundLimit
 from derms_edge.northbound.signed import KeyRing
@@ -207,6 +210,11 @@ class Gateway:
             publish=self.mqtt.publish,
             on_tick=lambda: self.watchdog.beat("control"),
         )
+        self.homeassistant = (
+            HomeAssistantAnnouncer(config.homeassistant, self.topics, self._kinds, self.mqtt)
+            if config.homeassistant is not None
+            else None
+        )
         # who tells whom
         self.outbox.add_listener(self.forwarder.wake)
         if self.influx is not None:
@@ -214,11 +222,18 @@ class Gateway:
         self.mqtt.on_connected(self.forwarder.reconnected)
         self.mqtt.on_connected(self.reporter.announce)
         self.mqtt.on_published(self.forwarder.published)
-        self.mqtt.subscribe(self.topics.inbound_filters(config.mqtt.groups), self._inbound)
+        filters = self.topics.inbound_filters(config.mqtt.groups)
+        if self.homeassistant is not None:
+            self.mqtt.on_connected(self.homeassistant.announce)
+            filters += self.homeassistant.filters()
+        self.mqtt.subscribe(filters, self._inbound)
 
     def _inbound(self, topic: str, payload: bytes, retained: bool) -> None:
         """An MQTT message: admitted by its role's rate limit (else dropped unread), then
-        validated into a command for the control loop."""
+        validated into a command for the control loop. Home Assistant's go to discovery."""
+        if self.homeassistant is not None and self.homeassistant.handles(topic):
+            self.homeassistant.on_message(topic, payload, retained)
+            return
         inbound = self.topics.parse_inbound(topic)
         if inbound is not None and not self.inbound_limit.admit(
             inbound.role, inbound.kind, time.monotonic()
@@ -258,6 +273,8 @@ class Gateway:
         or refused a setpoint: both go to the control loop."""
         if isinstance(report, DeviceConnected):
             self.reporter.publish_capability(report.device_id, report.capability)
+            if self.homeassistant is not None:
+                self.homeassistant.device_connected(report.device_id, report.capability)
         self.control_loop.post(report)
 
     async def run(self, stop: asyncio.Event) -> None:
