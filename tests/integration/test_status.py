@@ -1,0 +1,210 @@
+"""``derms-edge status`` and ``monitor`` against the real daemon on Mosquitto and the rig: what
+an installer reads from the gateway's retained state and one telemetry round."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from derms_edge.cli import main
+from hil.rig import RigThread
+from hil.spec import RigSpec
+from tests.support.dso import DsoClient
+from tests.support.gateway import rig_device, start_connected, write_config
+from tests.support.mqtt_probe import MqttProbe
+from tests.support.servers import Mosquitto, Process
+from tests.support.waiting import eventually
+
+GATEWAY = "status-site"
+ROOT = f"derms/v1/{GATEWAY}"
+RIG = {
+    "tick_s": 0.2,
+    "devices": [
+        {
+            "id": "inv1",
+            "type": "pv_1547",
+            "w_rtg": 10000,
+            "profile": {"kind": "constant", "w": 8000},
+            "tau_s": 0,
+        },
+        {"id": "bat1", "type": "battery", "wh_rtg": 10000, "soc_pct": 61, "tau_s": 0},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[RigThread]:
+    with RigThread(RigSpec.model_validate(RIG)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def config(rig: RigThread, broker: Mosquitto, workdir: Path) -> Path:
+    return write_config(
+        workdir / "status.yaml",
+        gateway={"id": GATEWAY, "state_dir": str(workdir / "state")},
+        mqtt={"port": broker.port},
+        devices=[
+            rig_device(rig, "inv1", poll_interval_s=0.5),
+            rig_device(rig, "bat1", "battery", poll_interval_s=0.5),
+        ],
+        # a slow replay keeps a backlog visible for a while after an outage
+        telemetry={"interval_s": 1, "replay_rate_per_s": 2},
+        control={"interval_s": 0.5, "roles": {"dso": {"primacy": 1}}},
+    )
+
+
+@pytest.fixture(scope="module")
+def gateway(config: Path, broker: Mosquitto, workdir: Path) -> Iterator[Process]:
+    probe = MqttProbe(broker.port, f"{ROOT}/#")
+    process = start_connected(config, workdir / "status.log", probe, ROOT, ["inv1", "bat1"])
+    probe.close()
+    yield process
+    process.stop()
+
+
+def status(config: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(["status", str(config), "--timeout", "3", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def status_showing(
+    config: Path, text: str, capsys: pytest.CaptureFixture[str], timeout_s: float = 10
+) -> tuple[int, str, str]:
+    """``status`` run again until its screen shows ``text``."""
+
+    def shown() -> tuple[int, str, str] | None:
+        result = status(config, capsys=capsys)
+        return result if text in result[1] else None
+
+    found: tuple[int, str, str] = eventually(shown, timeout_s, what=f"{text!r} in the status")
+    return found
+
+
+def test_status_shows_quality_readings_and_the_dispatch_in_force_with_who_set_it(
+    gateway: Process, config: Path, broker: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dso = DsoClient(broker.port, ROOT)
+    try:
+        dso.event("curtail-42", {"max_w_pct": 42}, duration_s=600)
+        # the status carries the dispatch from the next telemetry round on
+        code, out, err = status_showing(config, "curtail-42 from dso", capsys)
+    finally:
+        dso.close()
+    assert code == 0, err
+    rows = {line.split()[1]: line for line in out.splitlines() if line.startswith("│ ")}
+    assert "online" in out
+    assert f"127.0.0.1:{broker.port}" in out
+    inverter, battery = rows["inv1"], rows["bat1"]
+    assert " ok " in inverter and " ok " in battery
+    assert "max_w_pct 42 (dso event curtail-42)" in inverter
+    assert "61.0" in battery  # its state of charge
+    assert "curtail-42 from dso" in out and "started" in out
+    assert "messages not yet delivered" in out  # the backlog (its figure: the next test)
+
+
+def test_status_json_has_the_retained_state_and_a_reading_per_device(
+    gateway: Process, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = status(config, "--json", capsys=capsys)
+    data = json.loads(out)
+    assert code == 0
+    assert data["status"]["online"] is True
+    assert set(data["telemetry"]) == {"inv1", "bat1"}
+    assert data["telemetry"]["bat1"]["soc_pct"] == pytest.approx(61, abs=1)
+    assert data["capability"]["inv1"]["kind"] == "inverter"
+
+
+def test_status_shows_the_backlog_after_a_broker_outage(
+    gateway: Process, config: Path, broker: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broker.stop()
+    time.sleep(2)  # two rounds of two devices buffered
+    broker.start()
+    code, out, _ = status_showing(config, "online", capsys, timeout_s=15)
+    backlog = next(line for line in out.splitlines() if "backlog" in line)
+    assert int(backlog.split("backlog")[1].split()[0]) > 0, out
+    assert code == 0
+
+
+def test_status_of_a_gateway_that_is_not_running_fails_and_says_why(
+    config: Path, broker: Mosquitto, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = workdir / "other.yaml"
+    text = config.read_text().replace(f"id: {GATEWAY}", "id: never-started")
+    other.write_text(text)
+    code, _, err = status(other, capsys=capsys)
+    assert code == 1
+    assert "gateway never-started not found" in err
+    assert "derms/v1/never-started/status" in err
+
+
+def test_status_when_the_broker_is_not_there_fails_and_says_why(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.support.servers import free_port
+
+    code, _, err = status(config, "--mqtt-port", str(free_port()), capsys=capsys)
+    assert code == 1
+    assert "connection refused" in err
+
+
+def test_monitor_into_a_pipe_prints_a_line_per_message(gateway: Process, config: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "derms_edge.cli", "monitor", str(config), "--seconds", "2.5"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    )
+    lines = run.stdout.splitlines()
+    status = [line for line in lines if "gateway online, devices: inv1 ok, bat1 ok" in line]
+    telemetry = [line for line in lines if "  inv1     ok       w=" in line]
+    assert status and len(telemetry) >= 2, run.stdout
+    assert not any("│" in line for line in lines)  # no table in a pipe
+
+
+def monitor_on_a_terminal(config: Path, *args: str) -> str:
+    """What monitor writes for 2.5 s to a terminal (a pseudo-terminal here)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+    command = [sys.executable, "-m", "derms_edge.cli", "monitor", str(config), "--seconds", "2.5"]
+    env = {**os.environ, "TERM": "xterm-256color"}
+    with subprocess.Popen([*command, *args], stdout=follower, stderr=follower, env=env) as process:
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        process.wait(20)
+    os.close(leader)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_monitor_on_a_terminal_draws_the_table_and_plain_keeps_the_lines(
+    gateway: Process, config: Path
+) -> None:
+    table = monitor_on_a_terminal(config)
+    assert "controls in force" in table and "latest responses" in table
+    assert "inv1" in table and "bat1" in table
+    plain = monitor_on_a_terminal(config, "--plain")
+    assert "gateway online, devices: inv1 ok, bat1 ok" in plain
+    assert "┃" not in plain
