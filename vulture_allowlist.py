@@ -13,6 +13,7 @@ _.on_connect_fail
 _.on_disconnect
 _.on_publish
 _.on_subscribe
+_.connect_timeout  # read by connect()
 
 # asyncua calls a subscription handler's methods, with these arguments
 _.datachange_notification

@@ -1,7 +1,7 @@
 """The ``derms-edge`` command: one module per subcommand, each adding itself to the parser.
 
-run, check-config, discover, send, monitor, status, asyncapi, hil (the rig's own command line), keys,
-acl.
+run, check-config, discover, send, monitor, status, doctor, asyncapi, hil (the rig's own
+command line), keys, acl.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from derms_edge.cli import (
     asyncapi,
     check_config,
     discover,
+    doctor,
     hil,
     keys,
     monitor,
@@ -23,7 +24,7 @@ from derms_edge.cli import (
     status,
 )
 
-COMMANDS = (run, monitor, status, check_config, discover, send, asyncapi, hil, keys, acl)
+COMMANDS = (run, monitor, status, doctor, check_config, discover, send, asyncapi, hil, keys, acl)
 
 
 def parser() -> argparse.ArgumentParser:
