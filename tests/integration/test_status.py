@@ -16,7 +16,7 @@ from derms_edge.cli import main
 from hil.rig import RigThread
 from hil.spec import RigSpec
 from tests.support.dso import DsoClient
-from tests.support.gateway import rig_device, start_connected, write_config
+from tests.support.gateway import ONE_INVERTER, rig_device, start_connected, write_config
 from tests.support.mqtt_probe import MqttProbe
 from tests.support.servers import Mosquitto, Process
 from tests.support.waiting import eventually
@@ -24,15 +24,9 @@ from tests.support.waiting import eventually
 GATEWAY = "status-site"
 ROOT = f"derms/v1/{GATEWAY}"
 RIG = {
-    "tick_s": 0.2,
+    **ONE_INVERTER,
     "devices": [
-        {
-            "id": "inv1",
-            "type": "pv_1547",
-            "w_rtg": 10000,
-            "profile": {"kind": "constant", "w": 8000},
-            "tau_s": 0,
-        },
+        *ONE_INVERTER["devices"],
         {"id": "bat1", "type": "battery", "wh_rtg": 10000, "soc_pct": 61, "tau_s": 0},
     ],
 }
