@@ -165,20 +165,25 @@ def test_monitor_into_a_pipe_prints_a_line_per_message(gateway: Process, config:
     assert not any("│" in line for line in lines)  # no table in a pipe
 
 
-def monitor_on_a_terminal(config: Path, *args: str) -> str:
-    """What monitor writes for 2.5 s to a terminal (a pseudo-terminal here)."""
+def on_a_terminal(*args: str, interrupt_after_s: float | None = None) -> tuple[int, str]:
+    """``derms-edge ARGS`` on a terminal (a pseudo-terminal 200 columns wide here), sent
+    Ctrl-C (SIGINT) after ``interrupt_after_s``: its exit status and what it wrote."""
     import fcntl
     import os
     import pty
+    import signal
     import struct
     import termios
+    import threading
 
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
-    command = [sys.executable, "-m", "derms_edge.cli", "monitor", str(config), "--seconds", "2.5"]
+    command = [sys.executable, "-m", "derms_edge.cli", *args]
     env = {**os.environ, "TERM": "xterm-256color"}
-    with subprocess.Popen([*command, *args], stdout=follower, stderr=follower, env=env) as process:
+    with subprocess.Popen(command, stdout=follower, stderr=follower, env=env) as process:
         os.close(follower)
+        if interrupt_after_s is not None:
+            threading.Timer(interrupt_after_s, process.send_signal, [signal.SIGINT]).start()
         chunks = []
         while True:
             try:
@@ -188,17 +193,31 @@ def monitor_on_a_terminal(config: Path, *args: str) -> str:
             if not chunk:
                 break
             chunks.append(chunk)
-        process.wait(20)
+        code = process.wait(20)
     os.close(leader)
-    return b"".join(chunks).decode(errors="replace")
+    return code, b"".join(chunks).decode(errors="replace")
 
 
 def test_monitor_on_a_terminal_draws_the_table_and_plain_keeps_the_lines(
     gateway: Process, config: Path
 ) -> None:
-    table = monitor_on_a_terminal(config)
+    _, table = on_a_terminal("monitor", str(config), "--seconds", "2.5")
     assert "controls in force" in table and "latest responses" in table
     assert "inv1" in table and "bat1" in table
-    plain = monitor_on_a_terminal(config, "--plain")
+    _, plain = on_a_terminal("monitor", str(config), "--seconds", "2.5", "--plain")
     assert "gateway online, devices: inv1 ok, bat1 ok" in plain
     assert "┃" not in plain
+
+
+def test_status_watch_redraws_until_ctrl_c_and_saves_its_last_screen(
+    gateway: Process, config: Path, tmp_path: Path
+) -> None:
+    image = tmp_path / "status.svg"
+    code, shown = on_a_terminal(
+        "status", str(config), "--watch", "--svg", str(image), interrupt_after_s=2.5
+    )
+    assert code == 0, shown
+    assert shown.count("controls in force") >= 2  # drawn again in place, once a second
+    assert "\x1b[" in shown  # the cursor moved back up: in place, not scrolled
+    svg = image.read_text()
+    assert svg.startswith("<svg") and "inv1" in svg and "bat1" in svg

@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from derms_edge.cli.common import EXIT_FAILURE, EXIT_OK
+from derms_edge.cli.common import EXIT_FAILURE, EXIT_OK, add_mqtt_port
 from derms_edge.diagnostics.doctor import examine
 from derms_edge.diagnostics.result import Check, Mark
 
@@ -23,6 +23,7 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "doctor", help="check what the gateway needs here: broker, clock, disk, ports, devices"
     )
     doctor.add_argument("config", type=Path)
+    add_mqtt_port(doctor)
     doctor.set_defaults(func=main)
 
 
@@ -31,7 +32,7 @@ def main(args: argparse.Namespace) -> int:
     # the device libraries log what doctor reports itself
     for name in ("asyncua", "pymodbus"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    checks = examine(args.config)
+    checks = examine(args.config, mqtt_port=args.mqtt_port)
     console = Console(highlight=False, soft_wrap=True)
     for check in checks:
         console.print(line(check))

@@ -24,7 +24,8 @@ def _number(value: Any, digits: int = 0) -> str:
     if value is None:
         return "-"
     if isinstance(value, (int, float)):
-        return f"{value:,.{digits}f}"
+        text = f"{value:,.{digits}f}"
+        return text.removeprefix("-") if float(text.replace(",", "")) == 0 else text  # not -0
     return str(value)
 
 
@@ -92,9 +93,7 @@ def header(view: GatewayView, broker: str, now: datetime) -> Table:
     grid.add_row("gateway", Text.assemble(f"{view.topics.gateway_id}  ", state))
     grid.add_row("broker", f"{broker}, topics under {view.topics.root}")
     if view.status is not None:
-        grid.add_row(
-            "version", f"{status.get('version', '?')}, status of {_age(status.get('ts'), now)}"
-        )
+        grid.add_row("version", str(status.get("version", "?")))
         backlog = Text(f"{status.get('buffered', 0)} messages not yet delivered")
         if status.get("dropped"):
             backlog.append(f", {status['dropped']} dropped (buffer full)", style="red")

@@ -8,13 +8,13 @@ on this broker, or the broker cannot be reached.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
@@ -54,6 +54,9 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     status.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to wait for the broker (default 5)"
     )
+    status.add_argument(
+        "--svg", type=Path, metavar="FILE", help="also save the screen as an SVG image (a report)"
+    )
     shown = status.add_mutually_exclusive_group()
     shown.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     shown.add_argument("--json", action="store_true", help="print what is known as JSON")
@@ -66,9 +69,22 @@ def main(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_INVALID
     console = Console(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
+    shown: list[RenderableType] = []
     if args.watch:
-        return watch(config, console)
-    return status(config, args.timeout, as_json=args.json, out=sys.stdout, console=console)
+        code = watch(config, console, shown)
+    else:
+        code = status(config, args.timeout, as_json=args.json, console=console, shown=shown)
+    if args.svg is not None and shown:
+        save_svg(shown[-1], args.svg, console.width, f"derms-edge status {args.config}")
+    return code
+
+
+def save_svg(screen: RenderableType, path: Path, width: int, title: str) -> None:
+    """One screen as an SVG image of a terminal as wide as it needs, ``width`` at most."""
+    recorder = Console(record=True, width=width, file=io.StringIO(), highlight=False)
+    recorder.width = min(width, recorder.measure(screen).maximum)
+    recorder.print(screen)
+    recorder.save_svg(str(path), title=title)
 
 
 def collect(config: Config, follower: Follower, timeout_s: float) -> GatewayView | str:
@@ -112,9 +128,14 @@ def verdict(config: Config, view: GatewayView) -> tuple[int, str | None]:
 
 
 def status(
-    config: Config, timeout_s: float, *, as_json: bool, out: TextIO, console: Console
+    config: Config,
+    timeout_s: float,
+    *,
+    as_json: bool,
+    console: Console,
+    shown: list[RenderableType],
 ) -> int:
-    """Show the gateway once; the exit status."""
+    """Show the gateway once (the screen is also added to ``shown``); the exit status."""
     with Follower(
         config, GatewayView(Topics(config.mqtt.prefix, config.gateway.id)).filters()
     ) as follower:
@@ -123,19 +144,19 @@ def status(
         print(f"status: {view}", file=sys.stderr)
         return EXIT_FAILURE
     code, problem = verdict(config, view)
+    shown.append(screen(view, follower.broker))
     if as_json:
-        json.dump(view.snapshot(), out, indent=2)
-        out.write("\n")
+        print(json.dumps(view.snapshot(), indent=2))
     elif view.status is not None:
-        console.print(screen(view, follower.broker))
+        console.print(shown[-1])
     if problem is not None:
         print(f"status: {problem}", file=sys.stderr)
     return code
 
 
-def watch(config: Config, console: Console) -> int:
+def watch(config: Config, console: Console, shown: list[RenderableType]) -> int:
     """Redraw the screen in place as messages come, until Ctrl-C; the exit status of the
-    last state shown."""
+    last state shown (the last screen is in ``shown``)."""
     view = GatewayView(Topics(config.mqtt.prefix, config.gateway.id))
     with (
         Follower(config, view.filters()) as follower,
@@ -145,10 +166,11 @@ def watch(config: Config, console: Console) -> int:
             while True:
                 for message in follower.drain(time.monotonic() + REFRESH_S):
                     view.take(*message)
-                shown = screen(view, follower.broker)
+                drawn = screen(view, follower.broker)
                 if follower.failure is not None:
-                    shown = Group(shown, Text(follower.failure, style="bold red"))
-                live.update(shown, refresh=True)
+                    drawn = Group(drawn, Text(follower.failure, style="bold red"))
+                live.update(drawn, refresh=True)
+                shown[:] = [drawn]
         except KeyboardInterrupt:
             pass
     return verdict(config, view)[0]

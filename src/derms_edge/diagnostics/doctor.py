@@ -16,10 +16,17 @@ from derms_edge.diagnostics.system import UNIT, Run
 from derms_edge.errors import ConfigError
 
 
-def examine(path: Path, *, run: Run | None = None, broker_timeout_s: float = 5.0) -> list[Check]:
-    """Every check's result for the configuration file ``path``; only the first when the
-    file is not valid (nothing else can be checked without it). ``run`` runs the system
-    tools (default `system.run_tool`)."""
+def examine(
+    path: Path,
+    *,
+    mqtt_port: int | None = None,
+    run: Run | None = None,
+    broker_timeout_s: float = 5.0,
+) -> list[Check]:
+    """Every check's result for the configuration file ``path`` (with another broker port
+    than the file's when ``mqtt_port``); only the first when the file is not valid (nothing
+    else can be checked without it). ``run`` runs the system tools (default
+    `system.run_tool`)."""
     run = run or system.run_tool
     try:
         config = load_config(path)
@@ -30,6 +37,10 @@ def examine(path: Path, *, run: Run | None = None, broker_timeout_s: float = 5.0
                 "; ".join(error.problems) + f" (derms-edge check-config {path} lists them)",
             )
         ]
+    if mqtt_port is not None:
+        config = config.model_copy(
+            update={"mqtt": config.mqtt.model_copy(update={"port": mqtt_port})}
+        )
     serial_in_use = (run(["systemctl", "is-active", UNIT]) or "").strip() == "active"
 
     async def remote() -> tuple[list[Check], list[Check]]:

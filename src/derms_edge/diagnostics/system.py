@@ -5,7 +5,9 @@ output, or None when the tool is missing or fails (no systemd in a container, sa
 from __future__ import annotations
 
 import shutil
-import subprocess  # nosec B404: fixed commands of system tools, no shell, no outside input
+
+# B404: fixed command lines of system tools, no shell, no outside input
+import subprocess  # nosec B404
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -23,8 +25,8 @@ def run_tool(command: Sequence[str]) -> str | None:
     """The standard output of a system tool; None when it is missing, fails or hangs."""
     if shutil.which(command[0]) is None:
         return None
-    try:
-        done = subprocess.run(  # nosec B603: a fixed command line, no shell
+    try:  # B603: a fixed command line of this module's, no shell
+        done = subprocess.run(  # nosec B603
             list(command), capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, check=False
         )
     except (OSError, subprocess.TimeoutExpired):
