@@ -1,5 +1,6 @@
-"""Following a gateway on MQTT from the command line (monitor, status): one subscriber whose
-messages paho's network thread puts on a queue, and why it could not connect, if it could not."""
+"""Following a gateway on MQTT from the command line (monitor, status, send): one subscriber
+whose messages paho's network thread puts on a queue, and why it could not connect, if it
+could not."""
 
 from __future__ import annotations
 
@@ -57,9 +58,20 @@ class Follower:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def wait_subscribed(self, timeout_s: float) -> bool:
-        """Whether the subscription is in place within ``timeout_s`` (else see ``failure``)."""
-        return self.subscribed.wait(timeout_s)
+    def connect(self, timeout_s: float) -> str | None:
+        """Wait until the subscription is in place: None then, else why it is not (at once
+        when an attempt to connect failed, or after ``timeout_s``)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.subscribed.wait(0.05):
+            if self.failure is not None:
+                return self.failure
+            if time.monotonic() > deadline:
+                return f"MQTT broker {self.broker}: no answer in {timeout_s:g} s"
+        return None
+
+    def publish(self, topic: str, payload: bytes, timeout_s: float) -> None:
+        """Publish at QoS 1 and wait up to ``timeout_s`` for the broker's acknowledgement."""
+        self._client.publish(topic, payload, qos=1).wait_for_publish(timeout_s)
 
     def get(self, timeout_s: float) -> tuple[str, bytes] | None:
         """The next message (topic, payload), or None when none comes within ``timeout_s``."""

@@ -91,12 +91,9 @@ def collect(config: Config, follower: Follower, timeout_s: float) -> GatewayView
     """The gateway's view: its retained state and then, while it is online, one telemetry
     message per device (at most one telemetry interval); or why there is none."""
     view = GatewayView(Topics(config.mqtt.prefix, config.gateway.id))
-    deadline = time.monotonic() + timeout_s
-    while not follower.wait_subscribed(0.05):
-        if follower.failure is not None:
-            return follower.failure
-        if time.monotonic() > deadline:
-            return f"MQTT broker {follower.broker}: no answer in {timeout_s:g} s"
+    failure = follower.connect(timeout_s)
+    if failure is not None:
+        return failure
     retained_by = time.monotonic() + RETAINED_WAIT_S
     while (message := follower.get(min(QUIET_S, retained_by - time.monotonic()))) is not None:
         view.take(*message)
