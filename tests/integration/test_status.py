@@ -221,3 +221,15 @@ def test_status_watch_redraws_until_ctrl_c_and_saves_its_last_screen(
     assert "\x1b[" in shown  # the cursor moved back up: in place, not scrolled
     svg = image.read_text()
     assert svg.startswith("<svg") and "inv1" in svg and "bat1" in svg
+
+
+def test_status_of_a_stopped_gateway_fails_and_says_since_when(
+    gateway: Process, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Last in the module: it stops the gateway (SIGTERM: its goodbye is the status offline)."""
+    assert status(config, capsys=capsys)[0] == 0
+    gateway.stop()
+    code, out, err = status(config, capsys=capsys)
+    assert code == 1
+    assert f"gateway {GATEWAY} is offline since" in err
+    assert "OFFLINE" in out  # the screen still shows what it last said

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
+from unittest.mock import ANY
 
-from derms_edge.model import Status
+from derms_edge.model import DeviceKind, Status
 from derms_edge.northbound.commands import parse_command
+from derms_edge.northbound.mqtt import Message
 from derms_edge.northbound.topics import Topics
-from derms_edge.runtime.reporting import status_message
+from derms_edge.runtime.dispatches import DispatchLog
+from derms_edge.runtime.reporting import Reporter, status_message
 from tests.unit.test_control_loop import Recorder, controls, event, loop_for
+from tests.unit.test_reporting import Forwarder, Outbox
 
 
 def test_the_last_dispatch_follows_its_event_and_names_its_role(tmp_path: Path) -> None:
@@ -78,3 +84,47 @@ def test_the_status_message_carries_it_in_the_contracts_words(tmp_path: Path) ->
         loop.close()
 
     asyncio.run(scenario())
+
+
+def test_the_status_is_published_again_when_only_the_last_dispatch_changed() -> None:
+
+    class Session:
+        def __init__(self) -> None:
+            self.connected = asyncio.Event()
+            self.connected.set()
+            self.statuses: list[dict[str, object]] = []
+
+        def publish(self, message: Message) -> None:
+            self.statuses.append(json.loads(message.payload))
+
+    session, log = Session(), DispatchLog()
+    reporter = Reporter(
+        Topics("derms", "site"),
+        {"inv1": DeviceKind.INVERTER},
+        {},
+        outbox=cast(Any, Outbox()),
+        session=cast(Any, session),
+        forwarder=cast(Any, Forwarder()),
+        qos=1,
+        interval_s=1,
+        store_every_round=False,
+        on_round=lambda: None,
+        rejected_inbound=lambda: 0,
+        last_dispatch=lambda: log.last,
+    )
+    reporter.publish_telemetry()
+    reporter.publish_telemetry()  # nothing changed: not again
+    log.taken("dso", "ev-1", datetime.now(UTC))
+    reporter.publish_telemetry()
+    assert [s["last_dispatch"] for s in session.statuses] == [
+        None,
+        {
+            "role": "dso",
+            "mrid": "ev-1",
+            "received": ANY,
+            "status": None,
+            "reason": None,
+            "detail": None,
+            "answered": None,
+        },
+    ]
