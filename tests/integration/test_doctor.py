@@ -20,12 +20,19 @@ from derms_edge.diagnostics.result import Mark
 from hil.rig import RigThread
 from hil.spec import RigSpec
 from tests.support.gateway import ONE_INVERTER, rig_device, write_config
+from tests.support.opcua_nodes import battery_nodes
 from tests.support.servers import Mosquitto, MosquittoTls, free_port
+
+(INVERTER,) = ONE_INVERTER["devices"]
+RIG = {
+    **ONE_INVERTER,
+    "devices": [INVERTER, {**INVERTER, "id": "inv2"}, {"id": "batc", "type": "opcua_battery"}],
+}
 
 
 @pytest.fixture(scope="module")
 def rig() -> Iterator[RigThread]:
-    with RigThread(RigSpec.model_validate(ONE_INVERTER)) as running:
+    with RigThread(RigSpec.model_validate(RIG)) as running:
         yield running
 
 
@@ -62,27 +69,43 @@ def doctor(
     return code, capsys.readouterr().out.splitlines()
 
 
-def test_a_working_site_passes(
+def test_a_working_site_passes_with_a_warning_for_a_kind_its_models_contradict(
     rig: RigThread,
     broker: Mosquitto,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    battery = {
+        "id": "batc",
+        "kind": "battery",
+        "protocol": "opcua",
+        "endpoint": rig.endpoint("batc"),
+        "nodes": battery_nodes("batc"),
+    }
     config = write_config(
         tmp_path / "site.yaml",
         gateway={"id": "doctor-ok", "state_dir": str(tmp_path / "state")},
         mqtt={"port": broker.port},
-        devices=[rig_device(rig, "inv1")],
+        devices=[
+            rig_device(rig, "inv1"),
+            battery,
+            rig_device(rig, "inv2", "meter"),  # an inverter said to be a meter
+        ],
     )
     code, lines = doctor(config, monkeypatch, capsys, host_says("yes", RUNNING))
     items = [line for line in lines if line[:2] in ("✓ ", "! ", "✗ ")]
     assert code == 0, "\n".join(lines)
-    assert all(line.startswith("✓ ") for line in items), "\n".join(lines)
-    text = "\n".join(items)
-    assert f"MQTT broker 127.0.0.1:{broker.port}: login as anonymous accepted" in text
-    assert "device inv1 (127.0.0.1:" in text and "models 1, 701" in text and ": inverter" in text
-    assert "clock synchronised" in text and "service: derms-edge.service running" in text
+    passed = "\n".join(line for line in items if line.startswith("✓ "))
+    (warning,) = [line for line in items if not line.startswith("✓ ")]
+    assert f"MQTT broker 127.0.0.1:{broker.port}: login as anonymous accepted" in passed
+    assert "device inv1 (127.0.0.1:" in passed and "models 1, 701" in passed
+    assert f"device batc ({rig.endpoint('batc')}) answers: OPC UA" in passed
+    assert passed.count("answers") == 2 and ": battery" in passed and ": inverter" in passed
+    assert "clock synchronised" in passed and "service: derms-edge.service running" in passed
+    assert (
+        warning.startswith("! device inv2") and "inverter, but configured as kind meter" in warning
+    )
 
 
 def test_a_broken_site_fails_and_says_what_to_do_for_each_item(
@@ -172,3 +195,36 @@ def test_the_broker_check_tells_tls_from_login_from_unreachable(pki: Path, tmp_p
     finally:
         secured.stop()
         locked.stop()
+
+
+def test_devices_are_asked_at_the_same_time(tmp_path: Path) -> None:
+    """Three devices that take connections and never answer: each costs its timeouts (three
+    bases tried), together no more than one of them does."""
+    import asyncio
+    import socket
+    import time
+
+    from derms_edge.config import parse_config
+    from derms_edge.diagnostics.devices import devices
+
+    silent = [socket.create_server(("127.0.0.1", 0)) for _ in range(3)]
+    try:
+        config = parse_config(
+            {
+                "gateway": {"id": "silent", "state_dir": str(tmp_path)},
+                "devices": [
+                    {"id": f"mute{n}", "kind": "inverter", "protocol": "sunspec",
+                     "host": "127.0.0.1", "port": server.getsockname()[1], "timeout_s": 0.4}
+                    for n, server in enumerate(silent)
+                ],
+            }
+        )  # fmt: skip
+        started = time.monotonic()
+        checks = asyncio.run(devices(config))
+        took_s = time.monotonic() - started
+    finally:
+        for server in silent:
+            server.close()
+    assert [c.mark for c in checks] == [Mark.FAIL] * 3
+    assert all("does not answer" in c.title for c in checks)
+    assert 0.8 < took_s < 2.4  # about one device's three timeouts of 0.4 s, not three devices'
