@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-
-from rich.console import Console
-from rich.text import Text
+from typing import TYPE_CHECKING
 
 from derms_edge.cli.common import EXIT_FAILURE, EXIT_OK, add_mqtt_port
-from derms_edge.diagnostics.doctor import examine
 from derms_edge.diagnostics.result import Check, Mark
+
+if TYPE_CHECKING:  # rich and the checks load when doctor runs, not with every command
+    from rich.text import Text
 
 STYLES = {Mark.PASS: "green", Mark.WARN: "yellow", Mark.FAIL: "bold red"}
 
@@ -32,6 +32,10 @@ def main(args: argparse.Namespace) -> int:
     # the device libraries log what doctor reports itself
     for name in ("asyncua", "pymodbus"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    from rich.console import Console
+
+    from derms_edge.diagnostics.doctor import examine
+
     checks = examine(args.config, mqtt_port=args.mqtt_port)
     console = Console(highlight=False, soft_wrap=True)
     for check in checks:
@@ -44,6 +48,8 @@ def main(args: argparse.Namespace) -> int:
 
 def line(check: Check) -> Text:
     """One item: its mark and title, and on the next line what to do."""
+    from rich.text import Text
+
     text = Text.assemble((check.mark.value, STYLES[check.mark]), " ", check.title)
     if check.advice is not None:
         text.append(f"\n    → {check.advice}", style="dim" if check.mark is Mark.WARN else "")

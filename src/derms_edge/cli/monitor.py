@@ -11,9 +11,6 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from rich.console import Console
-from rich.live import Live
-
 from derms_edge.cli.common import (
     EXIT_INVALID,
     EXIT_OK,
@@ -22,7 +19,6 @@ from derms_edge.cli.common import (
     load_with_mqtt_port,
 )
 from derms_edge.cli.follow import Follower
-from derms_edge.cli.screen import screen
 from derms_edge.cli.view import GatewayView
 from derms_edge.config import Config
 from derms_edge.northbound.topics import Topics
@@ -104,7 +100,7 @@ def monitor(
             if plain:
                 _lines(follower, view, deadline, out)
             else:
-                _table(follower, view, deadline, Console(file=out, highlight=False))
+                _table(follower, view, deadline, out)
         except KeyboardInterrupt:
             pass
     return EXIT_OK
@@ -125,8 +121,14 @@ def _lines(follower: Follower, view: GatewayView, deadline: float | None, out: T
             print(f"{topic}: not JSON: {payload[:80]!r}", file=out, flush=True)
 
 
-def _table(follower: Follower, view: GatewayView, deadline: float | None, console: Console) -> None:
+def _table(follower: Follower, view: GatewayView, deadline: float | None, out: TextIO) -> None:
     """The gateway's screen with the latest responses, redrawn in place every second."""
+    from rich.console import Console  # rich loads for the table only
+    from rich.live import Live
+
+    from derms_edge.cli.screen import screen
+
+    console = Console(file=out, highlight=False)
     with Live(console=console, auto_refresh=False) as live:
         while deadline is None or time.monotonic() < deadline:
             until = time.monotonic() + REFRESH_S

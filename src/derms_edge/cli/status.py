@@ -13,10 +13,7 @@ import json
 import sys
 import time
 from pathlib import Path
-
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.text import Text
+from typing import TYPE_CHECKING
 
 from derms_edge.cli.common import (
     EXIT_FAILURE,
@@ -27,10 +24,12 @@ from derms_edge.cli.common import (
     load_with_mqtt_port,
 )
 from derms_edge.cli.follow import Follower
-from derms_edge.cli.screen import screen
 from derms_edge.cli.view import GatewayView
 from derms_edge.config import Config
 from derms_edge.northbound.topics import Topics
+
+if TYPE_CHECKING:  # rich loads with the screen only: the daemon's command line needs none
+    from rich.console import Console, RenderableType
 
 RETAINED_WAIT_S = 2.0
 """After subscribing, how long the retained messages may take to arrive at most (on loopback
@@ -68,6 +67,8 @@ def main(args: argparse.Namespace) -> int:
     config = load_with_mqtt_port(args)
     if config is None:
         return EXIT_INVALID
+    from rich.console import Console
+
     console = Console(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
     shown: list[RenderableType] = []
     if args.watch:
@@ -81,6 +82,8 @@ def main(args: argparse.Namespace) -> int:
 
 def save_svg(screen: RenderableType, path: Path, width: int, title: str) -> None:
     """One screen as an SVG image of a terminal as wide as it needs, ``width`` at most."""
+    from rich.console import Console
+
     recorder = Console(record=True, width=width, file=io.StringIO(), highlight=False)
     recorder.width = min(width, recorder.measure(screen).maximum)
     recorder.print(screen)
@@ -133,6 +136,8 @@ def status(
     shown: list[RenderableType],
 ) -> int:
     """Show the gateway once (the screen is also added to ``shown``); the exit status."""
+    from derms_edge.cli.screen import screen
+
     with Follower(
         config, GatewayView(Topics(config.mqtt.prefix, config.gateway.id)).filters()
     ) as follower:
@@ -154,6 +159,12 @@ def status(
 def watch(config: Config, console: Console, shown: list[RenderableType]) -> int:
     """Redraw the screen in place as messages come, until Ctrl-C; the exit status of the
     last state shown (the last screen is in ``shown``)."""
+    from rich.console import Group
+    from rich.live import Live
+    from rich.text import Text
+
+    from derms_edge.cli.screen import screen
+
     view = GatewayView(Topics(config.mqtt.prefix, config.gateway.id))
     with (
         Follower(config, view.filters()) as follower,
