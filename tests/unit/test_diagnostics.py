@@ -131,3 +131,20 @@ def test_the_state_directory_for_the_service_user_and_room_for_the_buffer(
     no_room = files.free_space(tmp_path / "telemetry.sqlite", buffer_max_mb=1e12)
     assert no_room.mark is Mark.FAIL
     assert no_room.advice is not None and "buffer_max_mb" in no_room.advice
+
+
+def test_a_state_directory_systemd_makes_at_the_first_start_is_not_a_fault(
+    tmp_path: Path,
+) -> None:
+    """Before the service first started, /var/lib/derms-edge (StateDirectory=) is not there
+    yet; a relative state_dir lands in it."""
+    unit_dir = tmp_path / "var-lib-derms-edge"
+    device = {"id": "m1", "kind": "meter", "protocol": "sunspec", "host": "127.0.0.1"}
+    config = parse_config({"gateway": {"id": "site", "state_dir": "state"}, "devices": [device]})
+    stranger = files.User("derms-edge", 4242, frozenset())
+    tmp_path.chmod(0o755)
+    made, _room = files.state_directory(config, stranger, unit_dir)
+    assert made.mark is Mark.PASS and "StateDirectory=" in made.title
+    assert str(unit_dir / "state") in made.title
+    elsewhere, _room = files.state_directory(config, stranger, None)  # relative to here
+    assert str(Path.cwd() / "state") in elsewhere.title

@@ -90,14 +90,22 @@ def _existing(path: Path) -> Path:
 
 def state_directory(config: Config, user: User, working_dir: Path | None = None) -> list[Check]:
     """The state directory (and the buffer's, if elsewhere): writable, with room for the
-    buffer to grow to telemetry.buffer_max_mb."""
+    buffer to grow to telemetry.buffer_max_mb. ``working_dir``: the unit's, which systemd
+    makes when the service starts; relative paths start there."""
     state = _resolved(config.gateway.state_dir, working_dir)
     buffer = _resolved(config.telemetry.buffer_path or state / BUFFER_FILE, working_dir)
     checks = []
     for directory in dict.fromkeys([state, buffer.parent]):
         where = _existing(directory)
         made = "" if where == directory else f" (to be created in {where})"
-        if not where.is_dir():
+        if where != directory and working_dir is not None and directory.is_relative_to(working_dir):
+            checks.append(
+                Check.passed(
+                    f"state directory {directory}: systemd makes {working_dir} for the "
+                    "service (StateDirectory=) when it starts"
+                )
+            )
+        elif not where.is_dir():
             checks.append(
                 Check.failed(
                     f"state directory {directory}: {where} is not a directory",
