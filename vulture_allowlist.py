@@ -8,10 +8,12 @@ through serialisation, looks dead to it. Everything else it finds is dead and go
 _ = object()
 
 # paho-mqtt calls a client's callbacks, which are attributes of the client
+_.on_connect
 _.on_connect_fail
 _.on_disconnect
 _.on_publish
 _.on_subscribe
+_.connect_timeout  # read by connect()
 
 # asyncua calls a subscription handler's methods, with these arguments
 _.datachange_notification

@@ -1,17 +1,15 @@
 """``derms-edge monitor CONFIG``: a live view of a gateway's status, telemetry, responses and
-controls in force on MQTT."""
+controls in force on MQTT: a table redrawn in place on a terminal, a line per message in logs
+and pipes (``--plain``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import queue
 import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
-
-import paho.mqtt.client as paho
 
 from derms_edge.cli.common import (
     EXIT_INVALID,
@@ -20,11 +18,14 @@ from derms_edge.cli.common import (
     add_mqtt_port,
     load_with_mqtt_port,
 )
+from derms_edge.cli.follow import Follower
+from derms_edge.cli.view import GatewayView
 from derms_edge.config import Config
-from derms_edge.northbound.mqtt import new_client
 from derms_edge.northbound.topics import Topics
 
 COLUMNS = ("w", "var", "v", "hz", "a", "soc_pct", "state")
+REFRESH_S = 1.0
+"""How often the live table is redrawn."""
 
 
 def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,6 +35,11 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_mqtt_port(watch)
     add_mqtt_identity(watch)
     watch.add_argument("--seconds", type=float, help="stop after this many seconds")
+    watch.add_argument(
+        "--plain",
+        action="store_true",
+        help="a line per message, as for logs and pipes (the default when not on a terminal)",
+    )
     watch.set_defaults(func=main)
 
 
@@ -42,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
     config = load_with_mqtt_port(args)
     if config is None:
         return EXIT_INVALID
-    return monitor(config, args.seconds)
+    return monitor(config, args.seconds, plain=True if args.plain else None)
 
 
 def _fmt(value: Any) -> str:
@@ -81,34 +87,51 @@ def line(topic: str, payload: dict[str, Any]) -> str:
     )
 
 
-def monitor(config: Config, seconds: float | None, out: TextIO = sys.stdout) -> int:
-    """Print status and telemetry until interrupted or ``seconds`` have passed."""
-    topics = Topics(config.mqtt.prefix, config.gateway.id)
-    inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
-    client = new_client(config.mqtt)
-
-    def on_connect(c: paho.Client, *_: Any) -> None:
-        filters = [topics.status, topics.telemetry("+"), topics.responses, topics.active]
-        c.subscribe([(f, 1) for f in filters])
-
-    client.on_connect = on_connect
-    client.on_message = lambda _c, _u, m: inbox.put((m.topic, bytes(m.payload)))
-    client.connect_async(config.mqtt.host, config.mqtt.port)
-    client.loop_start()
+def monitor(
+    config: Config, seconds: float | None, out: TextIO = sys.stdout, *, plain: bool | None = None
+) -> int:
+    """Show status and telemetry until interrupted or ``seconds`` have passed: a live table
+    on a terminal, a line per message otherwise (or with ``plain``)."""
+    plain = not out.isatty() if plain is None else plain
+    view = GatewayView(Topics(config.mqtt.prefix, config.gateway.id))
     deadline = None if seconds is None else time.monotonic() + seconds
-    try:
-        while deadline is None or time.monotonic() < deadline:
-            try:
-                topic, payload = inbox.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            try:
-                print(line(topic, json.loads(payload)), file=out, flush=True)
-            except ValueError:
-                print(f"{topic}: not JSON: {payload[:80]!r}", file=out, flush=True)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    with Follower(config, view.filters()) as follower:
+        try:
+            if plain:
+                _lines(follower, view, deadline, out)
+            else:
+                _table(follower, view, deadline, out)
+        except KeyboardInterrupt:
+            pass
     return EXIT_OK
+
+
+def _lines(follower: Follower, view: GatewayView, deadline: float | None, out: TextIO) -> None:
+    """A line per message, as it comes (for logs and pipes)."""
+    while deadline is None or time.monotonic() < deadline:
+        message = follower.get(0.5)
+        if message is None:
+            continue
+        topic, payload = message
+        if topic.startswith(view.topics.capability("")):
+            continue
+        try:
+            print(line(topic, json.loads(payload)), file=out, flush=True)
+        except ValueError:
+            print(f"{topic}: not JSON: {payload[:80]!r}", file=out, flush=True)
+
+
+def _table(follower: Follower, view: GatewayView, deadline: float | None, out: TextIO) -> None:
+    """The gateway's screen with the latest responses, redrawn in place every second."""
+    from rich.console import Console  # rich loads for the table only
+    from rich.live import Live
+
+    from derms_edge.cli.screen import screen
+
+    console = Console(file=out, highlight=False)
+    with Live(console=console, auto_refresh=False) as live:
+        while deadline is None or time.monotonic() < deadline:
+            until = time.monotonic() + REFRESH_S
+            for message in follower.drain(until if deadline is None else min(until, deadline)):
+                view.take(*message)
+            live.update(screen(view, follower.broker, responses=True), refresh=True)

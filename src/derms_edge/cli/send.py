@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import queue
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
-
-import paho.mqtt.client as paho
 
 from derms_edge.cli.common import (
     EXIT_FAILURE,
@@ -27,13 +25,12 @@ from derms_edge.cli.common import (
     add_mqtt_port,
     load_with_mqtt_port,
 )
+from derms_edge.cli.follow import Follower
 from derms_edge.cli.keys import read_private_key
 from derms_edge.config import Config
 from derms_edge.model import Status
 from derms_edge.northbound.commands import EventPayload, Invalid, parse_events
-from derms_edge.northbound.mqtt import new_client
 from derms_edge.northbound.signed import sign
-from derms_edge.northbound.tls import connect_failure
 from derms_edge.northbound.topics import Topics
 
 if TYPE_CHECKING:  # joserfc loads cryptography: only when a message is signed
@@ -117,57 +114,39 @@ def send(
     print its responses until it starts (or is refused) or ``wait_s`` passes. Exit code 0
     unless it was rejected or aborted."""
     topics = Topics(config.mqtt.prefix, config.gateway.id)
-    answers: queue.Queue[dict[str, Any]] = queue.Queue()
-    subscribed = queue.Queue[bool]()
-    client = new_client(config.mqtt)
-    client.on_connect = lambda c, *_: c.subscribe(topics.responses, qos=1)
-    client.on_subscribe = lambda *_: subscribed.put(True)
-
-    def on_message(_c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
-        try:
-            answer = json.loads(message.payload)
-        except ValueError:
-            return
-        if isinstance(answer, dict) and answer.get("mrid") == event.mrid:
-            answers.put(answer)
-
-    failures: list[str] = []
-
-    def on_connect_fail(_c: paho.Client, _u: Any) -> None:  # inside paho's `except OSError:`
-        failures.append(connect_failure(sys.exc_info()[1], config.mqtt))
-
-    client.on_message = on_message
-    client.on_connect_fail = on_connect_fail
-    client.connect_async(config.mqtt.host, config.mqtt.port)
-    client.loop_start()
-    try:
-        try:
-            subscribed.get(timeout=wait_s)
-        except queue.Empty:
-            why = failures[0] if failures else f"MQTT broker {config.mqtt.host}:{config.mqtt.port}"
-            print(f"{why}: nothing sent", file=out)
+    with Follower(config, [topics.responses]) as follower:
+        failure = follower.connect(wait_s)
+        if failure is not None:
+            print(f"{failure}: nothing sent", file=out)
             return EXIT_FAILURE
         body = event.model_dump_json(exclude_none=True)
         wire = body.encode() if key is None else sign(body.encode(), key)
-        client.publish(topics.controls(role), wire, qos=1).wait_for_publish(wait_s)
+        follower.publish(topics.controls(role), wire, wait_s)
         signed = "" if key is None else f" signed by kid {key.thumbprint()}"
         print(f"sent {event.mrid} to {topics.controls(role)}{signed}: {body}", file=out, flush=True)
-        return _follow(answers, wait_s, out)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+        return _follow(follower, event.mrid, wait_s, out)
 
 
-def _follow(answers: queue.Queue[dict[str, Any]], wait_s: float, out: TextIO) -> int:
-    deadline = time.monotonic() + wait_s
-    status = None
-    while status not in _FINAL:
+def _answers(follower: Follower, mrid: str, until: float) -> Iterator[dict[str, Any]]:
+    """The responses about ``mrid`` as they come, until the monotonic time ``until``."""
+    while (message := follower.get(until - time.monotonic())) is not None:
         try:
-            answer = answers.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            print(f"no further answer within {wait_s:g} s (last: {status})", file=out)
-            return EXIT_OK if status is not None else EXIT_FAILURE
+            answer = json.loads(message[1])
+        except ValueError:
+            continue
+        if isinstance(answer, dict) and answer.get("mrid") == mrid:
+            yield answer
+
+
+def _follow(follower: Follower, mrid: str, wait_s: float, out: TextIO) -> int:
+    status = None
+    for answer in _answers(follower, mrid, time.monotonic() + wait_s):
         status = answer.get("status")
         why = " ".join(str(answer[k]) for k in ("reason", "detail") if answer.get(k))
         print(f"  {answer.get('ts', '')}  {status}  {why}".rstrip(), file=out, flush=True)
+        if status in _FINAL:
+            break
+    else:
+        print(f"no further answer within {wait_s:g} s (last: {status})", file=out)
+        return EXIT_OK if status is not None else EXIT_FAILURE
     return EXIT_FAILURE if status in _REFUSED else EXIT_OK

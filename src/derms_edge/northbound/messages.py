@@ -39,6 +39,28 @@ class _Payload(BaseModel):
         return self.model_dump_json().encode()
 
 
+class LastDispatch(BaseModel):
+    """The last controls message a role sent, and the gateway's latest answer to its event."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: str = Field(description="The role of the controls topic it came on")
+    mrid: str | None = Field(
+        description="Its event's mrid (the last one of an array); null if the payload had none"
+    )
+    received: datetime = Field(description="When the gateway took it")
+    status: Status | None = Field(
+        None, description="The latest response to the event: its status now (null: not yet)"
+    )
+    reason: str | None = Field(None, description="As in the response")
+    detail: str | None = Field(None, description="As in the response")
+    answered: datetime | None = Field(None, description="When that response was made")
+
+    @field_serializer("received", "answered")
+    def _moment(self, moment: datetime | None) -> str | None:
+        return None if moment is None else rfc3339(moment)
+
+
 class StatusMessage(_Payload):
     """``{root}/status``, retained, QoS 1."""
 
@@ -64,6 +86,11 @@ class StatusMessage(_Payload):
         ge=0,
         description="Inbound messages dropped unread and unanswered over a role's rate limit "
         "(control.rate_limit), since the gateway started",
+    )
+    last_dispatch: LastDispatch | None = Field(
+        None,
+        description="The last controls message taken since the gateway started, and the "
+        "latest answer to its event; null when none came",
     )
 
 

@@ -79,6 +79,7 @@ from derms_edge.northbound.messages import (
 from derms_edge.northbound.mqtt import Message
 from derms_edge.northbound.topics import Topics
 from derms_edge.runtime.device_views import DeviceViews
+from derms_edge.runtime.dispatches import DispatchLog
 from derms_edge.runtime.replay import ReplayGuard, repeat
 from derms_edge.runtime.schedule_store import ScheduleStore
 
@@ -163,6 +164,8 @@ class ControlLoop:
         self._last: Decision | None = None
         self._pending = _Pending()
         """What the batch being handled decided that follows the hand-off of setpoints."""
+        self.dispatches = DispatchLog()
+        """The last controls message taken and its latest answer (for the status)."""
 
     def post(self, item: Input) -> None:
         """Put something that may change a decision in the inbox (from the event loop)."""
@@ -257,6 +260,7 @@ class ControlLoop:
                 response.reason or "",
                 response.detail or "",
             )
+        self.dispatches.answered(pending.responses)
         if pending.responses:
             self._respond(
                 [
@@ -286,6 +290,8 @@ class ControlLoop:
 
     def _take(self, command: Command, now: datetime) -> bool:
         """Let the controller take a command; whether a step must follow."""
+        if isinstance(command, Controls) and command.events:
+            self.dispatches.taken(command.role, command.events[-1].mrid, now)
         role = self.controller.roles.get(command.role)
         if role is None:
             self._unknown_role(command, now)

@@ -201,6 +201,7 @@ class Gateway:
             store_every_round=telemetry.store_every_round,
             on_round=self._telemetry_round,
             rejected_inbound=lambda: self.inbound_limit.rejected,
+            last_dispatch=lambda: self.control_loop.dispatches.last,
         )
         self.control_loop = build_control_loop(
             config,

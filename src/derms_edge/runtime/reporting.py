@@ -15,11 +15,17 @@ from datetime import UTC, datetime
 from derms_edge import __version__
 from derms_edge.devices.coordinator import DeviceCoordinator
 from derms_edge.model import Capability, DeviceKind, Quality
-from derms_edge.northbound.messages import CapabilityMessage, StatusMessage, TelemetryMessage
+from derms_edge.northbound.messages import (
+    CapabilityMessage,
+    LastDispatch,
+    StatusMessage,
+    TelemetryMessage,
+)
 from derms_edge.northbound.mqtt import Message, MqttSession
 from derms_edge.northbound.topics import Topics
 from derms_edge.outbox.buffer import Outbox
 from derms_edge.outbox.forward import Forwarder
+from derms_edge.runtime.dispatches import Dispatch
 
 
 def status_message(
@@ -31,6 +37,7 @@ def status_message(
     buffered: int,
     dropped: int,
     rejected_inbound: int,
+    last_dispatch: Dispatch | None = None,
 ) -> Message:
     """The retained status (the last will is one, offline)."""
     message = StatusMessage(
@@ -42,8 +49,21 @@ def status_message(
         buffered=buffered,
         dropped=dropped,
         rejected_inbound=rejected_inbound,
+        last_dispatch=None if last_dispatch is None else _last_dispatch(last_dispatch),
     )
     return Message("state", topics.status, message.encode(), retain=True)
+
+
+def _last_dispatch(dispatch: Dispatch) -> LastDispatch:
+    return LastDispatch(
+        role=dispatch.role,
+        mrid=dispatch.mrid,
+        received=dispatch.received,
+        status=dispatch.status,
+        reason=dispatch.reason,
+        detail=dispatch.detail,
+        answered=dispatch.answered,
+    )
 
 
 class Reporter:
@@ -63,6 +83,7 @@ class Reporter:
         store_every_round: bool,
         on_round: Callable[[], None],
         rejected_inbound: Callable[[], int],
+        last_dispatch: Callable[[], Dispatch | None] = lambda: None,
     ) -> None:
         self._topics = topics
         self._kinds = kinds
@@ -77,7 +98,9 @@ class Reporter:
         """Called after every telemetry round: the telemetry loop is alive."""
         self._rejected_inbound = rejected_inbound
         """Inbound messages dropped over the rate limit so far."""
-        self._status_shown: tuple[int, int, int, dict[str, Quality]] | None = None
+        self._last_dispatch = last_dispatch
+        """The last dispatch taken and its latest answer."""
+        self._status_shown: tuple[int, int, int, dict[str, Quality], Dispatch | None] | None = None
 
     def qualities(self) -> dict[str, Quality]:
         """Every device's quality now."""
@@ -93,6 +116,7 @@ class Reporter:
             buffered=self._forwarder.buffered,
             dropped=self._outbox.dropped,
             rejected_inbound=self._rejected_inbound(),
+            last_dispatch=self._last_dispatch(),
         )
 
     def announce(self) -> None:
@@ -167,7 +191,8 @@ class Reporter:
         """Publish the status (retained) when connected and it changed, or when forced."""
         buffered = self._forwarder.buffered
         rejected = self._rejected_inbound()
-        shown = (buffered, self._outbox.dropped, rejected, quality)
+        dispatch = self._last_dispatch()
+        shown = (buffered, self._outbox.dropped, rejected, quality, dispatch)
         if self._session.connected.is_set() and (force or shown != self._status_shown):
             self._session.publish(
                 status_message(
@@ -178,6 +203,7 @@ class Reporter:
                     buffered=buffered,
                     dropped=self._outbox.dropped,
                     rejected_inbound=rejected,
+                    last_dispatch=dispatch,
                 )
             )
             self._status_shown = shown
