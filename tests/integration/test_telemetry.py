@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import signal
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from derms_edge.runtime.gateway import DECISION_WAIT_S
 from hil.rig import RigThread
 from hil.spec import RigSpec, resolve_file
 from tests.support.gateway import rig_device, start_gateway, write_config
@@ -193,10 +195,10 @@ def test_capabilities_are_retained(gateway: Process, probe: MqttProbe) -> None:
         ("fronius_symo", {"w": 70.0, "hz": 50.05, "wh_exported": 11937020.0, "state": "running"}),
         ("fronius_eco", {"w": 22520.0, "hz": 49.97, "wh_exported": 39170800.0}),
         ("solaredge", {"w": 24767.0, "hz": 59.99, "a": 86.89, "wh_exported": 17534384.0}),
-        ("sma", {"w": 3680.0, "hz": 49.99, "a": 15.1, "v": 244.0}),
+        ("sma", {"w": 3680.0, "hz": 49.99, "a": 15.1, "v": 244.0, "pf": -1.0}),  # PF a fraction
         ("fimer", {"w": 141380.0, "hz": 49.99, "a": 320.1, "wh_exported": 459493000.0}),
         ("outback", {"w": 0.0, "hz": 60.0, "soc_pct": 100.0, "v": 120.0}),
-        ("veris", {"w": -6540.0, "hz": 60.01, "a": 53.48}),  # meters: import positive, negated
+        ("veris", {"w": -6540.0, "hz": 60.01, "a": 53.48, "pf": 0.9925}),  # W negated (import +)
         ("accuenergy", {"w": 0.0, "hz": 0.0}),
     ],
 )
@@ -231,6 +233,27 @@ def test_unreachable_and_garbage_devices_are_offline_and_disturb_nobody(
     log = gateway.output()
     assert "garbage" in log
     assert "Traceback" not in log
+
+
+def test_a_meter_takes_no_controls_so_its_connect_waits_for_no_decision(
+    gateway: Process, probe: MqttProbe
+) -> None:
+    """Only devices that take controls wait for the controller's decision after a connect
+    (DECISION_WAIT_S); a meter would wait in vain and warn at every start."""
+    first = datetime.fromisoformat(telemetry(probe, "veris")["ts"])
+    probe.wait_for(
+        lambda m: (
+            m.topic == f"{ROOT}/telemetry/veris"
+            and datetime.fromisoformat(m.json()["ts"])
+            > first + timedelta(seconds=DECISION_WAIT_S + 1)
+        )
+    )
+    log = gateway.output()
+    assert not [
+        line
+        for line in log.splitlines()
+        if "no control decision" in line and ("veris" in line or "accuenergy" in line)
+    ]
 
 
 def test_seq_increases_by_one_per_message(gateway: Process, probe: MqttProbe) -> None:

@@ -10,6 +10,7 @@ from derms_edge.devices.coordinator import DeviceCoordinator, DeviceDriver, Devi
 from derms_edge.devices.modbus import LinkPool
 from derms_edge.devices.profile import ProfileDriver
 from derms_edge.devices.sunspec.driver import SunSpecDriver
+from derms_edge.model import DeviceKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +85,8 @@ def _coordinator(
         stale_after_s=device.stale_after,
         backoff_max_s=device.backoff_max,
         report=wiring.report,
-        await_decision_s=wiring.await_decision_s,
+        # the controller decides nothing for a meter (it takes no controls): nothing to wait for
+        await_decision_s=0.0 if device.kind == DeviceKind.METER else wiring.await_decision_s,
         keepalive_s=keepalive_s,
         hold_when_idle=hold_when_idle,
         take_over=take_over,
