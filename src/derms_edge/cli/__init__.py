@@ -1,7 +1,7 @@
 """The ``derms-edge`` command: one module per subcommand, each adding itself to the parser.
 
-run, check-config, discover, send, monitor, asyncapi, hil (the rig's own command line), keys,
-acl.
+run, check-config, discover, init, send, monitor, asyncapi, hil (the rig's own command line),
+keys, acl.
 """
 
 from __future__ import annotations
@@ -10,9 +10,20 @@ import argparse
 import sys
 
 from derms_edge import __version__
-from derms_edge.cli import acl, asyncapi, check_config, discover, hil, keys, monitor, run, send
+from derms_edge.cli import (
+    acl,
+    asyncapi,
+    check_config,
+    discover,
+    hil,
+    init,
+    keys,
+    monitor,
+    run,
+    send,
+)
 
-COMMANDS = (run, monitor, check_config, discover, send, asyncapi, hil, keys, acl)
+COMMANDS = (run, monitor, check_config, discover, init, send, asyncapi, hil, keys, acl)
 
 
 def parser() -> argparse.ArgumentParser:
