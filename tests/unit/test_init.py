@@ -15,6 +15,7 @@ from derms_edge.devices.site_file import default_ids
 from derms_edge.devices.sunspec.mapping import kind_of
 from derms_edge.errors import ConfigError
 from derms_edge.model import DeviceKind
+from tests.support.servers import free_port
 
 BATTERY, INVERTER, METER = DeviceKind.BATTERY, DeviceKind.INVERTER, DeviceKind.METER
 
@@ -129,3 +130,16 @@ def test_base_address_leaves_room_for_the_map(base: int) -> None:
     with pytest.raises(ConfigError) as raised:
         parse_config(_sunspec(base))
     assert any(p.startswith("devices[0].base_address") for p in raised.value.problems)
+
+
+def test_a_link_that_cannot_be_opened_is_said_once_and_nothing_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "site.yaml"
+    port = free_port()
+    argv = ["init", "--yes", "--modbus", f"127.0.0.1:{port}", "--unit-ids", "1-3"]
+    assert main([*argv, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count(f"left out: cannot connect to 127.0.0.1:{port}") == 1
+    assert "found no device the gateway can read; nothing written" in err
+    assert not out.exists()

@@ -335,12 +335,13 @@ def main(args: argparse.Namespace) -> int:
         answers = NoTerminal()
     # the driver's notes on what it reads (a model cut short, say) are for the daemon's log
     logging.getLogger("derms_edge").setLevel(logging.ERROR)
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # init reports what failed
     try:
         plan = _plan(args, answers, out)
         site = _site(args, answers, out)
         found = _progress(plan)
         for line in found.unread:
-            print(f"not written: {line}", file=out)
+            print(f"left out: {line}", file=out)
         if not found.devices:
             print("init: found no device the gateway can read; nothing written", file=out)
             return EXIT_FAILURE

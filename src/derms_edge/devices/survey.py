@@ -15,7 +15,7 @@ from derms_edge.devices.opcua.skeleton import Skeleton, skeletons
 from derms_edge.devices.sunspec.driver import SunSpecDriver
 from derms_edge.devices.sunspec.mapping import kind_of
 from derms_edge.devices.sunspec.scan import Found, NotSunSpec, probe
-from derms_edge.errors import DeviceError
+from derms_edge.errors import ConnectionLost, DeviceError
 from derms_edge.model import Capability, DeviceKind
 
 
@@ -108,7 +108,12 @@ async def _sunspec_unit(
     where = f"{place.label} unit {unit_id}"
     unit = link.unit(unit_id)
     try:
-        outcome: Found | NotSunSpec | None = await probe(unit, unit_id, bases)
+        try:
+            outcome: Found | NotSunSpec | None = await probe(unit, unit_id, bases)
+        except ConnectionLost as error:
+            if str(error) not in survey.unread:  # said once per link, not once per unit
+                survey.unread.append(str(error))
+            return
         if isinstance(outcome, NotSunSpec):
             survey.unread.append(f"{where}: answers, but {outcome.reason}")
         if not isinstance(outcome, Found):

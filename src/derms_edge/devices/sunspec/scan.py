@@ -13,7 +13,7 @@ from derms_edge.devices.modbus import ModbusLink, RegisterTransport
 from derms_edge.devices.sunspec.discovery import DiscoveryResult, discover
 from derms_edge.devices.sunspec.mapping import kind_of
 from derms_edge.devices.sunspec.models import model_definition
-from derms_edge.errors import DeviceError, DeviceException
+from derms_edge.errors import ConnectionLost, DeviceError, DeviceException
 
 MAX_UNIT_ID = 247
 
@@ -78,7 +78,8 @@ async def probe(
     unit: RegisterTransport, unit_id: int, bases: Sequence[int] = SUNSPEC_BASES
 ) -> Found | NotSunSpec | None:
     """Walk the SunSpec model chain at one unit: Found, NotSunSpec when something answered
-    without a SunSpec map, None when nothing answered at all."""
+    without a SunSpec map, None when nothing answered at all. ConnectionLost (the link
+    itself is down: no such port, connection refused) is raised."""
     answered = False
 
     async def read(address: int, count: int) -> list[int]:
@@ -93,6 +94,8 @@ async def probe(
 
     try:
         return Found(unit_id, await discover(read, bases))
+    except ConnectionLost:
+        raise
     except DeviceError as error:
         return NotSunSpec(unit_id, str(error)) if answered else None
 
@@ -113,6 +116,8 @@ async def scan(
         unit = link.unit(unit_id)
         try:
             outcome = await probe(unit, unit_id, bases)
+        except ConnectionLost:
+            outcome = None
         finally:
             await unit.close()
         if isinstance(outcome, Found):
