@@ -110,7 +110,8 @@ def test_init_asks_on_a_terminal_and_asks_again_after_a_wrong_answer(
         f"127.0.0.1:{rig.port('pv')}",  # Modbus TCP devices to scan
         "",  # no serial port
         "",  # no OPC UA server
-        "1-2",  # unit ids
+        "1-300",  # unit ids: past 247
+        "1-2",  # ... asked again
         "home-7",  # site id
         "",  # the broker: the default
         "roof pv",  # the inverter's id: a space is not allowed
@@ -136,6 +137,7 @@ def test_init_asks_on_a_terminal_and_asks_again_after_a_wrong_answer(
     assert process.returncode == 0, err
     assert "Modbus TCP devices or gateways to scan" in err
     assert "'roof pv': 1 to 64 letters" in err
+    assert "--unit-ids: '1-300': unit ids go from 0 to 247" in err
     config = yaml.safe_load((tmp_path / "site.yaml").read_text())
     assert config["gateway"]["id"] == "home-7"
     assert (config["mqtt"]["host"], config["mqtt"]["port"]) == ("127.0.0.1", 1883)

@@ -181,23 +181,33 @@ def _plan(args: argparse.Namespace, answers: Answers, out: TextIO) -> SurveyPlan
                 f"Baud rate of {serial}",
                 "9600",
                 "--baud",
-                lambda t: t if t in _BAUDS else parsed("--baud", _no_baud, t),
+                lambda t: parsed("--baud", _baud, t),
                 out=out,
             )
         settings = SerialSection(port=serial, baudrate=int(baud), parity=args.parity or "N")
         places.append(ModbusPlace(serial=settings))
     unit_ids: list[int] = [1]
-    if places:
-        text = args.unit_ids or answers.ask("Modbus unit ids to try", "1", "--unit-ids")
-        unit_ids = parsed("--unit-ids", parse_unit_ids, text)
+    if places and args.unit_ids is not None:
+        unit_ids = parsed("--unit-ids", parse_unit_ids, args.unit_ids)
+    elif places:
+        unit_ids = ask_valid(
+            answers,
+            "Modbus unit ids to try, e.g. 1-10",
+            "1",
+            "--unit-ids",
+            lambda t: parsed("--unit-ids", parse_unit_ids, t),
+            out=out,
+        )
     bases = parsed("--base", bases_to_try, args.base)
     if args.timeout <= 0:
         raise FlagError("--timeout", "must be more than 0 s")
     return SurveyPlan(tuple(places), tuple(unit_ids), bases, tuple(opcua), args.timeout)
 
 
-def _no_baud(text: str) -> str:
-    raise ValueError(f"{text!r} is not one of {', '.join(_BAUDS)}")
+def _baud(text: str) -> str:
+    if text not in _BAUDS:
+        raise ValueError(f"{text!r} is not one of {', '.join(_BAUDS)}")
+    return text
 
 
 def _site(args: argparse.Namespace, answers: Answers, out: TextIO) -> Site:
