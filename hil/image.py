@@ -160,6 +160,8 @@ class SunSpecImage(RegisterImage):
                 self._slots[(model.model_id, name)] = slot
             registers.extend(_registers(model.get_mb()))
         registers.extend(END_MODEL)
+        if base + len(registers) > 0x10000:
+            raise ValueError(f"a SunSpec map of {len(registers)} registers does not fit at {base}")
         super().__init__(base, registers)
         self._by_address = sorted(self._slots.values(), key=lambda s: s.address)
         self._addresses = [s.address for s in self._by_address]

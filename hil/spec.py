@@ -10,6 +10,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SUNSPEC2_PREFIX = "sunspec2:"  # replay files shipped inside the pysunspec2 package
+MAX_BASE = 65535 - 5
+"""The highest SunS marker address a map fits above (marker, one model header, end model)."""
 
 
 class _Spec(BaseModel):
@@ -70,7 +72,13 @@ class _DeviceSpec(_Spec):
 
 
 class _SunSpecDeviceSpec(_DeviceSpec):
-    base: Literal[0, 40000, 50000] = 40000
+    base: int = Field(
+        default=40000,
+        ge=0,
+        le=MAX_BASE,
+        description="the SunS marker's address: 40000, 0 or 50000 as the spec says, or "
+        "where a real device's manual puts it (4096, 1000)",
+    )
     manufacturer: str = "derms-edge"
     model_name: str = "HIL"
     serial: str | None = Field(default=None, description="default: the device id")
@@ -193,8 +201,8 @@ class ReplaySpec(_DeviceSpec):
 
     type: Literal["replay"]
     file: Path
-    base: Literal[0, 40000, 50000] = Field(
-        default=40000, description="for pysunspec2 device JSON only"
+    base: int = Field(
+        default=40000, ge=0, le=MAX_BASE, description="for pysunspec2 device JSON only"
     )
 
 

@@ -268,9 +268,9 @@ class SimulatedDevice(abc.ABC):
 
         Physical state (energy counters, SoC) survives, as it would on a real device. After
         a firmware update a device may come back with its map moved: ``base`` moves the SunS
-        marker (40000, 0 or 50000 are the addresses clients look at), ``insert_model`` puts
-        that model (12, IPv4, say) right after model 1, so every later model moves. The next
-        restart without them goes back to the spec's layout.
+        marker (40000, 0 or 50000 are the addresses clients look at unless told another),
+        ``insert_model`` puts that model (12, IPv4, say) right after model 1, so every later
+        model moves. The next restart without them goes back to the spec's layout.
         """
         self._reset_controls()
         image = self._power_on_image()

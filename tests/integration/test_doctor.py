@@ -4,6 +4,7 @@ timedatectl and systemctl are given (the test machine has no systemd of its own)
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -30,9 +31,17 @@ RIG = {
 }
 
 
+COMMON_ONLY = [0x5375, 0x6E53, 1, 66, *([0] * 66), 0xFFFF, 0]
+"""A SunSpec map with the common model only: it answers, but has nothing the gateway reads."""
+
+
 @pytest.fixture(scope="module")
-def rig() -> Iterator[RigThread]:
-    with RigThread(RigSpec.model_validate(RIG)) as running:
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RigThread]:
+    image = tmp_path_factory.mktemp("doctor-rig") / "common-only.json"
+    image.write_text(json.dumps({"base": 40000, "registers": COMMON_ONLY}))
+    common_only = {"id": "common", "type": "replay", "file": str(image)}
+    spec = {**RIG, "devices": [*RIG["devices"], common_only]}
+    with RigThread(RigSpec.model_validate(spec)) as running:
         yield running
 
 
@@ -109,7 +118,10 @@ def test_a_working_site_passes_with_a_warning_for_a_kind_its_models_contradict(
 
 
 def test_a_broken_site_fails_and_says_what_to_do_for_each_item(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    rig: RigThread,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     password = tmp_path / "mqtt-password"
     password.write_text("secret\n")
@@ -128,6 +140,7 @@ def test_a_broken_site_fails_and_says_what_to_do_for_each_item(
                 "port": free_port(),
                 "timeout_s": 0.5,
             },
+            rig_device(rig, "common"),
         ],
     )
     code, lines = doctor(config, monkeypatch, capsys, host_says("no", FAILED))
@@ -141,6 +154,7 @@ def test_a_broken_site_fails_and_says_what_to_do_for_each_item(
     text = "\n".join(failed)
     assert f"✗ MQTT broker 127.0.0.1:{closed} unreachable" in text
     assert "✗ device ghost (127.0.0.1:" in text
+    assert "✗ device common (127.0.0.1:" in text and "models 1: none the gateway reads" in text
     assert f"✗ mqtt.password_file: {password} is readable by others (mode 0644)" in text
     assert "✗ clock not synchronised" in text
     assert "✗ service: derms-edge.service failed" in text

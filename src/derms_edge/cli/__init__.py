@@ -1,6 +1,6 @@
 """The ``derms-edge`` command: one module per subcommand, each adding itself to the parser.
 
-run, check-config, discover, send, monitor, status, doctor, asyncapi, hil (the rig's own
+run, check-config, discover, init, send, monitor, status, doctor, asyncapi, hil (the rig's own
 command line), keys, acl.
 """
 
@@ -17,6 +17,7 @@ from derms_edge.cli import (
     discover,
     doctor,
     hil,
+    init,
     keys,
     monitor,
     run,
@@ -24,7 +25,20 @@ from derms_edge.cli import (
     status,
 )
 
-COMMANDS = (run, monitor, status, doctor, check_config, discover, send, asyncapi, hil, keys, acl)
+COMMANDS = (
+    run,
+    monitor,
+    status,
+    doctor,
+    check_config,
+    discover,
+    init,
+    send,
+    asyncapi,
+    hil,
+    keys,
+    acl,
+)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from derms_edge.config import Config, MqttTls, load_config
@@ -13,6 +16,22 @@ from derms_edge.errors import ConfigError
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_INVALID = 2
+
+
+@contextmanager
+def quiet(levels: Mapping[str, int]) -> Iterator[None]:
+    """These loggers at these levels for the length of a command that reports the outcome
+    itself, then as they were: a command run in-process (a test, a notebook) leaves logging
+    as it found it."""
+    loggers = {logging.getLogger(name): level for name, level in levels.items()}
+    before = {logger: logger.level for logger in loggers}
+    for logger, level in loggers.items():
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, level in before.items():
+            logger.setLevel(level)
 
 
 def load(path: Path) -> Config | None:

@@ -23,6 +23,14 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     discover.add_argument("--port", type=int, default=502)
     discover.add_argument("--unit-ids", default="1", help="e.g. 1, 1-247 or 1,3,10-20")
     discover.add_argument(
+        "--base",
+        type=int,
+        action="append",
+        default=[],
+        help="a further address of the SunS marker to try after 40000, 0 and 50000, as a "
+        "device's manual gives it (e.g. 4096); repeatable",
+    )
+    discover.add_argument(
         "--timeout",
         type=float,
         help="seconds to wait for an answer (default 0.5 per Modbus unit id, 5 for OPC UA)",
@@ -46,6 +54,9 @@ def main(args: argparse.Namespace) -> int:
     opcua_only = ("username", "password", "security", "certificate", "private_key",
                   "server_certificate", "mode")  # fmt: skip
     if args.opcua is not None:
+        if args.base:
+            print("discover: --base applies to Modbus (--host) only", file=sys.stderr)
+            return EXIT_INVALID
         if args.host is not None:
             print("discover: give --host (Modbus TCP) or --opcua, not both", file=sys.stderr)
             return EXIT_INVALID
@@ -57,15 +68,20 @@ def main(args: argparse.Namespace) -> int:
     if given:
         print(f"discover: {', '.join(given)} apply to --opcua only", file=sys.stderr)
         return EXIT_INVALID
-    from derms_edge.devices.sunspec.scan import parse_unit_ids, run_scan
+    from derms_edge.devices.sunspec.scan import bases_to_try, parse_unit_ids, run_scan
 
     try:
         unit_ids = parse_unit_ids(args.unit_ids)
     except ValueError as error:
         print(f"--unit-ids: {error}", file=sys.stderr)
         return EXIT_INVALID
+    try:
+        bases = bases_to_try(args.base)
+    except ValueError as error:
+        print(f"--base: {error}", file=sys.stderr)
+        return EXIT_INVALID
     timeout = 0.5 if args.timeout is None else args.timeout
-    found = asyncio.run(run_scan(args.host, args.port, unit_ids, timeout, sys.stdout))
+    found = asyncio.run(run_scan(args.host, args.port, unit_ids, timeout, sys.stdout, bases=bases))
     return EXIT_OK if found else EXIT_FAILURE
 
 

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from derms_edge.cli.common import EXIT_FAILURE, EXIT_OK, add_mqtt_port
+from derms_edge.cli.common import EXIT_FAILURE, EXIT_OK, add_mqtt_port, quiet
 from derms_edge.diagnostics.result import Check, Mark
 
 if TYPE_CHECKING:  # rich and the checks load when doctor runs, not with every command
@@ -29,14 +29,13 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run the checks, print the checklist."""
-    # the device libraries log what doctor reports itself
-    for name in ("asyncua", "pymodbus"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
     from rich.console import Console
 
     from derms_edge.diagnostics.doctor import examine
 
-    checks = examine(args.config, mqtt_port=args.mqtt_port)
+    # the device libraries log what doctor reports itself
+    with quiet({"asyncua": logging.CRITICAL, "pymodbus": logging.CRITICAL}):
+        checks = examine(args.config, mqtt_port=args.mqtt_port)
     console = Console(highlight=False, soft_wrap=True)
     for check in checks:
         console.print(line(check))

@@ -9,6 +9,7 @@
 from derms_edge.config.device import DeviceSection, StorageSettings
 from derms_edge.config.file import AnyDevice, Config, Device, load_config, parse_config
 from derms_edge.config.modbus import (
+    MAX_SUNSPEC_BASE,
     SUNSPEC_BASES,
     EvseProfile,
     MeasuredName,
@@ -17,7 +18,6 @@ from derms_edge.config.modbus import (
     RegisterPoint,
     RegisterType,
     SerialSection,
-    SunSpecBase,
     SunSpecDevice,
 )
 from derms_edge.config.nodeid import NodeRef, parse_node_id
@@ -43,6 +43,7 @@ from derms_edge.config.sections import (
 )
 
 __all__ = [
+    "MAX_SUNSPEC_BASE",
     "POINT_UNITS",
     "SI_UNITS",
     "SUNSPEC_BASES",
@@ -71,7 +72,6 @@ __all__ = [
     "RoleSection",
     "SerialSection",
     "StorageSettings",
-    "SunSpecBase",
     "SunSpecDevice",
     "TelemetrySection",
     "discovery_name",

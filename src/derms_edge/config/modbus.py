@@ -3,7 +3,7 @@ devices, and register profiles (a vendor's map described as data)."""
 
 from __future__ import annotations
 
-from typing import Literal, Self, get_args
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -47,18 +47,22 @@ class ModbusDevice(DeviceSection):
         return self.serial.port if self.serial is not None else f"{self.host}:{self.port}"
 
 
-SunSpecBase = Literal[40000, 0, 50000]
-"""Where the SunSpec Modbus specification puts the SunS marker."""
-SUNSPEC_BASES: tuple[int, ...] = get_args(SunSpecBase)
-"""... in the order discovery looks for it."""
+SUNSPEC_BASES: tuple[int, ...] = (40000, 0, 50000)
+"""Where the SunSpec Modbus specification puts the SunS marker, in the order discovery
+looks for it."""
+MAX_SUNSPEC_BASE = 65535 - 5
+"""The highest base a SunSpec map fits above: the SunS marker, one model's ID and length,
+and the end model take six registers."""
 
 
 class SunSpecDevice(ModbusDevice, StorageSettings):
     """A device that speaks SunSpec Modbus."""
 
     protocol: Literal["sunspec"]
-    base_address: SunSpecBase | None = None
-    """Where the SunS marker is; omitted: discovered at 40000, 0 and 50000 in that order."""
+    base_address: int | None = Field(None, ge=0, le=MAX_SUNSPEC_BASE)
+    """Holding register of the SunS marker, as the device's manual gives it (an AccuEnergy
+    AcuRev 1310 has it at 4096, a Veris meter at 1000); omitted: discovered at 40000, 0 and
+    50000 in that order."""
 
 
 RegisterType = Literal["uint16", "int16", "uint32", "int32", "float32"]

@@ -17,7 +17,7 @@ from derms_edge.config import (
 )
 from derms_edge.devices.modbus import LinkPool
 from derms_edge.devices.sunspec.discovery import discover
-from derms_edge.devices.sunspec.scan import guess_kind
+from derms_edge.devices.sunspec.mapping import kind_of
 from derms_edge.diagnostics.result import Check
 from derms_edge.errors import DeviceError
 from derms_edge.model import DeviceKind
@@ -99,12 +99,17 @@ async def _modbus(device: SunSpecDevice | ProfileDevice, pool: LinkPool, timeout
     finally:
         await unit.close()
     models = [header.model_id for header in found.models]
-    kind = guess_kind(models)
+    kind = kind_of(models)
     title = (
         f"device {device.id} ({_where(device)}) answers: SunSpec at {found.base}, models "
-        f"{', '.join(map(str, models))}: {kind}"
+        f"{', '.join(map(str, models))}"
     )
-    return _kind_checked(device, kind, title)
+    if kind is None:
+        return Check.failed(
+            f"{title}: none the gateway reads (no inverter, battery or meter model)",
+            f"check devices[{device.id}]: unit id and base_address, or a register profile",
+        )
+    return _kind_checked(device, kind, f"{title}: {kind}")
 
 
 async def _opcua(device: OpcUaDevice, timeout_s: float) -> Check:

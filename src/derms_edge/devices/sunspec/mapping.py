@@ -79,6 +79,21 @@ def soc_model(models: Iterable[int]) -> int | None:
     return _first(models, (DER_STORAGE_CAPACITY, BATTERY, STORAGE))
 
 
+def kind_of(models: Iterable[int]) -> DeviceKind | None:
+    """The kind of device a chain of SunSpec models makes: a battery where a state of
+    charge is (713, 802, 124), else an inverter where inverter measurements are (701,
+    101-103, 111-113), else a meter (201-204, 211-214); None when it has none of them, so
+    the gateway could read nothing of it."""
+    models = tuple(models)
+    if soc_model(models) is not None:
+        return DeviceKind.BATTERY
+    if _first(models, (DER_MEASURE_AC, *INVERTER_MODELS)) is not None:
+        return DeviceKind.INVERTER
+    if _first(models, METER_MODELS) is not None:
+        return DeviceKind.METER
+    return None
+
+
 def poll_models(kind: DeviceKind, models: Iterable[int]) -> tuple[int, ...]:
     """The models read on every poll of a device of this kind."""
     models = tuple(models)

@@ -3,16 +3,17 @@ chain at each unit id, and a ready-to-paste configuration."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from derms_edge.devices.modbus import ModbusLink
+from derms_edge.config import MAX_SUNSPEC_BASE, SUNSPEC_BASES
+from derms_edge.devices.modbus import ModbusLink, RegisterTransport
 from derms_edge.devices.sunspec.discovery import DiscoveryResult, discover
+from derms_edge.devices.sunspec.mapping import kind_of
 from derms_edge.devices.sunspec.models import model_definition
-from derms_edge.errors import DeviceError
-from derms_edge.model import DeviceKind
+from derms_edge.errors import ConnectionLost, DeviceError, DeviceException
 
 MAX_UNIT_ID = 247
 
@@ -33,16 +34,15 @@ def parse_unit_ids(text: str) -> list[int]:
     return sorted(ids)
 
 
-def guess_kind(models: list[int]) -> DeviceKind:
-    """The device kind a chain of SunSpec models suggests."""
-    present = set(models)
-    if present & {124, 713, 802}:
-        return DeviceKind.BATTERY
-    if present & {701, 101, 102, 103, 111, 112, 113}:
-        return DeviceKind.INVERTER
-    if any(200 <= m < 300 for m in present):
-        return DeviceKind.METER
-    return DeviceKind.INVERTER
+def bases_to_try(extra: Sequence[int]) -> tuple[int, ...]:
+    """The standard bases (40000, 0, 50000), then the extra ones a manual gives; ValueError
+    for an address no SunSpec map fits above."""
+    for base in extra:
+        if not 0 <= base <= MAX_SUNSPEC_BASE:
+            raise ValueError(
+                f"{base} is not a holding register a SunSpec map fits above (0-{MAX_SUNSPEC_BASE})"
+            )
+    return tuple(dict.fromkeys((*SUNSPEC_BASES, *extra)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,14 @@ class Found:
 
     unit_id: int
     result: DiscoveryResult
+
+
+@dataclass(frozen=True, slots=True)
+class NotSunSpec:
+    """A unit id that answered, but with no SunSpec map at any base tried."""
+
+    unit_id: int
+    reason: str
 
 
 def _progress(done: int, total: int, found: int, out: TextIO) -> None:
@@ -62,21 +70,60 @@ def _progress(done: int, total: int, found: int, out: TextIO) -> None:
     out.flush()
 
 
+_NOBODY_CODES = frozenset({10, 11})
+"""Modbus exceptions a TCP gateway answers for a unit id nothing is behind."""
+
+
+async def probe(
+    unit: RegisterTransport, unit_id: int, bases: Sequence[int] = SUNSPEC_BASES
+) -> Found | NotSunSpec | None:
+    """Walk the SunSpec model chain at one unit: Found, NotSunSpec when something answered
+    without a SunSpec map, None when nothing answered at all. ConnectionLost (the link
+    itself is down: no such port, connection refused) is raised."""
+    answered = False
+
+    async def read(address: int, count: int) -> list[int]:
+        nonlocal answered
+        try:
+            registers = await unit.read(address, count)
+        except DeviceException as error:
+            answered = answered or error.code not in _NOBODY_CODES
+            raise
+        answered = True
+        return registers
+
+    try:
+        return Found(unit_id, await discover(read, bases))
+    except ConnectionLost:
+        raise
+    except DeviceError as error:
+        return NotSunSpec(unit_id, str(error)) if answered else None
+
+
 async def scan(
-    host: str, port: int, unit_ids: list[int], timeout_s: float, progress: TextIO | None
+    host: str,
+    port: int,
+    unit_ids: list[int],
+    timeout_s: float,
+    progress: TextIO | None,
+    *,
+    bases: Sequence[int] = SUNSPEC_BASES,
 ) -> list[Found]:
     """Walk the SunSpec model chain at every unit id; units that do not answer are skipped."""
     link = ModbusLink.tcp(host, port, timeout_s)
     found: list[Found] = []
-    try:
-        for done, unit_id in enumerate(unit_ids, start=1):
-            unit = link.unit(unit_id)
-            with contextlib.suppress(DeviceError):  # no answer or no SunSpec: not a device
-                found.append(Found(unit_id, await discover(unit.read)))
-            if progress is not None:
-                _progress(done, len(unit_ids), len(found), progress)
-    finally:
-        await link.release()
+    for done, unit_id in enumerate(unit_ids, start=1):
+        unit = link.unit(unit_id)
+        try:
+            outcome = await probe(unit, unit_id, bases)
+        except ConnectionLost:
+            outcome = None
+        finally:
+            await unit.close()
+        if isinstance(outcome, Found):
+            found.append(outcome)
+        if progress is not None:
+            _progress(done, len(unit_ids), len(found), progress)
     return found
 
 
@@ -94,8 +141,10 @@ def report(host: str, port: int, found: list[Found]) -> str:
     lines.append("")
     lines.append("devices:")
     for item in found:
-        models = [h.model_id for h in item.result.models]
-        kind = guess_kind(models)
+        kind = kind_of(h.model_id for h in item.result.models)
+        if kind is None:
+            lines.append(f"  # unit {item.unit_id}: no model the gateway reads; left out")
+            continue
         lines.append(
             f"  - {{id: {kind[:3]}{item.unit_id}, kind: {kind}, protocol: sunspec, "
             f"host: {host}, port: {port}, unit_id: {item.unit_id}, "
@@ -105,11 +154,17 @@ def report(host: str, port: int, found: list[Found]) -> str:
 
 
 async def run_scan(
-    host: str, port: int, unit_ids: list[int], timeout_s: float, out: TextIO
+    host: str,
+    port: int,
+    unit_ids: list[int],
+    timeout_s: float,
+    out: TextIO,
+    *,
+    bases: Sequence[int] = SUNSPEC_BASES,
 ) -> bool:
     """Scan, print the report, and say whether anything was found."""
     progress = sys.stderr if len(unit_ids) > 1 else None
-    found = await scan(host, port, unit_ids, timeout_s, progress)
+    found = await scan(host, port, unit_ids, timeout_s, progress, bases=bases)
     if not found:
         print(
             f"no SunSpec device answered at {host}:{port} unit ids {unit_ids[0]}..{unit_ids[-1]}",
