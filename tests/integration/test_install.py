@@ -111,7 +111,7 @@ def test_first_install_lays_out_user_code_config_dir_state_and_enabled_unit(
 
     assert mode(installed.etc) == (0, gid, 0o750)
     assert not (installed.etc / "site.yaml").exists()
-    assert f"derms-edge init --out {installed.etc}/site.yaml" in installed.output
+    assert f"sudo derms-edge init --out {installed.etc}/site.yaml" in installed.output
     assert mode(installed.state) == (uid, gid, 0o750)
     assert mode(installed.unit) == (0, 0, 0o644)
     assert installed.unit.read_text() == (REPO / "packaging" / UNIT).read_text()
@@ -119,6 +119,8 @@ def test_first_install_lays_out_user_code_config_dir_state_and_enabled_unit(
 
     derms_edge = installed.opt / ".venv/bin/derms-edge"
     assert os.access(derms_edge, os.X_OK)
+    link = installed.root / "usr/local/bin/derms-edge"
+    assert os.readlink(link) == "/opt/derms-edge/.venv/bin/derms-edge"
     assert mode(installed.opt)[0] == 0 and not mode(installed.opt)[2] & 0o022
     # a real install: the package sits in the venv, not a link back to the checkout
     packages = list(installed.opt.glob(".venv/lib/python3*/site-packages"))
@@ -190,6 +192,7 @@ def test_reinstall_upgrades_in_place_and_uninstall_keeps_config_and_state(
         check=True,
     ).stderr
     assert not installed.opt.exists()
+    assert not (installed.root / "usr/local/bin/derms-edge").is_symlink()
     assert not installed.unit.exists() and not installed.wants.is_symlink()
     assert site.read_text() == kept_config
     assert (installed.state / "schedule.sqlite").is_file()
