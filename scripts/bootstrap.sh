@@ -35,13 +35,17 @@ apt_install() {  # apt_install PACKAGE... : installs the missing ones, running a
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-find_python() {
+find_python() {  # the newest python3.x on PATH that is 3.11 or newer
+  # a probe's stderr is dropped: a pyenv shim for a version not selected exists on PATH but
+  # says "pyenv: python3.13: command not found" when run, which is no error here
   for py in python3.13 python3.12 python3.11 python3; do
-    if command -v "$py" >/dev/null && "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    if command -v "$py" >/dev/null && "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then
       echo "$py"; return 0
     fi
   done
-  say "Python 3.11 or newer is needed (apt-get install python3)"; return 1
+  say "Python 3.11 or newer is needed: none of python3.13, python3.12, python3.11, python3 on PATH runs as one"
+  say "on Debian 12 / Raspberry Pi OS bookworm: sudo apt-get install python3 python3-venv"
+  return 1
 }
 
 ensure_venv() {  # ensure_venv EXTRAS : a virtualenv with the project installed (editable)
