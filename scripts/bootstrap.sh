@@ -82,3 +82,8 @@ ensure_victoria_metrics_binary() {  # the tests' server for the InfluxDB v2 writ
     as_root systemctl disable --now victoria-metrics >/dev/null 2>&1 || true
   fi
 }
+
+ensure_systemd_analyze() {  # the install test verifies the unit and scores its hardening offline
+  command -v systemd-analyze >/dev/null && return 0
+  apt_install systemd
+}
