@@ -328,9 +328,9 @@ def test_the_schema_check_catches_what_a_station_would_reject() -> None:
     with pytest.raises(OCPPError):
         on_the_wire(set_request(bad, V16), V16)
     request = set_request(plan, V201)
-    request.charging_profile.charging_profile_kind = "Sometimes"
+    kind = replace(request.charging_profile, charging_profile_kind="Sometimes")
     with pytest.raises(OCPPError):
-        on_the_wire(request, V201)
+        on_the_wire(replace(request, charging_profile=kind), V201)
 
 
 def test_plan_is_a_plain_value() -> None:
