@@ -31,6 +31,7 @@ from derms_edge.devices.ocpp.profiles import (
     convert,
     fallback,
     installed_of,
+    limit_for_setpoint,
     limit_in_force,
     plan_limit,
     profile_id,
@@ -38,6 +39,7 @@ from derms_edge.devices.ocpp.profiles import (
     read_answer,
     set_request,
 )
+from derms_edge.model import SetpointName
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
 NOW = datetime(2026, 12, 4, 7, 0, 0, 250_000, tzinfo=UTC)
@@ -128,6 +130,12 @@ def test_a_limit_in_a_unit_the_station_takes_is_not_converted() -> None:
 
 def test_a_curtailment_is_a_share_of_the_chargers_current() -> None:
     assert Limit.percent_of(50, 32.0) == Limit(16.0, RateUnit.A)
+    assert limit_for_setpoint(SetpointName.MAX_W_PCT, 25, 32.0) == Limit(8.0, RateUnit.A)
+    assert limit_for_setpoint(SetpointName.EVSE_MAX_A, 10, None) == Limit(10.0, RateUnit.A)
+    with pytest.raises(ValueError, match="max_a, which is unknown"):
+        limit_for_setpoint(SetpointName.MAX_W_PCT, 25, None)
+    with pytest.raises(ValueError, match="not var"):
+        limit_for_setpoint(SetpointName.VAR, 0, 32.0)
     with pytest.raises(ValueError, match="120"):
         Limit.percent_of(120, 32.0)
     with pytest.raises(ValueError, match="nan"):

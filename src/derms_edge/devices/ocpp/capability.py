@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -210,14 +210,12 @@ def _merge(
     stack: int | None,
     supported: bool | None,
 ) -> SmartCharging:
-    return SmartCharging(
+    return replace(
+        base,
         rate_units=units if units is not None else base.rate_units,
-        phases=base.phases,
-        v_nom=base.v_nom,
         max_periods=periods if periods is not None and periods >= 1 else base.max_periods,
         max_stack_level=stack if stack is not None and stack >= 0 else base.max_stack_level,
         supported=supported if supported is not None else base.supported,
-        station_max_rejected=base.station_max_rejected,
     )
 
 
@@ -236,13 +234,4 @@ def evse_capability(
         max_a = math.floor(w_max / (charging.phases * charging.v_nom) * 10) / 10
     if w_max is None and max_a is not None:
         w_max = charging.phases * charging.v_nom * max_a
-    return Capability(
-        manufacturer=plate.manufacturer,
-        model=plate.model,
-        serial_number=plate.serial_number,
-        version=plate.version,
-        w_max=w_max,
-        v_nom=charging.v_nom,
-        max_a=max_a,
-        phases=charging.phases,
-    )
+    return replace(plate, w_max=w_max, v_nom=charging.v_nom, max_a=max_a, phases=charging.phases)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from fractions import Fraction
@@ -30,6 +30,7 @@ from ocpp.v201 import call as v201_call  # type: ignore[import-untyped]
 from ocpp.v201 import datatypes as v201_types
 
 from derms_edge.devices.ocpp.capability import OcppVersion, RateUnit, SmartCharging
+from derms_edge.model import SetpointName
 
 DEFAULT_FAIL_SAFE_S = 900
 """How long a profile stays valid without a refresh, s (15 min): long enough to ride out a
@@ -83,6 +84,19 @@ class Limit:
         return cls(pct / 100 * max_a, RateUnit.A)
 
 
+def limit_for_setpoint(name: SetpointName, value: float, max_a: float | None) -> Limit:
+    """The limit a charger setpoint asks for: evse_max_a as it is (A per phase), max_w_pct
+    as that share of the charger's max_a. Raises ValueError for another setpoint, or for a
+    curtailment of a charger whose max_a is unknown."""
+    if name is SetpointName.EVSE_MAX_A:
+        return Limit(value, RateUnit.A)
+    if name is SetpointName.MAX_W_PCT:
+        if max_a is None:
+            raise ValueError("max_w_pct needs the charger's max_a, which is unknown")
+        return Limit.percent_of(value, max_a)
+    raise ValueError(f"an OCPP charger takes evse_max_a or max_w_pct, not {name.value}")
+
+
 def floor_tenth(exact: Fraction) -> float:
     """``exact`` rounded down to 0.1 (the resolution of a schedule's limit)."""
     return math.floor(exact * 10) / 10
@@ -90,7 +104,9 @@ def floor_tenth(exact: Fraction) -> float:
 
 def convert(limit: Limit, unit: RateUnit, phases: int, v: float) -> float:
     """The limit in ``unit``: W = A x phases x V, A = W / (phases x V), computed exactly and
-    rounded down to 0.1, so the converted limit never allows more than the original."""
+    rounded down to 0.1, so the converted limit never allows more than the original. V is
+    the nominal voltage, as OCPP's ChargingRateUnitType says a station converts (the set
+    voltage of the area, not the measured one)."""
     if limit.unit is unit:
         return floor_tenth(Fraction(limit.value))
     per_amp = phases * Fraction(v)
@@ -339,15 +355,7 @@ def fallback(station: SmartCharging, plan: Plan, answer: Answer) -> SmartChargin
     profiles: plan again for a TxDefaultProfile); None when there is nothing to fall back to."""
     if answer.accepted or plan.purpose is not Purpose.STATION_MAX:
         return None
-    return SmartCharging(
-        rate_units=station.rate_units,
-        phases=station.phases,
-        v_nom=station.v_nom,
-        max_periods=station.max_periods,
-        max_stack_level=station.max_stack_level,
-        supported=station.supported,
-        station_max_rejected=True,
-    )
+    return replace(station, station_max_rejected=True)
 
 
 def limit_in_force(answer: Mapping[str, Any], version: OcppVersion, at_s: int = 0) -> Limit | None:
