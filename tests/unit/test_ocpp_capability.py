@@ -20,6 +20,7 @@ from derms_edge.devices.ocpp.capability import (
     configuration_request,
     evse_capability,
     nameplate,
+    rated_w_201,
     smart_charging_16,
     smart_charging_201,
     variables_request,
@@ -107,10 +108,21 @@ def test_a_boot_without_vendor_or_model_is_refused(
 
 
 def test_the_requests_read_at_connect_are_valid() -> None:
-    request = on_the_wire(variables_request(), V201)
-    names = [d["variable"]["name"] for d in request["getVariableData"]]
-    assert names == ["RateUnit", "PeriodsPerSchedule", "ProfileStackLevel", "Enabled"]
-    assert {d["component"]["name"] for d in request["getVariableData"]} == {"SmartChargingCtrlr"}
+    request = on_the_wire(variables_request(evse_id=2), V201)
+    asked = [
+        (d["component"]["name"], d["variable"]["name"], d.get("attributeType"))
+        for d in request["getVariableData"]
+    ]
+    assert asked == [
+        ("SmartChargingCtrlr", "RateUnit", None),
+        ("SmartChargingCtrlr", "PeriodsPerSchedule", None),
+        ("SmartChargingCtrlr", "ProfileStackLevel", None),
+        ("SmartChargingCtrlr", "Enabled", None),
+        ("ChargingStation", "SupplyPhases", None),
+        ("EVSE", "SupplyPhases", None),
+        ("EVSE", "Power", "MaxSet"),
+    ]
+    assert request["getVariableData"][-1]["component"]["evse"] == {"id": 2}
     assert on_the_wire(configuration_request(), V16)["key"][0] == (
         "ChargingScheduleAllowedChargingRateUnit"
     )
@@ -145,6 +157,33 @@ def test_smart_charging_ctrlr_201() -> None:
     assert charging == SmartCharging(
         rate_units=frozenset({RateUnit.A, RateUnit.W}), max_periods=24, max_stack_level=8
     )
+
+
+def test_the_supply_and_the_rating_201() -> None:
+    # OCPP 2.0.1 part 2 appendix: SupplyPhases (ChargingStation, EVSE), EVSE.Power MaxSet, W
+    results = station_answers(
+        "GetVariables",
+        {
+            "getVariableResult": [
+                _result("SupplyPhases", "3", component="ChargingStation"),
+                _result("SupplyPhases", "1", component="EVSE"),
+                _result("Power", "7400", component="EVSE", attributeType="MaxSet"),
+                _result("Power", "3100.5", component="EVSE"),  # Actual: what it draws now
+            ]
+        },
+        V201,
+    )["getVariableResult"]
+    charging = smart_charging_201(results)
+    assert charging.phases == 1  # the EVSE's own supply wins over the station's
+    assert rated_w_201(results) == 7400.0
+    cap = evse_capability(Capability(), charging, w_max=rated_w_201(results))
+    assert (cap.w_max, cap.max_a) == (7400.0, 32.1)  # 7400 / 230 = 32.17, rounded down
+    assert smart_charging_201([_result("SupplyPhases", "0", component="EVSE")]).phases == 3
+    for odd in ("NaN", "-1", "lots", "0"):
+        assert (
+            rated_w_201([_result("Power", odd, component="EVSE", attributeType="MaxSet")]) is None
+        )
+    assert rated_w_201([]) is None
 
 
 def test_variables_a_station_does_not_answer_keep_the_defaults() -> None:

@@ -126,12 +126,20 @@ def nameplate(version: OcppVersion, boot: Mapping[str, Any]) -> Capability:
     return Capability(manufacturer=vendor, model=model, serial_number=serial, version=firmware)
 
 
-def variables_request() -> Any:
-    """The 2.0.1 GetVariables request for the SmartChargingCtrlr variables read at connect."""
+def variables_request(evse_id: int = 1) -> Any:
+    """The 2.0.1 GetVariables request read at connect: the SmartChargingCtrlr variables,
+    the phases the station and the EVSE are supplied with (SupplyPhases) and the EVSE's
+    highest power (Power, MaxSet attribute)."""
+    evse = {"name": "EVSE", "evse": {"id": evse_id}}
     return v201_call.GetVariables(
         get_variable_data=[
-            {"component": {"name": SMART_CHARGING_CTRLR}, "variable": {"name": name}}
-            for name in VARIABLES_201
+            *(
+                {"component": {"name": SMART_CHARGING_CTRLR}, "variable": {"name": name}}
+                for name in VARIABLES_201
+            ),
+            {"component": {"name": "ChargingStation"}, "variable": {"name": "SupplyPhases"}},
+            {"component": evse, "variable": {"name": "SupplyPhases"}},
+            {"component": evse, "variable": {"name": "Power"}, "attribute_type": "MaxSet"},
         ]
     )
 
@@ -159,29 +167,56 @@ def _units(value: str | None) -> frozenset[RateUnit] | None:
     return units or None
 
 
+def _accepted(results: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], str]:
+    """The values of a GetVariables answer's Accepted results, by (component, variable,
+    attribute type; Actual when not given)."""
+    found: dict[tuple[str, str, str], str] = {}
+    for raw in results:
+        r = _snake(raw)
+        component = str((r.get("component") or {}).get("name"))
+        variable = str((r.get("variable") or {}).get("name"))
+        value = r.get("attribute_value")
+        if r.get("attribute_status") == "Accepted" and isinstance(value, str):
+            found[(component, variable, r.get("attribute_type") or "Actual")] = value
+    return found
+
+
 def smart_charging_201(
     results: Iterable[Mapping[str, Any]], base: SmartCharging | None = None
 ) -> SmartCharging:
-    """Apply a GetVariables answer's ``getVariableResult`` entries: only Accepted values of
-    SmartChargingCtrlr's Actual attribute count; the rest keeps ``base`` (else the defaults)."""
-    found: dict[str, str] = {}
-    for raw in results:
-        r = _snake(raw)
-        component = (r.get("component") or {}).get("name")
-        variable = (r.get("variable") or {}).get("name")
-        actual = r.get("attribute_type") in (None, "Actual")
-        if component == SMART_CHARGING_CTRLR and r.get("attribute_status") == "Accepted" and actual:
-            value = r.get("attribute_value")
-            if isinstance(value, str):
-                found[str(variable)] = value
+    """Apply a GetVariables answer's ``getVariableResult`` entries: the Accepted Actual
+    values of SmartChargingCtrlr, and SupplyPhases (the EVSE's, else the station's; 0, a
+    DC supply or an unknown one, is ignored); the rest keeps ``base`` (else the defaults)."""
+    found = _accepted(results)
+
+    def ctrlr(name: str) -> str | None:
+        return found.get((SMART_CHARGING_CTRLR, name, "Actual"))
+
     where = f"GetVariables {SMART_CHARGING_CTRLR}"
-    return _merge(
-        base or SmartCharging(),
-        units=_units(found.get("RateUnit")),
-        periods=_int(found.get("PeriodsPerSchedule"), f"{where}.PeriodsPerSchedule"),
-        stack=_int(found.get("ProfileStackLevel"), f"{where}.ProfileStackLevel"),
-        supported=None if "Enabled" not in found else found["Enabled"].strip().lower() == "true",
+    enabled = ctrlr("Enabled")
+    supply = found.get(("EVSE", "SupplyPhases", "Actual")) or found.get(
+        ("ChargingStation", "SupplyPhases", "Actual")
     )
+    phases = _int(supply, "GetVariables SupplyPhases")
+    charging = _merge(
+        base or SmartCharging(),
+        units=_units(ctrlr("RateUnit")),
+        periods=_int(ctrlr("PeriodsPerSchedule"), f"{where}.PeriodsPerSchedule"),
+        stack=_int(ctrlr("ProfileStackLevel"), f"{where}.ProfileStackLevel"),
+        supported=None if enabled is None else enabled.strip().lower() == "true",
+    )
+    return replace(charging, phases=phases) if phases in (1, 2, 3) else charging
+
+
+def rated_w_201(results: Iterable[Mapping[str, Any]]) -> float | None:
+    """The EVSE's highest power from a GetVariables answer (EVSE.Power, MaxSet), W; None
+    when the station does not say or says something that is not a positive number."""
+    value = _accepted(results).get(("EVSE", "Power", "MaxSet"))
+    try:
+        w = float(value) if value is not None else math.nan
+    except ValueError:
+        return None
+    return w if math.isfinite(w) and w > 0 else None
 
 
 def smart_charging_16(
