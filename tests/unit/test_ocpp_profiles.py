@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from ocpp.charge_point import remove_nones, serialize_as_dict, snake_to_camel_case
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallResult, _validate_payload
+from ocpp.v16 import call_result as v16_result
+from ocpp.v201 import call_result as v201_result
 
 from derms_edge.devices.ocpp.capability import OcppVersion, RateUnit, SmartCharging
 from derms_edge.devices.ocpp.profiles import (
@@ -39,6 +41,7 @@ from derms_edge.devices.ocpp.profiles import (
     read_answer,
     set_request,
 )
+from derms_edge.errors import DeviceProtocolError
 from derms_edge.model import SetpointName
 
 V16, V201 = OcppVersion.V16, OcppVersion.V201
@@ -347,3 +350,38 @@ def test_plan_is_a_plain_value() -> None:
     assert plan == plan_limit(Limit(16.0, RateUnit.A), STATION, NOW)
     with pytest.raises(AttributeError):
         plan.limit = 32.0  # type: ignore[misc]
+
+
+def test_answers_as_the_library_returns_them() -> None:
+    # ChargePoint.call returns call_result dataclasses with snake_case nested dicts
+    refused = v201_result.SetChargingProfile(
+        status="Rejected", status_info={"reason_code": "TxNotFound", "additional_info": "evse 2"}
+    )
+    assert read_answer(refused) == Answer(False, "station answered Rejected: TxNotFound: evse 2")
+    composite = v16_result.GetCompositeSchedule(
+        status="Accepted",
+        connector_id=0,
+        schedule_start="2026-12-04T07:00:00Z",
+        charging_schedule={
+            "charging_rate_unit": "W",
+            "charging_schedule_period": [{"start_period": 0, "limit": 11_000.0}],
+        },
+    )
+    assert limit_in_force(composite, V16) == Limit(11_000.0, RateUnit.W)
+    with pytest.raises(DeviceProtocolError, match="GetCompositeSchedule: the answer 'Accepted'"):
+        limit_in_force("Accepted", V16)
+
+
+def test_a_plan_that_would_clash_with_an_installed_profile_is_not_built() -> None:
+    # a 1.6 station reporting another CSMS's ChargePointMaxProfile at our stack level
+    theirs = Installed(
+        profile_id=1,
+        purpose="ChargePointMaxProfile",
+        stack_level=8,
+        evse_id=0,
+        start_periods=(0,),
+    )
+    with pytest.raises(ValueError, match="profile 1 has the same purpose"):
+        plan_limit(Limit(16.0, RateUnit.A), STATION, NOW, installed=[theirs])
+    plan = plan_limit(Limit(16.0, RateUnit.A), STATION, NOW, stack_level=7, installed=[theirs])
+    assert plan.stack_level == 7

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from fractions import Fraction
@@ -30,6 +30,7 @@ from ocpp.v201 import call as v201_call  # type: ignore[import-untyped]
 from ocpp.v201 import datatypes as v201_types
 
 from derms_edge.devices.ocpp.capability import OcppVersion, RateUnit, SmartCharging
+from derms_edge.errors import DeviceProtocolError
 from derms_edge.model import SetpointName
 
 DEFAULT_FAIL_SAFE_S = 900
@@ -158,11 +159,13 @@ def plan_limit(
     evse_id: int = 0,
     stack_level: int | None = None,
     fail_safe_s: int = DEFAULT_FAIL_SAFE_S,
+    installed: Iterable[Installed] = (),
 ) -> Plan:
     """The profile that holds ``limit``: station-wide unless the station refused that
     before, at ``stack_level`` (default: the station's highest, so it leads its purpose),
     in the limit's own unit if the station takes it, else converted. ``evse_id`` is where a
-    TxDefaultProfile goes (0: every EVSE). Raises ValueError if the plan breaks a rule."""
+    TxDefaultProfile goes (0: every EVSE); ``installed``, the profiles the station reports,
+    if known. Raises ValueError if the plan breaks a rule."""
     if now.tzinfo is None:
         raise ValueError("plan_limit: now must carry a time zone")
     if fail_safe_s <= 0:
@@ -182,7 +185,8 @@ def plan_limit(
         valid_from=start,
         valid_to=start + timedelta(seconds=fail_safe_s),
     )
-    problems = profile_problems(installed_of(plan, OcppVersion.V201), station)
+    mine = installed_of(plan, OcppVersion.V201)
+    problems = profile_problems(mine, station, (_as_201(p) for p in installed))
     if problems:
         raise ValueError("plan_limit: " + "; ".join(problems))
     return plan
@@ -199,6 +203,13 @@ def installed_of(plan: Plan, version: OcppVersion) -> Installed:
         valid_from=plan.valid_from,
         valid_to=plan.valid_to,
     )
+
+
+def _as_201(profile: Installed) -> Installed:
+    """A profile with its purpose named as in 2.0.1 (ChargePointMaxProfile is renamed)."""
+    if profile.purpose == _WIRE[OcppVersion.V16][Purpose.STATION_MAX]:
+        return replace(profile, purpose=_WIRE[OcppVersion.V201][Purpose.STATION_MAX])
+    return profile
 
 
 def _overlap(a: Installed, b: Installed) -> bool:
@@ -329,16 +340,22 @@ class Answer:
     """The station's status and reason when it refused, for a refusal's ``detail``."""
 
 
-def _snake(payload: Mapping[str, Any]) -> dict[str, Any]:
-    result: dict[str, Any] = camel_to_snake_case(dict(payload))
+def _snake(answer: object, action: str) -> dict[str, Any]:
+    """An answer with snake_case keys: the ``ocpp`` library's call_result dataclass (what
+    ``ChargePoint.call`` returns), or its payload in either key style."""
+    if is_dataclass(answer) and not isinstance(answer, type):
+        answer = asdict(answer)
+    if not isinstance(answer, Mapping):
+        raise DeviceProtocolError(f"{action}: the answer {answer!r} is not an object")
+    result: dict[str, Any] = camel_to_snake_case(dict(answer))
     return result
 
 
-def read_answer(answer: Mapping[str, Any]) -> Answer:
+def read_answer(answer: object) -> Answer:
     """A SetChargingProfile/ClearChargingProfile answer ({status, statusInfo?}, either key
     style): accepted only on "Accepted"; otherwise the status with the 2.0.1 statusInfo's
     reasonCode and additionalInfo as the detail."""
-    a = _snake(answer)
+    a = _snake(answer, "SetChargingProfile")
     status = a.get("status")
     if status == "Accepted":
         return Answer(accepted=True)
@@ -358,11 +375,11 @@ def fallback(station: SmartCharging, plan: Plan, answer: Answer) -> SmartChargin
     return replace(station, station_max_rejected=True)
 
 
-def limit_in_force(answer: Mapping[str, Any], version: OcppVersion, at_s: int = 0) -> Limit | None:
+def limit_in_force(answer: object, version: OcppVersion, at_s: int = 0) -> Limit | None:
     """The limit in force ``at_s`` seconds into a GetCompositeSchedule answer's schedule
     (2.0.1 ``schedule``, 1.6 ``chargingSchedule``); None when refused or without a period
     covering that time."""
-    a = _snake(answer)
+    a = _snake(answer, "GetCompositeSchedule")
     if a.get("status") != "Accepted":
         return None
     schedule = a.get("schedule") if version is OcppVersion.V201 else a.get("charging_schedule")
