@@ -79,12 +79,12 @@ def test_station_max_profile_201_in_amps() -> None:
     assert profile["id"] == profile_id(Purpose.STATION_MAX, 0)
     (schedule,) = profile["chargingSchedule"]
     assert schedule["chargingRateUnit"] == "A"
-    assert schedule["startSchedule"] == "2026-12-04T07:00:00Z"
+    assert schedule["startSchedule"] == "2026-12-04T06:59:00Z"  # a minute early: clock skew
     assert schedule["chargingSchedulePeriod"] == [
         {"startPeriod": 0, "limit": 16.0, "numberPhases": 3}
     ]
-    assert profile["validFrom"] == "2026-12-04T07:00:00Z"
-    assert profile["validTo"] == "2026-12-04T07:15:00Z"  # the fail-safe: 900 s
+    assert profile["validFrom"] == "2026-12-04T06:59:00Z"
+    assert profile["validTo"] == "2026-12-04T07:15:00Z"  # the fail-safe: 900 s from now
     assert DEFAULT_FAIL_SAFE_S == 900
 
 

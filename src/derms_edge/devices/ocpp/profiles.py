@@ -5,11 +5,11 @@ ChargingStationMaxProfile on evse 0, 1.6 ChargePointMaxProfile on connector 0) a
 stack level, or, once the station refused that, a TxDefaultProfile on the EVSE. One
 Absolute schedule with one period at startPeriod 0, in a unit the station takes (W <-> A at
 the station's phases and nominal voltage, always rounded down to 0.1 so the limit is never
-exceeded), valid from now for ``fail_safe_s``: if the gateway stops refreshing it, the
-profile expires and the station falls back to its own limits. Release is a Clear of the
-gateway's profile id. The I/O side sends what ``set_request``/``clear_request`` return (the
-``ocpp`` library's call dataclasses) and hands the answers back to ``read_answer`` and
-``limit_in_force``.
+exceeded), valid from a minute ago (clock skew) until ``fail_safe_s`` from now: if the
+gateway stops refreshing it, the profile expires and the station falls back to its own
+limits. Release is a Clear of the gateway's profile id. The I/O side sends what
+``set_request``/``clear_request`` return (the ``ocpp`` library's call dataclasses) and hands
+the answers back to ``read_answer`` and ``limit_in_force``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,10 @@ from derms_edge.model import SetpointName
 DEFAULT_FAIL_SAFE_S = 900
 """How long a profile stays valid without a refresh, s (15 min): long enough to ride out a
 short outage of the gateway, short enough that a dead gateway's limit does not linger."""
+CLOCK_MARGIN_S = 60
+"""How far before now a profile's validFrom and startSchedule go, s: a refresh replaces the
+profile of the same id at once, so a station whose clock is behind the gateway's would
+otherwise hold no limit until the new validFrom."""
 
 
 class Purpose(StrEnum):
@@ -123,6 +127,8 @@ class Plan:
     purpose: Purpose
     evse_id: int
     """0 for the station-wide profile (1.6: connectorId)."""
+    issued_at: datetime
+    """When the plan was made (whole seconds, UTC)."""
     profile_id: int
     stack_level: int
     unit: RateUnit
@@ -133,8 +139,8 @@ class Plan:
     valid_to: datetime
 
     def refresh_at(self) -> datetime:
-        """When to re-issue the profile: halfway through its validity."""
-        return self.valid_from + (self.valid_to - self.valid_from) / 2
+        """When to re-issue the profile: halfway from its issue to its expiry."""
+        return self.issued_at + (self.valid_to - self.issued_at) / 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,12 +183,13 @@ def plan_limit(
     plan = Plan(
         purpose=purpose,
         evse_id=where,
+        issued_at=start,
         profile_id=profile_id(purpose, where),
         stack_level=station.max_stack_level if stack_level is None else stack_level,
         unit=unit,
         limit=convert(limit, unit, station.phases, station.v_nom),
         phases=station.phases,
-        valid_from=start,
+        valid_from=start - timedelta(seconds=CLOCK_MARGIN_S),
         valid_to=start + timedelta(seconds=fail_safe_s),
     )
     mine = installed_of(plan, OcppVersion.V201)
