@@ -3,12 +3,14 @@
 MeterValues (2.0.1 and 1.6), TransactionEvent (2.0.1), StartTransaction, StopTransaction
 and StatusNotification (both) each step a ``StationState`` to the next: ``fold(state,
 version, action, payload)`` is pure and returns the new state. A measurand a message
-carries replaces the one before; one it does not carry keeps its last value. Values are
-scaled to SI (Wh, W, A, V; kWh/kW, 2.0.1 unitOfMeasure.multiplier); a value that is missing,
-"NaN", signed or not a number stays unknown (None), never 0; unknown measurands, and
-measurands of the EV or the cable rather than the outlet, are ignored. ``device_state``
-gives the gateway's DeviceState: w positive delivered to the grid, so a charging car is
-negative; ``a`` the total current (the phases' sum).
+carries replaces the one before; one it does not carry keeps its last value. Samples of
+every context (Sample.Periodic, Sample.Clock, Transaction.Begin/End, Trigger...) apply in
+time order; one older than the reading is a backlog and is skipped. Values are scaled to
+SI (Wh, W, A, V; kWh/kW, 2.0.1 unitOfMeasure.multiplier); a value that is missing, "NaN",
+not a number or in a unit that does not fit stays unknown (None), never 0; unknown
+measurands and the EV's own samples are ignored. ``device_state`` gives the gateway's
+DeviceState: w positive delivered to the grid, so a charging car is negative (an export
+the station does not report counts as none); ``a`` the total current (the phases' sum).
 """
 
 from __future__ import annotations
