@@ -385,3 +385,38 @@ def test_a_plan_that_would_clash_with_an_installed_profile_is_not_built() -> Non
         plan_limit(Limit(16.0, RateUnit.A), STATION, NOW, installed=[theirs])
     plan = plan_limit(Limit(16.0, RateUnit.A), STATION, NOW, stack_level=7, installed=[theirs])
     assert plan.stack_level == 7
+
+
+stations = st.builds(
+    SmartCharging,
+    rate_units=st.sampled_from(
+        [frozenset({RateUnit.A}), frozenset({RateUnit.W}), frozenset({RateUnit.A, RateUnit.W})]
+    ),
+    phases=st.sampled_from([1, 2, 3]),
+    v_nom=st.floats(100, 260),
+    max_periods=st.integers(1, 48),
+    max_stack_level=st.integers(0, 20),
+    station_max_rejected=st.booleans(),
+)
+limits = st.one_of(
+    st.builds(Limit, st.floats(0, 80), st.just(RateUnit.A)),
+    st.builds(Limit, st.floats(0, 60_000), st.just(RateUnit.W)),
+)
+
+
+@given(limits, stations, st.integers(0, 4))
+def test_every_plan_is_a_valid_payload_that_never_allows_more(
+    limit: Limit, station: SmartCharging, evse_id: int
+) -> None:
+    plan = plan_limit(limit, station, NOW, evse_id=evse_id)
+    for version in (V201, V16):
+        on_the_wire(set_request(plan, version), version)
+    assert plan.unit in station.rate_units
+    per_amp = station.phases * Fraction(station.v_nom)
+    sent = on_the_wire_decimal(plan.limit)
+    if plan.unit is limit.unit:
+        assert sent <= Fraction(limit.value)
+    elif plan.unit is RateUnit.A:
+        assert sent * per_amp <= Fraction(limit.value)
+    else:
+        assert sent <= Fraction(limit.value) * per_amp
