@@ -1,0 +1,163 @@
+"""A minimal CSMS for the OCPP station tests, on the `ocpp` library's central-system side:
+accepts every station, records what it sends, lets the test call it. A stand-in for the
+gateway's CSMS (src/derms_edge/devices/ocpp/csms.py, built in parallel)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from ocpp import v16, v201
+from ocpp.routing import on
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
+
+HOST = "127.0.0.1"
+HEARTBEAT_S = 1
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class _Recorder:
+    messages: list[tuple[str, dict[str, Any]]]
+
+    def record(self, action: str, payload: dict[str, Any]) -> None:
+        self.messages.append((action, payload))
+
+
+class Central201(v201.ChargePoint, _Recorder):  # type: ignore[misc]
+    def __init__(self, station_id: str, ws: ServerConnection, log: list[Any]) -> None:
+        super().__init__(station_id, ws)
+        self.messages = log
+
+    @on("BootNotification")  # type: ignore[misc]
+    def boot(self, **kw: Any) -> Any:
+        self.record("BootNotification", kw)
+        return v201.call_result.BootNotification(_now(), HEARTBEAT_S, "Accepted")
+
+    @on("Heartbeat")  # type: ignore[misc]
+    def heartbeat(self, **kw: Any) -> Any:
+        self.record("Heartbeat", kw)
+        return v201.call_result.Heartbeat(_now())
+
+    @on("StatusNotification")  # type: ignore[misc]
+    def status(self, **kw: Any) -> Any:
+        self.record("StatusNotification", kw)
+        return v201.call_result.StatusNotification()
+
+    @on("TransactionEvent")  # type: ignore[misc]
+    def transaction(self, **kw: Any) -> Any:
+        self.record("TransactionEvent", kw)
+        return v201.call_result.TransactionEvent()
+
+    @on("MeterValues")  # type: ignore[misc]
+    def meter(self, **kw: Any) -> Any:
+        self.record("MeterValues", kw)
+        return v201.call_result.MeterValues()
+
+
+class Central16(v16.ChargePoint, _Recorder):  # type: ignore[misc]
+    def __init__(self, station_id: str, ws: ServerConnection, log: list[Any]) -> None:
+        super().__init__(station_id, ws)
+        self.messages = log
+
+    @on("BootNotification")  # type: ignore[misc]
+    def boot(self, **kw: Any) -> Any:
+        self.record("BootNotification", kw)
+        return v16.call_result.BootNotification(_now(), HEARTBEAT_S, "Accepted")
+
+    @on("Heartbeat")  # type: ignore[misc]
+    def heartbeat(self, **kw: Any) -> Any:
+        self.record("Heartbeat", kw)
+        return v16.call_result.Heartbeat(_now())
+
+    @on("StatusNotification")  # type: ignore[misc]
+    def status(self, **kw: Any) -> Any:
+        self.record("StatusNotification", kw)
+        return v16.call_result.StatusNotification()
+
+    @on("StartTransaction")  # type: ignore[misc]
+    def start_tx(self, **kw: Any) -> Any:
+        self.record("StartTransaction", kw)
+        return v16.call_result.StartTransaction(
+            transaction_id=4711, id_tag_info={"status": "Accepted"}
+        )
+
+    @on("StopTransaction")  # type: ignore[misc]
+    def stop_tx(self, **kw: Any) -> Any:
+        self.record("StopTransaction", kw)
+        return v16.call_result.StopTransaction()
+
+    @on("MeterValues")  # type: ignore[misc]
+    def meter(self, **kw: Any) -> Any:
+        self.record("MeterValues", kw)
+        return v16.call_result.MeterValues()
+
+
+class Csms:
+    """Serves ws://127.0.0.1:<port>/ocpp/<station id> for one OCPP version."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self.messages: list[tuple[str, dict[str, Any]]] = []
+        self.station: Central201 | Central16 | None = None
+        self.paths: list[str] = []
+        self.auth: list[str | None] = []
+        self.port = 0
+        self._server: Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://{HOST}:{self.port}/ocpp"
+
+    async def start(self) -> None:
+        sub = Subprotocol("ocpp2.0.1" if self.version == "2.0.1" else "ocpp1.6")
+        self._server = await serve(self._connected, HOST, self.port, subprotocols=[sub])
+        self.port = self._server.sockets[0].getsockname()[1] if not self.port else self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _connected(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        self.paths.append(ws.request.path)
+        self.auth.append(ws.request.headers.get("Authorization"))
+        station_id = ws.request.path.rsplit("/", 1)[-1]
+        cls = Central201 if self.version == "2.0.1" else Central16
+        self.station = cls(station_id, ws, self.messages)
+        with contextlib.suppress(ConnectionClosed):  # the station went away
+            await self.station.start()
+
+    def of(self, action: str) -> list[dict[str, Any]]:
+        """Payloads of every `action` received so far."""
+        return [p for a, p in self.messages if a == action]
+
+    async def wait(
+        self,
+        action: str,
+        where: Callable[[dict[str, Any]], bool] = lambda p: True,
+        timeout_s: float = 5.0,
+        after: int = 0,
+    ) -> dict[str, Any]:
+        """The first `action` payload (from message index `after`) that satisfies `where`."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for a, p in self.messages[after:]:
+                if a == action and where(p):
+                    return p
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no {action} matching within {timeout_s} s: {self.messages[-5:]}")
+
+    async def call(self, payload: Any) -> Any:
+        assert self.station is not None, "no station connected"
+        return await self.station.call(payload)
