@@ -55,12 +55,9 @@ device_quality  # StatusMessage, on the status topic
 var_max_abs  # Capability, on the capability topic
 
 # the ocpp library routes OCPP requests to the @on(Action...) handlers of a ChargePoint
-# (hil/ocpp/v201.py, hil/ocpp/v16.py and the test CSMS in tests/hil/ocpp_csms.py)
+# (hil/ocpp/v201.py, hil/ocpp/v16.py)
 _.on_set_charging_profile
 _.on_clear_charging_profile
 _.on_get_composite_schedule
 _.on_get_variables
 _.on_get_configuration
-_.transaction
-_.start_tx
-_.stop_tx

@@ -25,80 +25,52 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-class _Recorder:
-    messages: list[tuple[str, dict[str, Any]]]
+def _handler(action: str, answer: Callable[[], Any]) -> Any:
+    """An @on(action) handler, on_<action>, that records the payload and answers `answer()`
+    (the library finds handlers by function name)."""
 
-    def record(self, action: str, payload: dict[str, Any]) -> None:
+    def handle(self: Any, **payload: Any) -> Any:
         self.messages.append((action, payload))
+        return answer()
+
+    handle.__name__ = f"on_{action}"
+    return on(action)(handle)
 
 
-class Central201(v201.ChargePoint, _Recorder):  # type: ignore[misc]
-    def __init__(self, station_id: str, ws: ServerConnection, log: list[Any]) -> None:
-        super().__init__(station_id, ws)
+def _handlers(version: Any, answers: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+    common = {
+        "BootNotification": lambda: version.call_result.BootNotification(
+            _now(), HEARTBEAT_S, "Accepted"
+        ),
+        "Heartbeat": lambda: version.call_result.Heartbeat(_now()),
+        "StatusNotification": version.call_result.StatusNotification,
+        "MeterValues": version.call_result.MeterValues,
+    }
+    return {f"on_{a}": _handler(a, f) for a, f in (common | answers).items()}
+
+
+def _central(version: Any, answers: dict[str, Callable[[], Any]]) -> type:
+    """A central-system ChargePoint class of `version` recording into `messages`."""
+
+    def init(self: Any, station_id: str, ws: ServerConnection, log: list[Any]) -> None:
+        version.ChargePoint.__init__(self, station_id, ws)
         self.messages = log
 
-    @on("BootNotification")  # type: ignore[misc]
-    def boot(self, **kw: Any) -> Any:
-        self.record("BootNotification", kw)
-        return v201.call_result.BootNotification(_now(), HEARTBEAT_S, "Accepted")
-
-    @on("Heartbeat")  # type: ignore[misc]
-    def heartbeat(self, **kw: Any) -> Any:
-        self.record("Heartbeat", kw)
-        return v201.call_result.Heartbeat(_now())
-
-    @on("StatusNotification")  # type: ignore[misc]
-    def status(self, **kw: Any) -> Any:
-        self.record("StatusNotification", kw)
-        return v201.call_result.StatusNotification()
-
-    @on("TransactionEvent")  # type: ignore[misc]
-    def transaction(self, **kw: Any) -> Any:
-        self.record("TransactionEvent", kw)
-        return v201.call_result.TransactionEvent()
-
-    @on("MeterValues")  # type: ignore[misc]
-    def meter(self, **kw: Any) -> Any:
-        self.record("MeterValues", kw)
-        return v201.call_result.MeterValues()
+    return type(
+        "Central", (version.ChargePoint,), {"__init__": init, **_handlers(version, answers)}
+    )
 
 
-class Central16(v16.ChargePoint, _Recorder):  # type: ignore[misc]
-    def __init__(self, station_id: str, ws: ServerConnection, log: list[Any]) -> None:
-        super().__init__(station_id, ws)
-        self.messages = log
-
-    @on("BootNotification")  # type: ignore[misc]
-    def boot(self, **kw: Any) -> Any:
-        self.record("BootNotification", kw)
-        return v16.call_result.BootNotification(_now(), HEARTBEAT_S, "Accepted")
-
-    @on("Heartbeat")  # type: ignore[misc]
-    def heartbeat(self, **kw: Any) -> Any:
-        self.record("Heartbeat", kw)
-        return v16.call_result.Heartbeat(_now())
-
-    @on("StatusNotification")  # type: ignore[misc]
-    def status(self, **kw: Any) -> Any:
-        self.record("StatusNotification", kw)
-        return v16.call_result.StatusNotification()
-
-    @on("StartTransaction")  # type: ignore[misc]
-    def start_tx(self, **kw: Any) -> Any:
-        self.record("StartTransaction", kw)
-        return v16.call_result.StartTransaction(
+Central201 = _central(v201, {"TransactionEvent": v201.call_result.TransactionEvent})
+Central16 = _central(
+    v16,
+    {
+        "StartTransaction": lambda: v16.call_result.StartTransaction(
             transaction_id=4711, id_tag_info={"status": "Accepted"}
-        )
-
-    @on("StopTransaction")  # type: ignore[misc]
-    def stop_tx(self, **kw: Any) -> Any:
-        self.record("StopTransaction", kw)
-        return v16.call_result.StopTransaction()
-
-    @on("MeterValues")  # type: ignore[misc]
-    def meter(self, **kw: Any) -> Any:
-        self.record("MeterValues", kw)
-        return v16.call_result.MeterValues()
+        ),
+        "StopTransaction": v16.call_result.StopTransaction,
+    },
+)
 
 
 class Csms:
@@ -107,7 +79,7 @@ class Csms:
     def __init__(self, version: str) -> None:
         self.version = version
         self.messages: list[tuple[str, dict[str, Any]]] = []
-        self.station: Central201 | Central16 | None = None
+        self.station: Any = None
         self.paths: list[str] = []
         self.auth: list[str | None] = []
         self.port = 0
