@@ -19,6 +19,7 @@ from websockets.typing import Subprotocol
 
 HOST = "127.0.0.1"
 HEARTBEAT_S = 1
+VERSIONS = ("2.0.1", "1.6")
 
 
 def _now() -> str:
@@ -74,7 +75,8 @@ Central16 = _central(
 
 
 class Csms:
-    """Serves ws://127.0.0.1:<port>/ocpp/<station id> for one OCPP version."""
+    """Serves ws://127.0.0.1:<port>/ocpp/<station id> for one OCPP version, or "any"; the
+    last station to connect is the one `call` talks to."""
 
     def __init__(self, version: str) -> None:
         self.version = version
@@ -90,8 +92,8 @@ class Csms:
         return f"ws://{HOST}:{self.port}/ocpp"
 
     async def start(self) -> None:
-        sub = Subprotocol("ocpp2.0.1" if self.version == "2.0.1" else "ocpp1.6")
-        self._server = await serve(self._connected, HOST, self.port, subprotocols=[sub])
+        subs = [Subprotocol(f"ocpp{v}") for v in VERSIONS if self.version in (v, "any")]
+        self._server = await serve(self._connected, HOST, self.port, subprotocols=subs)
         self.port = self._server.sockets[0].getsockname()[1] if not self.port else self.port
 
     async def stop(self) -> None:
@@ -105,7 +107,7 @@ class Csms:
         self.paths.append(ws.request.path)
         self.auth.append(ws.request.headers.get("Authorization"))
         station_id = ws.request.path.rsplit("/", 1)[-1]
-        cls = Central201 if self.version == "2.0.1" else Central16
+        cls = Central201 if ws.subprotocol == "ocpp2.0.1" else Central16
         self.station = cls(station_id, ws, self.messages)
         with contextlib.suppress(ConnectionClosed):  # the station went away
             await self.station.start()

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from ocpp import v16, v201
 
+import hil
 from hil.ocpp.messages import iso
 from hil.ocpp.profiles import (
     Electrical,
@@ -33,6 +34,7 @@ from hil.ocpp.profiles import (
 )
 from hil.ocpp.station import OcppStation
 from hil.rig import Rig
+from hil.spec import load_rig_spec
 from tests.hil.harness import HandClock, rig, run
 from tests.hil.ocpp_csms import Csms
 
@@ -407,6 +409,32 @@ def test_python_m_hil_runs_an_ocpp_station(tmp_path: Path) -> None:
             await csms.stop()
         assert f"ev9 ocpp_evse 1.6 CP-9 -> {csms.url}/CP-9" in out.decode()
         assert proc.returncode == 0
+
+    run(check)
+
+
+def test_the_ocpp_rig_file_boots_both_stations_behind_its_meter() -> None:
+    async def check() -> None:
+        csms = Csms("any")
+        await csms.start()
+        spec = load_rig_spec(Path(hil.__file__).parent / "rigs" / "ocpp.yaml")
+        devices = [
+            d.model_copy(update={"csms_url": csms.url}) if d.type == "ocpp_evse" else d
+            for d in spec.devices
+        ]
+        clock = HandClock()
+        try:
+            async with Rig(spec.model_copy(update={"devices": devices}), clock=clock) as r:
+                await csms.wait("BootNotification", lambda p: "charging_station" in p)
+                await csms.wait("BootNotification", lambda p: "charge_point_vendor" in p)
+                assert sorted(csms.paths) == ["/ocpp/CP-0042", "/ocpp/CP-0043"]
+                clock.t = 120.0
+                ev1, ev2 = r.snapshot("ev1"), r.snapshot("ev2")
+                assert ev1.w == pytest.approx(-16 * V * 3, rel=1e-3)
+                assert ev2.w == pytest.approx(-32 * V, rel=1e-3)
+                assert r.physics_device("meter1").snapshot().w == pytest.approx(ev1.w + ev2.w)
+        finally:
+            await csms.stop()
 
     run(check)
 
