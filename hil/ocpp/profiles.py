@@ -116,6 +116,24 @@ class Profile:
 
 
 @dataclass(frozen=True, slots=True)
+class Criteria:
+    """Which profiles a ClearChargingProfile removes: those matching every field given."""
+
+    profile_id: int | None = None
+    evse_id: int | None = None
+    purpose: Purpose | None = None
+    stack_level: int | None = None
+
+    def matches(self, p: Profile) -> bool:
+        return (
+            (self.profile_id is None or p.id == self.profile_id)
+            and (self.evse_id is None or p.evse_id == self.evse_id)
+            and (self.purpose is None or p.purpose is self.purpose)
+            and (self.stack_level is None or p.stack_level == self.stack_level)
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class StationRules:
     """What the station supports and how it behaves when a profile is offered."""
 
@@ -262,29 +280,16 @@ class ProfileStore:
         self.profiles[profile.id] = profile
         return None
 
-    def clear(
-        self,
-        profile_id: int | None = None,
-        evse_id: int | None = None,
-        purpose: Purpose | None = None,
-        stack_level: int | None = None,
-    ) -> int:
-        """Remove the profiles matching every criterion given; how many were removed."""
-        gone = [
-            p.id
-            for p in self.profiles.values()
-            if (profile_id is None or p.id == profile_id)
-            and (evse_id is None or p.evse_id == evse_id)
-            and (purpose is None or p.purpose is purpose)
-            and (stack_level is None or p.stack_level == stack_level)
-        ]
+    def clear(self, criteria: Criteria) -> int:
+        """Remove the profiles matching the criteria; how many were removed."""
+        gone = [p.id for p in self.profiles.values() if criteria.matches(p)]
         for i in gone:
             del self.profiles[i]
         return len(gone)
 
     def end_transaction(self) -> None:
         """A transaction ended: its TxProfiles go with it."""
-        self.clear(purpose=Purpose.TX)
+        self.clear(Criteria(purpose=Purpose.TX))
 
     def _leading(
         self, purposes: tuple[Purpose, ...], t: datetime, anchor: datetime, tx: str | None

@@ -16,10 +16,10 @@ from hil.devices.evse import EvseState, evse_state
 from hil.evse_physics import EvsePhysics, EvseRatings, Mode3State, Vehicle
 from hil.ocpp.profiles import (
     CompositePeriod,
+    Criteria,
     Electrical,
     Profile,
     ProfileStore,
-    Purpose,
     StationRules,
 )
 from hil.physics import SimClock
@@ -138,16 +138,10 @@ class OcppStation:
         self.refresh_limit()
         return reason
 
-    def clear(
-        self,
-        profile_id: int | None = None,
-        evse_id: int | None = None,
-        purpose: Purpose | None = None,
-        stack_level: int | None = None,
-    ) -> int:
+    def clear(self, criteria: Criteria) -> int:
         """Remove matching profiles now; how many."""
         self.refresh()
-        removed = self.store.clear(profile_id, evse_id, purpose, stack_level)
+        removed = self.store.clear(criteria)
         self.refresh_limit()
         return removed
 
@@ -188,7 +182,7 @@ class OcppStation:
         """A reboot: every profile is forgotten and a running session ends (reason Reboot);
         the car, its SoC and the energy register carry on."""
         self.refresh()
-        self.store.clear()
+        self.store.clear(Criteria())
         if self.tx is not None:
             self.tx.stop_reason = "Reboot"
         self.refresh_limit()

@@ -10,18 +10,15 @@ from ocpp.v16 import ChargePoint, call, call_result  # type: ignore[import-untyp
 from ocpp.v16.enums import Action  # type: ignore[import-untyped]
 
 from hil.ocpp.messages import BadProfile, iso, meter_value, parse_profile, schedule_periods
-from hil.ocpp.profiles import PURPOSE_NAMES
-from hil.ocpp.station import OcppStation
+from hil.ocpp.profiles import PURPOSE_NAMES, Criteria
+from hil.ocpp.side import StationSide
 from hil.ocpp.variables import configuration_16
 
 
-class Station16(ChargePoint):  # type: ignore[misc]
+class Station16(StationSide, ChargePoint):  # type: ignore[misc]
     """A 1.6J charge point with one connector."""
 
-    def __init__(self, station: OcppStation, connection: Any) -> None:
-        super().__init__(station.spec.station_id, connection)
-        self.station = station
-        self.spec = station.spec
+    calls = call
 
     # --- calls the charge point makes ---------------------------------------------------------
 
@@ -33,9 +30,6 @@ class Station16(ChargePoint):  # type: ignore[misc]
             )
         )
         return str(result.status), int(result.interval)
-
-    async def heartbeat(self) -> None:
-        await self.call(call.Heartbeat())
 
     def connector_status(self) -> str:
         """Available, Preparing (plugged, no session yet), Charging, SuspendedEV (car full)
@@ -122,13 +116,14 @@ class Station16(ChargePoint):  # type: ignore[misc]
         stack_level: int | None = None,
         **_: Any,
     ) -> call_result.ClearChargingProfile:
+        purpose = charging_profile_purpose
         removed = self.station.clear(
-            profile_id=id,
-            evse_id=connector_id,
-            purpose=None
-            if charging_profile_purpose is None
-            else PURPOSE_NAMES[charging_profile_purpose],
-            stack_level=stack_level,
+            Criteria(
+                profile_id=id,
+                evse_id=connector_id,
+                purpose=None if purpose is None else PURPOSE_NAMES[purpose],
+                stack_level=stack_level,
+            )
         )
         return call_result.ClearChargingProfile(status="Accepted" if removed else "Unknown")
 

@@ -11,20 +11,17 @@ from ocpp.v201 import ChargePoint, call, call_result  # type: ignore[import-unty
 from ocpp.v201.enums import Action  # type: ignore[import-untyped]
 
 from hil.ocpp.messages import BadProfile, iso, meter_value, parse_profile, schedule_periods
-from hil.ocpp.profiles import PURPOSE_NAMES
-from hil.ocpp.station import OcppStation
+from hil.ocpp.profiles import PURPOSE_NAMES, Criteria
+from hil.ocpp.side import StationSide
 from hil.ocpp.variables import smart_charging_variable
 
 CHARGING_STATE = {"A": "Idle", "B": "SuspendedEVSE", "C": "Charging"}
 
 
-class Station201(ChargePoint):  # type: ignore[misc]
+class Station201(StationSide, ChargePoint):  # type: ignore[misc]
     """A 2.0.1 charging station with one EVSE and connector."""
 
-    def __init__(self, station: OcppStation, connection: Any) -> None:
-        super().__init__(station.spec.station_id, connection)
-        self.station = station
-        self.spec = station.spec
+    calls = call
 
     # --- calls the station makes -------------------------------------------------------------
 
@@ -37,9 +34,6 @@ class Station201(ChargePoint):  # type: ignore[misc]
             )
         )
         return str(result.status), int(result.interval)
-
-    async def heartbeat(self) -> None:
-        await self.call(call.Heartbeat())
 
     def connector_status(self) -> str:
         """Occupied while a car is plugged in."""
@@ -133,10 +127,12 @@ class Station201(ChargePoint):  # type: ignore[misc]
         criteria = charging_profile_criteria or {}
         purpose = criteria.get("charging_profile_purpose")
         removed = self.station.clear(
-            profile_id=charging_profile_id,
-            evse_id=criteria.get("evse_id"),
-            purpose=None if purpose is None else PURPOSE_NAMES[purpose],
-            stack_level=criteria.get("stack_level"),
+            Criteria(
+                profile_id=charging_profile_id,
+                evse_id=criteria.get("evse_id"),
+                purpose=None if purpose is None else PURPOSE_NAMES[purpose],
+                stack_level=criteria.get("stack_level"),
+            )
         )
         return call_result.ClearChargingProfile(status="Accepted" if removed else "Unknown")
 

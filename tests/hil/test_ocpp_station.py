@@ -25,6 +25,7 @@ from ocpp import v16, v201
 import hil
 from hil.ocpp.messages import iso
 from hil.ocpp.profiles import (
+    Criteria,
     Electrical,
     Period,
     Profile,
@@ -265,7 +266,9 @@ def test_an_expired_profile_stops_limiting(version: str) -> None:
     run(check)
 
 
-def test_reject_mode_refuses_station_wide_profiles_but_takes_tx_default(version: str) -> None:
+def test_reject_mode_refuses_station_wide_profiles_takes_tx_default_and_clears_it(
+    version: str,
+) -> None:
     async def check() -> None:
         async with bench(version, reject_station_wide_profiles=True) as b:
             r = await b.csms.call(station_max(version, 4200.0, "W"))
@@ -275,6 +278,15 @@ def test_reject_mode_refuses_station_wide_profiles_but_takes_tx_default(version:
             assert r.status == "Accepted"
             b.advance(30.0)
             assert b.rig.snapshot("ev1").a == pytest.approx(6.0, abs=0.01)
+            clear = (
+                v201.call.ClearChargingProfile(charging_profile_id=7)
+                if version == "2.0.1"
+                else v16.call.ClearChargingProfile(id=7)
+            )
+            assert (await b.csms.call(clear)).status == "Accepted"
+            assert (await b.csms.call(clear)).status == "Unknown"
+            b.advance(30.0)
+            assert b.rig.snapshot("ev1").a == pytest.approx(MAX_A, abs=0.01)
 
     run(check)
 
@@ -472,7 +484,7 @@ def test_composite_is_the_minimum_across_purposes_and_the_top_stack_level_within
     assert store.install(_profile(2, Purpose.TX_DEFAULT, 0, 8.0), None, now) is None
     assert store.install(_profile(3, Purpose.TX_DEFAULT, 1, 12.0), None, now) is None
     assert store.limit_a(now, now) == 10.0  # TxDefault level 1 (12 A) leads, the 10 A max caps
-    store.clear(profile_id=1)
+    store.clear(Criteria(profile_id=1))
     assert store.limit_a(now, now) == 12.0
     assert store.install(_profile(4, Purpose.TX, 0, 7.0, evse=1), None, now) is not None
     assert (
