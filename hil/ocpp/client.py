@@ -117,6 +117,8 @@ class OcppClient:
                     await self._session(_link(self.station, connection))
             except (OSError, TimeoutError, WebSocketException) as exc:
                 LOG.info("%s: connection to %s ended: %r", self.spec.id, self.url, exc)
+            except Exception:  # a CSMS answer the station cannot use: log, reconnect
+                LOG.exception("%s: session with %s failed", self.spec.id, self.url)
             finally:
                 self._connection = None
                 self.connected.clear()
@@ -149,7 +151,7 @@ class OcppClient:
         self.connected.set()
         last_status: str | None = None
         meter_s = self.spec.meter_interval_s / self.station.clock.speed
-        next_meter = next_heartbeat = loop.time()
+        next_meter, next_heartbeat = loop.time(), loop.time() + interval
         while True:
             last_status = await self._sync(link, last_status)
             now = loop.time()
