@@ -14,7 +14,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -460,21 +460,11 @@ def _store(version: str = "2.0.1") -> ProfileStore:
 
 
 def _profile(pid: int, purpose: Purpose, level: int, amps: float, evse: int = 0) -> Profile:
-    return Profile(
-        pid,
-        level,
-        purpose,
-        "Relative" if purpose is not Purpose.STATION_MAX else "Absolute",
-        evse,
-        "A",
-        (Period(0, amps),),
-        start_schedule=None,
-    )
+    """A Relative profile of one period in A."""
+    return Profile(pid, level, purpose, "Relative", evse, "A", (Period(0, amps),))
 
 
 def test_composite_is_the_minimum_across_purposes_and_the_top_stack_level_within() -> None:
-    from datetime import UTC, datetime
-
     now = datetime(2026, 1, 1, tzinfo=UTC)
     store = _store()
     station = Profile(
@@ -486,12 +476,56 @@ def test_composite_is_the_minimum_across_purposes_and_the_top_stack_level_within
     assert store.limit_a(now, now) == 10.0  # TxDefault level 1 (12 A) leads, the 10 A max caps
     store.clear(Criteria(profile_id=1))
     assert store.limit_a(now, now) == 12.0
-    assert store.install(_profile(4, Purpose.TX, 0, 7.0, evse=1), None, now) is not None
-    assert (
-        store.install(_profile(4, Purpose.TX, 0, 7.0, evse=1), "T1", now) is not None
-    )  # 2.0.1 needs its id
+    no_tx_id = _profile(4, Purpose.TX, 0, 7.0, evse=1)
+    assert store.install(no_tx_id, None, now) is not None  # no transaction
+    assert store.install(no_tx_id, "T1", now) is not None  # 2.0.1 needs its transactionId
     tx = Profile(4, 0, Purpose.TX, "Relative", 1, "A", (Period(0, 7.0),), transaction_id="T1")
     assert store.install(tx, "T1", now) is None
     assert store.limit_a(now, now, "T1") == 7.0  # the TxProfile replaces the TxDefaults
     same_level = Profile(5, 1, Purpose.TX_DEFAULT, "Relative", 0, "A", (Period(0, 9.0),))
     assert "K01.FR.39" in (store.install(same_level, "T1", now) or "")
+
+
+def test_validity_window_and_periods_shape_the_composite() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    store = _store()
+    later = Profile(
+        1,
+        0,
+        Purpose.TX_DEFAULT,
+        "Absolute",
+        0,
+        "W",
+        (Period(0, 6900.0), Period(20, 4140.0)),
+        start_schedule=now,
+        valid_from=now + timedelta(seconds=10),
+        valid_to=now + timedelta(seconds=30),
+    )
+    assert store.install(later, None, now) is None
+    assert [(p.start_s, round(p.amps, 3)) for p in store.composite(now, 60, now)] == [
+        (0, MAX_A),
+        (10, 10.0),  # 6900 W on 3 x 230 V
+        (20, 6.0),
+        (30, MAX_A),
+    ]
+    backwards = Profile(
+        2,
+        1,
+        Purpose.TX_DEFAULT,
+        "Relative",
+        0,
+        "A",
+        (Period(0, 6.0),),
+        valid_from=now,
+        valid_to=now,
+    )
+    assert "validTo" in (store.install(backwards, None, now) or "")
+
+
+def test_1_6_replaces_a_profile_of_the_same_stack_level_and_purpose() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    store = _store("1.6")
+    assert store.install(_profile(1, Purpose.TX_DEFAULT, 2, 8.0), None, now) is None
+    assert store.install(_profile(2, Purpose.TX_DEFAULT, 2, 7.0), None, now) is None
+    assert list(store.profiles) == [2]
+    assert store.limit_a(now, now) == 7.0
