@@ -26,50 +26,56 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _handler(action: str, answer: Callable[[], Any]) -> Any:
-    """An @on(action) handler, on_<action>, that records the payload and answers `answer()`
-    (the library finds handlers by function name)."""
+Answer = Callable[[Any], Any]
+"""What a handler answers, given the central-system ChargePoint (whose `csms` is the Csms)."""
+
+
+def _handler(action: str, answer: Answer) -> Any:
+    """An @on(action) handler, on_<action>, that records the payload and answers
+    `answer(self)` (the library finds handlers by function name)."""
 
     def handle(self: Any, **payload: Any) -> Any:
-        self.messages.append((action, payload))
-        return answer()
+        self.csms.messages.append((action, payload))
+        return answer(self)
 
     handle.__name__ = f"on_{action}"
     return on(action)(handle)
 
 
-def _handlers(version: Any, answers: dict[str, Callable[[], Any]]) -> dict[str, Any]:
-    common = {
-        "BootNotification": lambda: version.call_result.BootNotification(
-            _now(), HEARTBEAT_S, "Accepted"
-        ),
-        "Heartbeat": lambda: version.call_result.Heartbeat(_now()),
-        "StatusNotification": version.call_result.StatusNotification,
-        "MeterValues": version.call_result.MeterValues,
-    }
-    return {f"on_{a}": _handler(a, f) for a, f in (common | answers).items()}
+def _boot(version: Any) -> Answer:
+    def answer(cp: Any) -> Any:
+        statuses = cp.csms.boot_statuses
+        status = statuses.pop(0) if statuses else "Accepted"
+        return version.call_result.BootNotification(_now(), HEARTBEAT_S, status)
+
+    return answer
 
 
-def _central(version: Any, answers: dict[str, Callable[[], Any]]) -> type:
-    """A central-system ChargePoint class of `version` recording into `messages`."""
+def _central(version: Any, answers: dict[str, Answer]) -> type:
+    """A central-system ChargePoint class of `version` recording into its Csms."""
 
-    def init(self: Any, station_id: str, ws: ServerConnection, log: list[Any]) -> None:
+    def init(self: Any, station_id: str, ws: ServerConnection, csms: Csms) -> None:
         version.ChargePoint.__init__(self, station_id, ws)
-        self.messages = log
+        self.csms = csms
 
-    return type(
-        "Central", (version.ChargePoint,), {"__init__": init, **_handlers(version, answers)}
-    )
+    common: dict[str, Answer] = {
+        "BootNotification": _boot(version),
+        "Heartbeat": lambda cp: version.call_result.Heartbeat(_now()),
+        "StatusNotification": lambda cp: version.call_result.StatusNotification(),
+        "MeterValues": lambda cp: version.call_result.MeterValues(),
+    }
+    handlers = {f"on_{a}": _handler(a, f) for a, f in (common | answers).items()}
+    return type("Central", (version.ChargePoint,), {"__init__": init, **handlers})
 
 
-Central201 = _central(v201, {"TransactionEvent": v201.call_result.TransactionEvent})
+Central201 = _central(v201, {"TransactionEvent": lambda cp: v201.call_result.TransactionEvent()})
 Central16 = _central(
     v16,
     {
-        "StartTransaction": lambda: v16.call_result.StartTransaction(
+        "StartTransaction": lambda cp: v16.call_result.StartTransaction(
             transaction_id=4711, id_tag_info={"status": "Accepted"}
         ),
-        "StopTransaction": v16.call_result.StopTransaction,
+        "StopTransaction": lambda cp: v16.call_result.StopTransaction(),
     },
 )
 
@@ -81,6 +87,8 @@ class Csms:
     def __init__(self, version: str) -> None:
         self.version = version
         self.messages: list[tuple[str, dict[str, Any]]] = []
+        self.boot_statuses: list[str] = []
+        """Answers to the next BootNotifications (then Accepted)."""
         self.station: Any = None
         self.paths: list[str] = []
         self.auth: list[str | None] = []
@@ -108,7 +116,7 @@ class Csms:
         self.auth.append(ws.request.headers.get("Authorization"))
         station_id = ws.request.path.rsplit("/", 1)[-1]
         cls = Central201 if ws.subprotocol == "ocpp2.0.1" else Central16
-        self.station = cls(station_id, ws, self.messages)
+        self.station = cls(station_id, ws, self)
         with contextlib.suppress(ConnectionClosed):  # the station went away
             await self.station.start()
 

@@ -381,6 +381,24 @@ def test_csms_restart_reconnects_and_boots_again_keeping_profiles(version: str) 
     run(check)
 
 
+def test_a_pending_boot_is_repeated_before_the_station_operates() -> None:
+    async def check() -> None:
+        csms = Csms("2.0.1")
+        csms.boot_statuses = ["Pending"]
+        await csms.start()
+        station = {"type": "ocpp_evse", "id": "ev1", "station_id": "CP-1", "csms_url": csms.url}
+        try:
+            async with Rig(rig(station), clock=HandClock()) as r:
+                await csms.wait("TransactionEvent")
+                actions = [a for a, _ in csms.messages]
+                assert actions[:2] == ["BootNotification", "BootNotification"]
+                assert r.ocpp_client("ev1").boots == ["PowerUp"]
+        finally:
+            await csms.stop()
+
+    run(check)
+
+
 def test_basic_auth_header(version: str) -> None:
     async def check() -> None:
         async with bench(version, password="s3cret") as b:
