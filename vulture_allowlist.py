@@ -53,3 +53,11 @@ tb
 # fields that reach people through serialisation (dataclasses.fields, pydantic)
 device_quality  # StatusMessage, on the status topic
 var_max_abs  # Capability, on the capability topic
+
+# the ocpp library routes OCPP requests to the @on(Action...) handlers of a ChargePoint
+# (hil/ocpp/v201.py, hil/ocpp/v16.py)
+_.on_set_charging_profile
+_.on_clear_charging_profile
+_.on_get_composite_schedule
+_.on_get_variables
+_.on_get_configuration

@@ -1,5 +1,6 @@
-"""`python -m hil`: serve a rig of simulated SunSpec (Modbus) and OPC UA devices until SIGINT
-or SIGTERM; `python -m hil run SCENARIO --report DIR`: run a scenario (hil.runner)."""
+"""`python -m hil`: serve a rig of simulated SunSpec (Modbus) and OPC UA devices (and OCPP
+stations connected out to their CSMS) until SIGINT or SIGTERM; `python -m hil run SCENARIO
+--report DIR`: run a scenario (hil.runner)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,12 @@ async def _serve(rig_path: Path, speed: float | None) -> None:
         for device_id, opcua in rig.opcua_devices.items():
             print(
                 f"{device_id} {opcua.kind} {rig.endpoint(device_id)} pki={rig.pki_dir}",
+                flush=True,
+            )
+        for device_id, client in rig.ocpp_clients.items():
+            print(
+                f"{device_id} ocpp_evse {client.spec.version} {client.spec.station_id} -> "
+                f"{client.url}",
                 flush=True,
             )
         await stop.wait()

@@ -1,7 +1,8 @@
 """A rig of simulated devices behind Modbus TCP listeners and OPC UA servers, in asyncio or in
 a background thread.
 
-asyncua is imported only when the spec has OPC UA devices.
+asyncua is imported only when the spec has OPC UA devices; websockets and ocpp only when it has
+OCPP stations (which connect out to a CSMS rather than listen).
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ from hil.devices import (
     SimulatedDevice,
     build_device,
 )
+from hil.ocpp.station import OcppStation
 from hil.opcua.devices import OpcUaDevice, build_opcua_device
 from hil.opcua.pki import OpcUaPki, ensure_pki
 from hil.physics import SimClock
 from hil.server import ModbusGateway
-from hil.spec import MeterSpec, OpcUaSpec, RigSpec, load_rig_spec
+from hil.spec import MeterSpec, OcppEvseSpec, OpcUaSpec, RigSpec, load_rig_spec
 
 if TYPE_CHECKING:
+    from hil.ocpp.client import OcppClient
     from hil.opcua.server import OpcUaServer
 
 T = TypeVar("T")
@@ -48,7 +51,8 @@ class Rig:
 
     `clock` replaces the rig's own SimClock (at `speed` or the spec's), e.g. with one a test
     moves by hand. `devices` holds the Modbus units, `opcua_devices` the OPC UA devices, each
-    served by its own server in `opcua_servers`.
+    served by its own server in `opcua_servers`; `ocpp_stations` the OCPP charging stations,
+    each connected out to its CSMS by its client in `ocpp_clients` (made at start).
     """
 
     def __init__(
@@ -60,23 +64,29 @@ class Rig:
     ) -> None:
         self.spec = _as_spec(spec)
         self.clock = clock or SimClock(self.spec.speed if speed is None else speed)
-        built: dict[str, SimulatedDevice | OpcUaDevice] = {}
+        built: dict[str, SimulatedDevice | OpcUaDevice | OcppStation] = {}
         for d in sorted(self.spec.devices, key=lambda d: isinstance(d, MeterSpec)):
-            if isinstance(d, OpcUaSpec):
+            if isinstance(d, OcppEvseSpec):
+                built[d.id] = OcppStation(d, self.clock)
+            elif isinstance(d, OpcUaSpec):
                 built[d.id] = build_opcua_device(d, self.clock)
             else:  # meters last: they measure others
                 built[d.id] = build_device(d, self.clock, built)
         self.devices: dict[str, SimulatedDevice] = {}
         self.opcua_devices: dict[str, OpcUaDevice] = {}
+        self.ocpp_stations: dict[str, OcppStation] = {}
+        self.ocpp_clients: dict[str, OcppClient] = {}
         for d in self.spec.devices:
             device = built[d.id]
-            if isinstance(device, OpcUaDevice):
+            if isinstance(device, OcppStation):
+                self.ocpp_stations[d.id] = device
+            elif isinstance(device, OpcUaDevice):
                 self.opcua_devices[d.id] = device
             else:
                 self.devices[d.id] = device
         groups: dict[tuple[str, int, str], list[SimulatedDevice]] = {}
         for d in self.spec.devices:
-            if not isinstance(d, OpcUaSpec):
+            if not isinstance(d, OpcUaSpec | OcppEvseSpec):
                 key = (d.host, d.port, d.gateway or ("" if d.port else d.id))
                 groups.setdefault(key, []).append(self.devices[d.id])
         self.gateways = [
@@ -116,6 +126,12 @@ class Rig:
                 pki_dir = self._pki_dir()
                 pki = await asyncio.to_thread(ensure_pki, pki_dir, device_id, server.host)
                 await server.start(pki)
+            if self.ocpp_stations:
+                from hil.ocpp.client import OcppClient
+
+                for device_id, station in self.ocpp_stations.items():
+                    self.ocpp_clients[device_id] = OcppClient(station)
+                    await self.ocpp_clients[device_id].start()
         except BaseException:
             await self.stop()
             raise
@@ -137,6 +153,9 @@ class Rig:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick
             self._tick = None
+        for client in self.ocpp_clients.values():
+            await client.stop()
+        self.ocpp_clients = {}
         for server in self.opcua_servers.values():
             await server.stop()
         for gateway in self.gateways:
@@ -163,10 +182,13 @@ class Rig:
             for device in self.devices.values():
                 device.refresh()
 
-    def device(self, device_id: str) -> SimulatedDevice | OpcUaDevice:
-        """The simulated device with that id (a Modbus unit or an OPC UA device)."""
+    def device(self, device_id: str) -> SimulatedDevice | OpcUaDevice | OcppStation:
+        """The simulated device with that id (a Modbus unit, an OPC UA device or an OCPP
+        station)."""
         if device_id in self.devices:
             return self.devices[device_id]
+        if device_id in self.ocpp_stations:
+            return self.ocpp_stations[device_id]
         return self.opcua_device(device_id)
 
     def opcua_device(self, device_id: str) -> OpcUaDevice:
@@ -176,9 +198,20 @@ class Rig:
     def snapshot(self, device_id: str) -> DeviceState | EvseState:
         """The physics state of any device but a replay, now."""
         device = self.device(device_id)
-        if not isinstance(device, PhysicsDevice | EvCharger | OpcUaDevice):
+        if not isinstance(device, PhysicsDevice | EvCharger | OpcUaDevice | OcppStation):
             raise TypeError(f"{device_id} is a {device.kind} device without physics")
         return device.snapshot()
+
+    def ocpp_client(self, device_id: str) -> OcppClient:
+        """An OCPP station's connection (once the rig has started)."""
+        if device_id not in self.ocpp_clients:
+            raise KeyError(f"{device_id} is not a started OCPP station of the rig")
+        return self.ocpp_clients[device_id]
+
+    async def reboot_station(self, device_id: str) -> None:
+        """Reboot an OCPP station: its profiles are forgotten, its session ends, it reconnects
+        and boots (PowerUp); the car stays."""
+        await self.ocpp_client(device_id).reboot()
 
     def physics_device(self, device_id: str) -> PhysicsDevice:
         """The simulated device with that id, which must not be a replay."""

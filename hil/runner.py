@@ -62,6 +62,7 @@ KINDS = {
     "opcua_battery": "battery",
     "evse": "evse",
     "opcua_evse": "evse",
+    "ocpp_evse": "evse",
     "meter": "meter",
 }
 

@@ -235,9 +235,43 @@ class OpcUaBatterySpec(_OpcUaDeviceSpec, _BatteryPhysicsSpec):
     type: Literal["opcua_battery"]
 
 
+class OcppEvseSpec(_EvsePhysicsSpec):
+    """OCPP charging station (one EVSE, one connector) with a car; it connects out to a CSMS
+    at csms_url/<station_id> and enforces the composite of the charging profiles it accepts."""
+
+    type: Literal["ocpp_evse"]
+    id: str = Field(min_length=1)
+    version: Literal["2.0.1", "1.6"] = "2.0.1"
+    station_id: str = Field(
+        min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$", description="identity, the URL's last part"
+    )
+    csms_url: str = Field(
+        pattern=r"^wss?://", description="ws://host:port/path; the station id is appended"
+    )
+    evse_id: int = Field(default=1, ge=1, description="2.0.1 EVSE id")
+    connector_id: int = Field(default=1, ge=1)
+    password: str | None = Field(
+        default=None, description="HTTP Basic auth (security profile 1) as station_id:password"
+    )
+    meter_interval_s: float = Field(default=10.0, gt=0, description="simulated s")
+    reject_station_wide_profiles: bool = False
+    rate_units: list[Literal["A", "W"]] = Field(default=["A", "W"], min_length=1)
+    max_stack_level: int = Field(default=8, ge=0)
+    max_periods: int = Field(default=24, ge=1)
+    unplugged_at_s: float | None = Field(
+        default=None, ge=0, description="the car leaves at this simulated s (None: stays)"
+    )
+    id_tag: str = Field(default="HIL-TAG", min_length=1, max_length=20)
+    reports_soc: bool = Field(default=True, description="the car tells its SoC (ISO 15118)")
+    reconnect_min_s: float = Field(default=1.0, gt=0, description="first reconnect delay, s")
+    reconnect_max_s: float = Field(default=30.0, gt=0, description="backoff ceiling, s")
+    vendor: str = "derms-edge"
+    model: str = "HIL-OCPP"
+
+
 OpcUaSpec = OpcUaEvseSpec | OpcUaBatterySpec
 ModbusSpec = PvLegacySpec | Pv1547Spec | BatterySpec | EvseSpec | MeterSpec | ReplaySpec
-DeviceSpec = Annotated[ModbusSpec | OpcUaSpec, Field(discriminator="type")]
+DeviceSpec = Annotated[ModbusSpec | OpcUaSpec | OcppEvseSpec, Field(discriminator="type")]
 
 
 class RigSpec(_Spec):
@@ -262,12 +296,12 @@ class RigSpec(_Spec):
         units = [
             (d.host, d.port, d.unit_id)
             for d in self.devices
-            if d.port and not isinstance(d, OpcUaSpec)
+            if isinstance(d, ModbusSpec) and d.port
         ]
         if len(set(units)) != len(units):
             raise ValueError("two devices share host, port and unit_id")
         modbus = {(host, port) for host, port, _ in units}
-        opcua = [(d.host, d.port) for d in self.devices if d.port and isinstance(d, OpcUaSpec)]
+        opcua = [(d.host, d.port) for d in self.devices if isinstance(d, OpcUaSpec) and d.port]
         if len(set(opcua)) != len(opcua) or modbus & set(opcua):
             raise ValueError("an OPC UA device needs a host and port of its own")
         return self
