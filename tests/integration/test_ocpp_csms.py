@@ -35,7 +35,7 @@ from derms_edge.devices.ocpp.session import (
     StationEvent,
     StationMessage,
 )
-from derms_edge.errors import ConnectionLost, DeviceTimeout
+from derms_edge.errors import ConnectionLost, DeviceProtocolError, DeviceTimeout
 
 pytestmark = pytest.mark.integration
 
@@ -48,11 +48,25 @@ SCHEDULE_201 = {
     "chargingRateUnit": "A",
     "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}],
 }
+PROFILE = {
+    "id": 1,
+    "stackLevel": 0,
+    "chargingProfilePurpose": "TxDefaultProfile",
+    "chargingProfileKind": "Relative",
+    "chargingSchedule": [
+        {
+            "id": 1,
+            "chargingRateUnit": "A",
+            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16}],
+        }
+    ],
+}
 
 
 class Station201(v201.ChargePoint):  # type: ignore[misc]
-    """A 2.0.1 station: answers GetCompositeSchedule, drops every GetVariables unanswered, and
-    has no handler for ClearChargingProfile (the library answers a CALLERROR NotImplemented)."""
+    """A 2.0.1 station: answers GetCompositeSchedule, answers SetChargingProfile with a status
+    OCPP does not have, drops every GetVariables unanswered, and has no handler for
+    ClearChargingProfile (the library answers a CALLERROR NotImplemented)."""
 
     async def route_message(self, raw_msg: str) -> None:
         if '"GetVariables"' not in raw_msg:
@@ -61,6 +75,10 @@ class Station201(v201.ChargePoint):  # type: ignore[misc]
     @on("GetCompositeSchedule")  # type: ignore[untyped-decorator]
     def get_composite_schedule(self, **_: Any) -> Any:
         return v201.call_result.GetCompositeSchedule(status="Accepted", schedule=SCHEDULE_201)
+
+    @on("SetChargingProfile", skip_schema_validation=True)  # type: ignore[untyped-decorator]
+    def set_charging_profile(self, **_: Any) -> Any:
+        return v201.call_result.SetChargingProfile(status="Maybe")
 
 
 class Station16(v16.ChargePoint):  # type: ignore[misc]
@@ -95,12 +113,10 @@ class Events:
 
 @contextlib.asynccontextmanager
 async def csms(
-    *stations: StationAccess, tls: ssl.SSLContext | None = None, call_timeout_s: float = 5.0
+    *stations: StationAccess, tls: ssl.SSLContext | None = None, **options: Any
 ) -> AsyncIterator[tuple[CsmsServer, Events]]:
     events = Events()
-    server = CsmsServer(
-        stations, events, host=HOST, port=0, tls=tls, heartbeat_s=30, call_timeout_s=call_timeout_s
-    )
+    server = CsmsServer(stations, events, host=HOST, port=0, tls=tls, heartbeat_s=30, **options)
     await server.start()
     try:
         yield server, events
@@ -216,6 +232,20 @@ def test_201_boot_meter_values_and_calls() -> None:
                 )
             )
             assert started.id_token_info == {"status": "Accepted"}
+            await charge_point.call(
+                v201.call.StatusNotification(
+                    timestamp="2026-01-01T00:00:00Z",
+                    connector_status="Occupied",
+                    evse_id=1,
+                    connector_id=1,
+                )
+            )
+            status = await events.wait_for(events.message("CS-1", "StatusNotification"))
+            assert status.payload["connectorStatus"] == "Occupied"
+            authorized = await charge_point.call(
+                v201.call.Authorize(id_token={"id_token": "TAG-1", "type": "ISO14443"})
+            )
+            assert authorized.id_token_info == {"status": "Accepted"}
 
             session = server.session("CS-1")
             assert session is not None
@@ -226,6 +256,12 @@ def test_201_boot_meter_values_and_calls() -> None:
 
             with pytest.raises(CallErrorAnswer, match=r"CALLERROR NotImplemented"):
                 await session.call(v201.call.ClearChargingProfile(charging_profile_id=1))
+            with pytest.raises(DeviceProtocolError, match=r"SetChargingProfile not as OCPP"):
+                await session.call(
+                    v201.call.SetChargingProfile(evse_id=1, charging_profile=PROFILE)
+                )
+            with pytest.raises(ValueError, match=r"not valid OCPP ocpp2\.0\.1, not sent"):
+                await session.call(v201.call.GetCompositeSchedule(duration="soon", evse_id=1))
 
             ask = v201.call.GetVariables(
                 get_variable_data=[
@@ -280,6 +316,16 @@ def test_16_station_gets_16_and_its_transactions_answered() -> None:
                 )
             )
             await events.wait_for(events.message("CP-16", "MeterValues"))
+            stop = await charge_point.call(
+                v16.call.StopTransaction(
+                    meter_stop=1000,
+                    timestamp="2026-01-01T01:00:00Z",
+                    transaction_id=start.transaction_id,
+                    id_tag="TAG",
+                )
+            )
+            assert stop.id_tag_info == {"status": "Accepted"}
+            await events.wait_for(events.message("CP-16", "StopTransaction"))
             session = await server.wait_connected("CP-16", 1.0)
             answer = await session.call(v16.call.GetCompositeSchedule(connector_id=1, duration=60))
             assert (answer.status, answer.connector_id) == ("Accepted", 1)
@@ -392,6 +438,27 @@ def test_reconnect_replaces_the_old_session() -> None:
             assert server.session("CS-1") is None
             with pytest.raises(DeviceTimeout, match=r"CS-1 did not connect within 0\.1 s"):
                 await server.wait_connected("CS-1", 0.1)
+
+    asyncio.run(scenario())
+
+
+def test_reconnect_after_a_network_drop_is_answered_at_once() -> None:
+    """The old connection's peer is gone (it reads nothing, so never answers the close): the
+    new session is served while the old one waits out its close timeout beside it."""
+
+    async def scenario() -> None:
+        async with (
+            csms(StationAccess("CS-1"), close_timeout_s=1.0) as (server, events),
+            station(server, "CS-1") as (_, first_ws),
+        ):
+            first_ws.transport.pause_reading()
+            async with station(server, "CS-1") as (second_cp, _):
+                begun = time.monotonic()
+                assert (await boot_201(second_cp)).status == "Accepted"
+                assert time.monotonic() - begun < 0.5
+                assert isinstance(events.seen[1], StationDisconnected)
+                await events.wait_for(events.message("CS-1", "BootNotification"))
+            first_ws.transport.resume_reading()  # the network is back: it sees the close
 
     asyncio.run(scenario())
 

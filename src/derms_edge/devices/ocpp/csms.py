@@ -31,9 +31,9 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from derms_edge.aio import wait_set
+from derms_edge.devices.ocpp.answers import InfoAsDebug
 from derms_edge.devices.ocpp.session import (
     CALL_TIMEOUT_S,
-    InfoAsDebug,
     OcppVersion,
     Report,
     StationConnected,
@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 60
 """The heartbeat interval (s) a BootNotification is answered with."""
+CLOSE_TIMEOUT_S = 10.0
+"""How long a closing connection waits for the station's close frame before dropping the TCP
+connection (a replaced connection whose network is gone never answers)."""
 TOLD_MAX = 256
 """Refusals remembered as already logged; past that, further ones are not logged (a scan of
 made-up station ids must not grow memory or the log)."""
@@ -121,6 +124,7 @@ class CsmsServer:
         tls: ssl.SSLContext | None = None,
         heartbeat_s: int = HEARTBEAT_S,
         call_timeout_s: float = CALL_TIMEOUT_S,
+        close_timeout_s: float = CLOSE_TIMEOUT_S,
     ) -> None:
         self.stations = {station.station_id: station for station in stations}
         self.host = host
@@ -129,6 +133,7 @@ class CsmsServer:
         self._tls = tls
         self._heartbeat_s = heartbeat_s
         self._call_timeout_s = call_timeout_s
+        self._close_timeout_s = close_timeout_s
         self._server: Server | None = None
         self._sessions: dict[str, StationSession] = {}
         self._connected = {station_id: asyncio.Event() for station_id in self.stations}
@@ -151,6 +156,7 @@ class CsmsServer:
             process_request=self._admit,
             select_subprotocol=self._select_subprotocol,
             subprotocols=[Subprotocol(version.value) for version in OcppVersion],
+            close_timeout=self._close_timeout_s,
             logger=InfoAsDebug(logging.getLogger(f"{__name__}.websockets")),
         )
         if self.port == 0:

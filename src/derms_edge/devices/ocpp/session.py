@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,19 +22,23 @@ from typing import Any
 
 from ocpp import v16, v201  # type: ignore[import-untyped]
 from ocpp.charge_point import snake_to_camel_case  # type: ignore[import-untyped]
-from ocpp.exceptions import OCPPError  # type: ignore[import-untyped]
-from ocpp.routing import on  # type: ignore[import-untyped]
+from ocpp.exceptions import OCPPError, UnknownCallErrorCodeError  # type: ignore[import-untyped]
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from derms_edge.errors import ConnectionLost, DeviceError, DeviceException, DeviceTimeout
+from derms_edge.devices.ocpp.answers import V16, V201
+from derms_edge.errors import (
+    ConnectionLost,
+    DeviceError,
+    DeviceException,
+    DeviceProtocolError,
+    DeviceTimeout,
+)
 
 log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S = 30.0
 """How long a call waits for the station's answer, unless the caller says otherwise."""
-_LIBRARY_TIMEOUT_S = 24 * 3600.0
-"""The library's own wait for an answer: longer than any of ours, which governs."""
 
 
 class OcppVersion(StrEnum):
@@ -76,7 +81,6 @@ class StationMessage:
 
 StationEvent = StationConnected | StationDisconnected | StationMessage
 Report = Callable[[StationEvent], None]
-Tell = Callable[[str, dict[str, Any]], None]
 
 
 class CallErrorAnswer(DeviceException):
@@ -95,129 +99,14 @@ class CallErrorAnswer(DeviceException):
         self.retryable = error_code == "InternalError"
 
 
-class InfoAsDebug(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """A library's INFO (every frame, every handshake) is the gateway's DEBUG."""
-
-    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        super().log(logging.DEBUG if level == logging.INFO else level, msg, *args, **kwargs)
-
-
-_WIRE_LOG = InfoAsDebug(logging.getLogger(f"{__name__}.wire"))
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-class _V201(v201.ChargePoint):  # type: ignore[misc]
-    """OCPP 2.0.1 answers to what a station sends (K01-K08 smart charging needs these)."""
-
-    def __init__(
-        self, station_id: str, connection: ServerConnection, tell: Tell, heartbeat_s: int
-    ) -> None:
-        super().__init__(
-            station_id, connection, response_timeout=_LIBRARY_TIMEOUT_S, logger=_WIRE_LOG
-        )
-        self._tell = tell
-        self._heartbeat_s = heartbeat_s
-
-    @on("BootNotification")  # type: ignore[untyped-decorator]
-    def boot_notification(self, **payload: Any) -> Any:
-        self._tell("BootNotification", payload)
-        return v201.call_result.BootNotification(
-            current_time=_now(), interval=self._heartbeat_s, status="Accepted"
-        )
-
-    @on("Heartbeat")  # type: ignore[untyped-decorator]
-    def heartbeat(self, **payload: Any) -> Any:
-        self._tell("Heartbeat", payload)
-        return v201.call_result.Heartbeat(current_time=_now())
-
-    @on("StatusNotification")  # type: ignore[untyped-decorator]
-    def status_notification(self, **payload: Any) -> Any:
-        self._tell("StatusNotification", payload)
-        return v201.call_result.StatusNotification()
-
-    @on("MeterValues")  # type: ignore[untyped-decorator]
-    def meter_values(self, **payload: Any) -> Any:
-        self._tell("MeterValues", payload)
-        return v201.call_result.MeterValues()
-
-    @on("TransactionEvent")  # type: ignore[untyped-decorator]
-    def transaction_event(self, **payload: Any) -> Any:
-        self._tell("TransactionEvent", payload)
-        if "id_token" not in payload:
-            return v201.call_result.TransactionEvent()
-        return v201.call_result.TransactionEvent(id_token_info={"status": "Accepted"})
-
-    @on("Authorize")  # type: ignore[untyped-decorator]
-    def authorize(self, **payload: Any) -> Any:
-        self._tell("Authorize", payload)
-        return v201.call_result.Authorize(id_token_info={"status": "Accepted"})
-
-
-class _V16(v16.ChargePoint):  # type: ignore[misc]
-    """OCPP 1.6 answers to what a charge point sends."""
-
-    def __init__(
-        self,
-        station_id: str,
-        connection: ServerConnection,
-        tell: Tell,
-        heartbeat_s: int,
-        transaction_ids: Iterator[int],
-    ) -> None:
-        super().__init__(
-            station_id, connection, response_timeout=_LIBRARY_TIMEOUT_S, logger=_WIRE_LOG
-        )
-        self._tell = tell
-        self._heartbeat_s = heartbeat_s
-        self._transaction_ids = transaction_ids
-
-    @on("BootNotification")  # type: ignore[untyped-decorator]
-    def boot_notification(self, **payload: Any) -> Any:
-        self._tell("BootNotification", payload)
-        return v16.call_result.BootNotification(
-            current_time=_now(), interval=self._heartbeat_s, status="Accepted"
-        )
-
-    @on("Heartbeat")  # type: ignore[untyped-decorator]
-    def heartbeat(self, **payload: Any) -> Any:
-        self._tell("Heartbeat", payload)
-        return v16.call_result.Heartbeat(current_time=_now())
-
-    @on("StatusNotification")  # type: ignore[untyped-decorator]
-    def status_notification(self, **payload: Any) -> Any:
-        self._tell("StatusNotification", payload)
-        return v16.call_result.StatusNotification()
-
-    @on("MeterValues")  # type: ignore[untyped-decorator]
-    def meter_values(self, **payload: Any) -> Any:
-        self._tell("MeterValues", payload)
-        return v16.call_result.MeterValues()
-
-    @on("StartTransaction")  # type: ignore[untyped-decorator]
-    def start_transaction(self, **payload: Any) -> Any:
-        transaction_id = next(self._transaction_ids)
-        self._tell("StartTransaction", {**payload, "transaction_id": transaction_id})
-        return v16.call_result.StartTransaction(
-            transaction_id=transaction_id, id_tag_info={"status": "Accepted"}
-        )
-
-    @on("StopTransaction")  # type: ignore[untyped-decorator]
-    def stop_transaction(self, **payload: Any) -> Any:
-        self._tell("StopTransaction", payload)
-        if "id_tag" not in payload:
-            return v16.call_result.StopTransaction()
-        return v16.call_result.StopTransaction(id_tag_info={"status": "Accepted"})
-
-    @on("Authorize")  # type: ignore[untyped-decorator]
-    def authorize(self, **payload: Any) -> Any:
-        self._tell("Authorize", payload)
-        return v16.call_result.Authorize(id_tag_info={"status": "Accepted"})
-
-
 _CALL_MODULES = {OcppVersion.V201: v201.call.__name__, OcppVersion.V16: v16.call.__name__}
+
+
+def _cause(error: Any) -> str:
+    """What the library's schema validation found wrong, in one line (not the schema)."""
+    details = error.details
+    cause = details["cause"] if isinstance(details, dict) and "cause" in details else None
+    return str(cause or error.description).splitlines()[0]
 
 
 class StationSession:
@@ -242,9 +131,9 @@ class StationSession:
         self._ended = False
         self._handler: Any
         if version is OcppVersion.V201:
-            self._handler = _V201(station_id, connection, self._tell, heartbeat_s)
+            self._handler = V201(station_id, connection, self._tell, heartbeat_s)
         else:
-            self._handler = _V16(station_id, connection, self._tell, heartbeat_s, transaction_ids)
+            self._handler = V16(station_id, connection, self._tell, heartbeat_s, transaction_ids)
 
     def _tell(self, action: str, payload: dict[str, Any]) -> None:
         self._report(
@@ -275,7 +164,8 @@ class StationSession:
 
         Raises DeviceTimeout when no answer comes within ``timeout_s`` (the session's
         ``call_timeout_s`` by default), ConnectionLost when the connection closes first,
-        CallErrorAnswer when the station answers with a CALLERROR.
+        CallErrorAnswer when the station answers with a CALLERROR, DeviceProtocolError when
+        its answer breaks the OCPP schema; ValueError (ours, not sent) when ``request`` does.
         """
         action = type(request).__name__
         if type(request).__module__ != _CALL_MODULES[self.version]:
@@ -284,7 +174,10 @@ class StationSession:
                 f"{_CALL_MODULES[self.version]} object, not {type(request).__module__}"
             )
         wait_s = self.call_timeout_s if timeout_s is None else timeout_s
-        answer = asyncio.create_task(self._handler.call(request, suppress=False))
+        unique_id = str(uuid.uuid4())
+        answer = asyncio.create_task(
+            self._handler.call(request, suppress=False, unique_id=unique_id)
+        )
         closed = asyncio.create_task(self.connection.wait_closed())
         try:
             await asyncio.wait(
@@ -295,6 +188,7 @@ class StationSession:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        call_error = self._handler.answered.pop(unique_id, None)
         if not answer.done() or answer.cancelled():
             if closed.done() and not closed.cancelled():
                 raise ConnectionLost(f"station {self.station_id} disconnected during {action}")
@@ -302,13 +196,23 @@ class StationSession:
         error = answer.exception()
         if error is None:
             return answer.result()
-        if isinstance(error, OCPPError):
-            raise CallErrorAnswer(
-                self.station_id, action, str(error.code), str(error.description)
-            ) from error
         if isinstance(error, ConnectionClosed):
             raise ConnectionLost(
                 f"station {self.station_id} disconnected during {action}"
+            ) from error
+        if call_error and isinstance(error, OCPPError | UnknownCallErrorCodeError):
+            code = str(getattr(error, "code", "unknown to OCPP"))
+            description = str(getattr(error, "description", error))
+            raise CallErrorAnswer(self.station_id, action, code, description) from error
+        if call_error is False and isinstance(error, OCPPError):
+            raise DeviceProtocolError(
+                f"station {self.station_id} answered {action} not as OCPP "
+                f"{self.version} says: {_cause(error)}"
+            ) from error
+        if isinstance(error, OCPPError):
+            raise ValueError(
+                f"{action} for station {self.station_id} is not valid OCPP {self.version}, "
+                f"not sent: {_cause(error)}"
             ) from error
         raise error
 
