@@ -206,7 +206,7 @@ class CsmsServer:
             self._once(
                 station_id,
                 "unknown",
-                "CSMS: refused station %r from %s: not a configured station (ocpp stations); "
+                "CSMS: refused station %r from %s: not one of the configured station ids; "
                 "further attempts are refused silently",
                 station_id,
                 connection.remote_address,

@@ -1,18 +1,18 @@
 """One connected charging station, seen from the CSMS: its calls out and its messages in.
 
 The `ocpp` library's central-system side does the framing, the schema validation and the
-one-call-at-a-time rule; a version-specific handler class under each session answers what the
-station sends, as OCPP 2.0.1 or 1.6 requires, and hands every inbound message on as a
-`StationMessage` (the payload as on the wire, camelCase). Above the session nothing knows the
-library: `StationSession.call` sends a request object and returns the answer, or raises the
-gateway's errors (`DeviceTimeout`, `ConnectionLost`, `CallErrorAnswer`).
+one-call-at-a-time rule; a version-specific handler class under each session (answers.py)
+answers what the station sends, as OCPP 2.0.1 or 1.6 requires, and the session hands every
+inbound message on as a `StationMessage` (the payload with the standard's camelCase names).
+`StationSession.call` sends a request object (built by the caller from ``ocpp.v201.call`` or
+``ocpp.v16.call``) and returns the library's answer object, or raises the gateway's errors
+(`DeviceTimeout`, `ConnectionLost`, `CallErrorAnswer`, `DeviceProtocolError`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -34,8 +34,6 @@ from derms_edge.errors import (
     DeviceProtocolError,
     DeviceTimeout,
 )
-
-log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S = 30.0
 """How long a call waits for the station's answer, unless the caller says otherwise."""
