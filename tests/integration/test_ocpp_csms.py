@@ -274,7 +274,7 @@ def test_201_boot_meter_values_and_calls() -> None:
             begun = time.monotonic()
             with pytest.raises(DeviceTimeout, match="CS-1 did not answer GetVariables"):
                 await session.call(ask)
-            assert time.monotonic() - begun < 1.0
+            assert time.monotonic() - begun < 2.0
             again = await session.call(v201.call.GetCompositeSchedule(duration=60, evse_id=1))
             assert again.status == "Accepted"  # the session is free again after a timeout
 
@@ -448,14 +448,14 @@ def test_reconnect_after_a_network_drop_is_answered_at_once() -> None:
 
     async def scenario() -> None:
         async with (
-            csms(StationAccess("CS-1"), close_timeout_s=1.0) as (server, events),
+            csms(StationAccess("CS-1"), close_timeout_s=3.0) as (server, events),
             station(server, "CS-1") as (_, first_ws),
         ):
             first_ws.transport.pause_reading()
             async with station(server, "CS-1") as (second_cp, _):
                 begun = time.monotonic()
                 assert (await boot_201(second_cp)).status == "Accepted"
-                assert time.monotonic() - begun < 0.5
+                assert time.monotonic() - begun < 2.0  # not the 3 s close timeout
                 assert isinstance(events.seen[1], StationDisconnected)
                 await events.wait_for(events.message("CS-1", "BootNotification"))
             first_ws.transport.resume_reading()  # the network is back: it sees the close
