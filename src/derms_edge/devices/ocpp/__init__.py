@@ -1,4 +1,8 @@
-"""OCPP charging stations (2.0.1 and 1.6J), the pure part: charging profiles from the
-gateway's limits (profiles), station reports into readings (meter), and what a station
-says about itself into a Capability (capability). No I/O: the CSMS session sends what
-these build and hands back what the station answers."""
+"""OCPP charging stations (2.0.1 and 1.6J), with the gateway as their CSMS.
+
+The pure part: charging profiles from the gateway's limits (profiles), station reports
+into readings (meter), and what a station says about itself into a Capability
+(capability). The I/O part: the websocket server that accepts the stations (csms), one
+session per station (session) and the answers to what stations send (answers). The session
+sends what the pure part builds and hands back what the station answers. Not yet wired
+into the daemon: no configuration section or device driver uses them (issue 16)."""
