@@ -1,0 +1,168 @@
+"""End to end over OCPP: the real daemon is the CSMS of the rig's two charging stations (a
+2.0.1 one that takes station-wide profiles, a 1.6J one that refuses them), publishes their
+EVSEs' telemetry on a real Mosquitto and turns DSO limits into charging profiles that the
+stations' simulated cars obey."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hil.devices.evse import EvseState
+from hil.rig import RigThread
+from hil.spec import RigSpec
+from tests.support import waiting
+from tests.support.dso import DsoClient
+from tests.support.gateway import start_connected, write_config
+from tests.support.mqtt_probe import MqttProbe
+from tests.support.servers import Mosquitto, Process, free_port
+from tests.support.waiting import eventually
+
+ROOT = "derms/v1/ocpp-site"
+V = 230.0
+
+
+@pytest.fixture(scope="module")
+def csms_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def rig(csms_port: int) -> Iterator[RigThread]:
+    url = f"ws://127.0.0.1:{csms_port}/ocpp"
+    common = {
+        "type": "ocpp_evse",
+        "csms_url": url,
+        "meter_interval_s": 0.5,
+        "reconnect_min_s": 0.2,
+        "reconnect_max_s": 0.5,
+        "tau_s": 0.2,
+    }
+    spec = RigSpec.model_validate(
+        {
+            "tick_s": 0.1,
+            "devices": [
+                {**common, "id": "ev1", "version": "2.0.1", "station_id": "CP-0042", "max_a": 16},
+                {
+                    **common,
+                    "id": "ev2",
+                    "version": "1.6",
+                    "station_id": "CP-0043",
+                    "max_a": 32,
+                    "phases": 1,
+                    "reject_station_wide_profiles": True,
+                },
+            ],
+        }
+    )
+    with RigThread(spec) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def probe(broker: Mosquitto) -> Iterator[MqttProbe]:
+    listener = MqttProbe(
+        broker.port, f"{ROOT}/responses", f"{ROOT}/capability/+", f"{ROOT}/telemetry/+"
+    )
+    yield listener
+    listener.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    rig: RigThread, broker: Mosquitto, workdir: Path, probe: MqttProbe, csms_port: int
+) -> Iterator[Process]:
+    def device(device_id: str, station_id: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "id": device_id,
+            "kind": "evse",
+            "protocol": "ocpp",
+            "station_id": station_id,
+            "evse": 1,
+            "poll_interval_s": 0.5,
+            "backoff_max_s": 1,
+            **extra,
+        }
+
+    config = write_config(
+        workdir / "ocpp.yaml",
+        gateway={"id": "ocpp-site", "state_dir": str(workdir / "state")},
+        mqtt={"port": broker.port},
+        ocpp={"listen": f"127.0.0.1:{csms_port}", "heartbeat_interval_s": 10},
+        devices=[device("ev1", "CP-0042"), device("ev2", "CP-0043", ocpp_version="1.6")],
+        telemetry={"interval_s": 0.5},
+        control={"interval_s": 0.5, "revert_s": 0},
+    )
+    process = start_connected(config, workdir / "ocpp.log", probe, ROOT, ("ev1", "ev2"))
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def dso(broker: Mosquitto, gateway: Process) -> Iterator[DsoClient]:
+    client = DsoClient(broker.port, ROOT)
+    yield client
+    client.close()
+
+
+def charger(rig: RigThread, device_id: str) -> EvseState:
+    state: EvseState = rig.snapshot(device_id)  # type: ignore[assignment]
+    return state
+
+
+def telemetry(probe: MqttProbe, device_id: str, after: float) -> Any:
+    return probe.wait_for(
+        lambda m: (
+            m.topic == f"{ROOT}/telemetry/{device_id}"
+            and m.json()["quality"] == "ok"
+            and m.json()["w"] is not None
+        ),  # the first MeterValues comes a moment after the boot
+        after=after,
+    ).json()
+
+
+def test_the_stations_telemetry_arrives_with_the_simulated_figures(
+    rig: RigThread, probe: MqttProbe, gateway: Process
+) -> None:
+    message = telemetry(probe, "ev1", time.monotonic())
+    truth = charger(rig, "ev1")
+    assert message["w"] == pytest.approx(truth.w, rel=0.03)  # charging: negative
+    assert message["w"] < -10000  # 16 A on 3 phases
+    assert message["a"] == pytest.approx(3 * truth.a, rel=0.03)
+    assert message["v"] == pytest.approx(V, abs=0.5)
+    assert message["state"] == "charging"
+    one_phase = telemetry(probe, "ev2", time.monotonic())
+    assert one_phase["w"] == pytest.approx(-32 * V, rel=0.03)
+    capability = probe.wait_for(lambda m: m.topic == f"{ROOT}/capability/ev1").json()
+    assert capability["manufacturer"] == "derms-edge"
+    assert capability["phases"] == 3
+
+
+def test_a_dso_power_cap_becomes_a_station_wide_profile_the_car_obeys(
+    dso: DsoClient, probe: MqttProbe, rig: RigThread
+) -> None:
+    # 4200 W / (3 x 230 V) = 6.09 A: 6.0 A keeps the cap
+    dso.event("cap-4k2", {"evse_max_w": 4200}, devices=["ev1"], duration_s=5)
+    waiting.response(probe, ROOT, "cap-4k2", "started")
+    assert charger(rig, "ev1").limit_a == 6.0  # the station's composite, in force at started
+    eventually(lambda: abs(charger(rig, "ev1").a - 6.0) < 0.05, what="the car draws 6 A")
+    assert -charger(rig, "ev1").w <= 4200
+    waiting.response(probe, ROOT, "cap-4k2", "completed")
+    # released: the profile is cleared and the car takes the station's 16 A again
+    eventually(lambda: abs(charger(rig, "ev1").a - 16.0) < 0.2, what="the car draws 16 A")
+
+
+def test_a_station_that_refuses_station_wide_profiles_is_limited_by_tx_default(
+    dso: DsoClient, probe: MqttProbe, rig: RigThread, workdir: Path
+) -> None:
+    dso.event("ev2-10a", {"evse_max_a": 10}, devices=["ev2"], duration_s=30)
+    waiting.response(probe, ROOT, "ev2-10a", "started")
+    eventually(lambda: abs(charger(rig, "ev2").a - 10.0) < 0.2, what="the car draws 10 A")
+    log = (workdir / "ocpp.log").read_text()
+    assert "falling back to a TxDefaultProfile" in log
+    dso.cancel("ev2-10a")
+    eventually(lambda: abs(charger(rig, "ev2").a - 32.0) < 0.3, what="the car draws 32 A")
