@@ -166,3 +166,19 @@ def test_a_station_that_refuses_station_wide_profiles_is_limited_by_tx_default(
     assert "falling back to a TxDefaultProfile" in log
     dso.cancel("ev2-10a")
     eventually(lambda: abs(charger(rig, "ev2").a - 32.0) < 0.3, what="the car draws 32 A")
+
+
+def test_a_rebooted_station_gets_its_limit_again(
+    dso: DsoClient, probe: MqttProbe, rig: RigThread
+) -> None:
+    dso.event("ev1-8a", {"evse_max_a": 8}, devices=["ev1"], duration_s=60)
+    waiting.response(probe, ROOT, "ev1-8a", "started")
+    assert charger(rig, "ev1").limit_a == 8.0
+    boots = rig.call(lambda r: len(r.ocpp_client("ev1").boots))
+    rig.call_async(lambda r: r.reboot_station("ev1"))
+    assert charger(rig, "ev1").limit_a == 16.0  # the reboot forgot the profile
+    eventually(lambda: rig.call(lambda r: len(r.ocpp_client("ev1").boots)) > boots)
+    eventually(lambda: charger(rig, "ev1").limit_a == 8.0, what="the profile re-installed")
+    eventually(lambda: abs(charger(rig, "ev1").a - 8.0) < 0.05, what="the car draws 8 A")
+    dso.cancel("ev1-8a")
+    eventually(lambda: charger(rig, "ev1").limit_a == 16.0, what="released")
