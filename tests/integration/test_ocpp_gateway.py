@@ -5,6 +5,7 @@ stations' simulated cars obey."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,8 @@ from tests.support.waiting import eventually
 
 ROOT = "derms/v1/ocpp-site"
 V = 230.0
+VALID_S = 10
+"""The profiles' fail-safe validity: short, so the tests see a refresh and an expiry."""
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +95,11 @@ def gateway(
         workdir / "ocpp.yaml",
         gateway={"id": "ocpp-site", "state_dir": str(workdir / "state")},
         mqtt={"port": broker.port},
-        ocpp={"listen": f"127.0.0.1:{csms_port}", "heartbeat_interval_s": 10},
+        ocpp={
+            "listen": f"127.0.0.1:{csms_port}",
+            "heartbeat_interval_s": 10,
+            "profile_valid_s": VALID_S,
+        },
         devices=[device("ev1", "CP-0042"), device("ev2", "CP-0043", ocpp_version="1.6")],
         telemetry={"interval_s": 0.5},
         control={"interval_s": 0.5, "revert_s": 0},
@@ -182,3 +189,21 @@ def test_a_rebooted_station_gets_its_limit_again(
     eventually(lambda: abs(charger(rig, "ev1").a - 8.0) < 0.05, what="the car draws 8 A")
     dso.cancel("ev1-8a")
     eventually(lambda: charger(rig, "ev1").limit_a == 16.0, what="released")
+
+
+def test_the_profile_is_refreshed_and_lapses_after_a_kill_9(
+    dso: DsoClient, probe: MqttProbe, rig: RigThread, gateway: Process
+) -> None:
+    """Last in the module: it kills the gateway."""
+    dso.event("ev1-7a", {"evse_max_a": 7}, devices=["ev1"], duration_s=120)
+    waiting.response(probe, ROOT, "ev1-7a", "started")
+    held_since = time.monotonic()
+    # the gateway re-issues the profile halfway to its validTo: it outlives its first validity
+    while time.monotonic() - held_since < VALID_S + 1:
+        assert charger(rig, "ev1").limit_a == 7.0
+        time.sleep(0.5)
+    gateway.signal(signal.SIGKILL)
+    killed = time.monotonic()
+    assert charger(rig, "ev1").limit_a == 7.0  # held by the station alone
+    eventually(lambda: charger(rig, "ev1").limit_a == 16.0, VALID_S + 3, "the profile expires")
+    assert time.monotonic() - killed <= VALID_S + 1

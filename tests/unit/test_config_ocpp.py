@@ -47,7 +47,7 @@ def test_ocpp_settings_are_checked_and_named() -> None:
     assert problems(config(EV, ocpp={"listen": "9000"})) == [
         "ocpp: listen '9000' is not host:port (port 1..65535)"
     ]
-    assert problems(config(EV, ocpp={"profile_valid_s": 10}))[0].startswith("ocpp.profile_valid_s:")
+    assert problems(config(EV, ocpp={"profile_valid_s": 5}))[0].startswith("ocpp.profile_valid_s:")
     assert problems(config({**EV, "kind": "battery"}, ocpp={})) == [
         "devices[0]: an OCPP device is kind: evse (this one is kind: battery)"
     ]

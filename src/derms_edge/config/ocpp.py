@@ -34,7 +34,7 @@ class OcppSection(Strict):
     tls: OcppTls | None = None
     heartbeat_interval_s: int = Field(60, ge=10, le=86400)
     """The heartbeat interval a BootNotification is answered with."""
-    profile_valid_s: int = Field(900, ge=60, le=86400)
+    profile_valid_s: int = Field(900, ge=10, le=86400)
     """Fail-safe: a charging profile the gateway installs expires this long after it was
     last refreshed (the gateway refreshes it halfway), so a dead gateway's limit lapses."""
 

@@ -59,6 +59,9 @@ def build_coordinator(
             raise ValueError(f"{device.id}: an OCPP device needs the gateway's CSMS (Wiring.ocpp)")
         # take over: a profile a stopped gateway installed holds until its validTo
         driver = OcppDriver(device, wiring.ocpp)
+        # refreshed halfway to its validTo: looked at four times per validity at least
+        quarter_s = wiring.ocpp.section.profile_valid_s / 4
+        keepalive_s = quarter_s if keepalive_s is None else min(keepalive_s, quarter_s)
         return _coordinator(device, driver, wiring, keepalive_s, take_over=True)
     if device.serial is not None:
         link = links.serial(device.serial, device.timeout_s)
