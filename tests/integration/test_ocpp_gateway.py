@@ -100,11 +100,16 @@ def gateway(
             "heartbeat_interval_s": 10,
             "profile_valid_s": VALID_S,
         },
-        devices=[device("ev1", "CP-0042"), device("ev2", "CP-0043", ocpp_version="1.6")],
+        devices=[
+            device("ev1", "CP-0042"),
+            device("ev2", "CP-0043", ocpp_version="1.6"),
+            # a connector the station does not have: it refuses every profile there
+            device("ev3", "CP-0043", ocpp_version="1.6", evse=2),
+        ],
         telemetry={"interval_s": 0.5},
         control={"interval_s": 0.5, "revert_s": 0},
     )
-    process = start_connected(config, workdir / "ocpp.log", probe, ROOT, ("ev1", "ev2"))
+    process = start_connected(config, workdir / "ocpp.log", probe, ROOT, ("ev1", "ev2", "ev3"))
     yield process
     process.stop()
 
@@ -173,6 +178,16 @@ def test_a_station_that_refuses_station_wide_profiles_is_limited_by_tx_default(
     assert "falling back to a TxDefaultProfile" in log
     dso.cancel("ev2-10a")
     eventually(lambda: abs(charger(rig, "ev2").a - 32.0) < 0.3, what="the car draws 32 A")
+
+
+def test_a_limit_the_station_refuses_aborts_the_event_with_its_status(
+    dso: DsoClient, probe: MqttProbe
+) -> None:
+    dso.event("ev3-10a", {"evse_max_a": 10}, devices=["ev3"], duration_s=30)
+    aborted = waiting.response(probe, ROOT, "ev3-10a", "aborted")
+    assert aborted["reason"] == "device_refused"
+    assert "SetChargingProfile tx_default evse 2" in aborted["detail"]
+    assert "station answered Rejected" in aborted["detail"]
 
 
 def test_a_rebooted_station_gets_its_limit_again(
