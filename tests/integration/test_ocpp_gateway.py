@@ -152,6 +152,7 @@ def test_the_stations_telemetry_arrives_with_the_simulated_figures(
     capability = probe.wait_for(lambda m: m.topic == f"{ROOT}/capability/ev1").json()
     assert capability["manufacturer"] == "derms-edge"
     assert capability["phases"] == 3
+    assert capability["max_a"] == 16  # the station's EVSE.Power MaxSet over 3 x 230 V
 
 
 def test_a_dso_power_cap_becomes_a_station_wide_profile_the_car_obeys(
@@ -166,6 +167,16 @@ def test_a_dso_power_cap_becomes_a_station_wide_profile_the_car_obeys(
     waiting.response(probe, ROOT, "cap-4k2", "completed")
     # released: the profile is cleared and the car takes the station's 16 A again
     eventually(lambda: abs(charger(rig, "ev1").a - 16.0) < 0.2, what="the car draws 16 A")
+
+
+def test_a_curtailment_in_percent_is_a_share_of_the_stations_max_a(
+    dso: DsoClient, probe: MqttProbe, rig: RigThread
+) -> None:
+    dso.event("ev1-half", {"max_w_pct": 50}, devices=["ev1"], duration_s=30)
+    waiting.response(probe, ROOT, "ev1-half", "started")
+    assert charger(rig, "ev1").limit_a == 8.0  # 50 % of 16 A
+    dso.cancel("ev1-half")
+    eventually(lambda: charger(rig, "ev1").limit_a == 16.0, what="released")
 
 
 def test_a_station_that_refuses_station_wide_profiles_is_limited_by_tx_default(
