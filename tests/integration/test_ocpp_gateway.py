@@ -6,6 +6,9 @@ stations' simulated cars obey."""
 from __future__ import annotations
 
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -233,3 +236,21 @@ def test_the_profile_is_refreshed_and_lapses_after_a_kill_9(
     assert charger(rig, "ev1").limit_a == 7.0  # held by the station alone
     eventually(lambda: charger(rig, "ev1").limit_a == 16.0, VALID_S + 3, "the profile expires")
     assert time.monotonic() - killed <= VALID_S + 1
+
+
+def test_a_taken_listen_address_is_named_and_the_daemon_exits_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(
+            tmp_path / "taken.yaml",
+            gateway={"id": "taken", "state_dir": str(tmp_path / "state")},
+            ocpp={"listen": f"127.0.0.1:{port}"},
+            devices=[{"id": "ev1", "kind": "evse", "protocol": "ocpp", "station_id": "CP-1"}],
+        )
+        run = [sys.executable, "-m", "derms_edge.cli", "run", str(config)]
+        done = subprocess.run(run, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2
+    assert f"ocpp.listen: cannot listen on 127.0.0.1:{port}: " in done.stderr
+    assert "Traceback" not in done.stderr

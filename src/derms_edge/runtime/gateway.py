@@ -286,6 +286,8 @@ class Gateway:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then say goodbye on MQTT and close every device."""
+        if self.ocpp is not None:  # first: a listen address taken is a ConfigError
+            await self.ocpp.start()
         loop = asyncio.get_running_loop()  # rows fsynced in the outbox's thread: send them
         self.outbox.on_durable(lambda: loop.call_soon_threadsafe(self.forwarder.wake))
         self.mqtt.start()
@@ -297,8 +299,6 @@ class Gateway:
             self.topics.root,
         )
         try:
-            if self.ocpp is not None:
-                await self.ocpp.start()
             async with asyncio.TaskGroup() as group:
                 for device_id, coordinator in self.coordinators.items():
                     name = f"device:{device_id}"

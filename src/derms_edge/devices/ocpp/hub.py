@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from derms_edge.config import OcppDevice, OcppSection
 from derms_edge.devices.ocpp.csms import CsmsServer, StationAccess, server_context
 from derms_edge.devices.ocpp.session import OcppVersion, StationEvent
+from derms_edge.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,14 @@ class OcppHub:
                 )
 
     async def start(self) -> None:
-        """Listen for the stations; OSError when the address is taken."""
-        await self.server.start()
+        """Listen for the stations; ConfigError naming ``ocpp.listen`` when the address is
+        taken or not this machine's."""
+        try:
+            await self.server.start()
+        except OSError as error:
+            raise ConfigError(
+                [f"ocpp.listen: cannot listen on {self.section.listen}: {error.strerror or error}"]
+            ) from error
 
     async def close(self) -> None:
         """Close every station's connection and stop listening."""
