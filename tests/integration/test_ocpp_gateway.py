@@ -105,7 +105,7 @@ def gateway(
         },
         devices=[
             device("ev1", "CP-0042"),
-            device("ev2", "CP-0043", ocpp_version="1.6"),
+            device("ev2", "CP-0043", ocpp_version="1.6", phases=1),
             # a connector the station does not have: it refuses every profile there
             device("ev3", "CP-0043", ocpp_version="1.6", evse=2),
         ],
@@ -152,6 +152,8 @@ def test_the_stations_telemetry_arrives_with_the_simulated_figures(
     assert message["state"] == "charging"
     one_phase = telemetry(probe, "ev2", time.monotonic())
     assert one_phase["w"] == pytest.approx(-32 * V, rel=0.03)
+    ev2 = probe.wait_for(lambda m: m.topic == f"{ROOT}/capability/ev2").json()
+    assert (ev2["phases"], ev2["manufacturer"]) == (1, "derms-edge")  # configured; 1.6 boot
     capability = probe.wait_for(lambda m: m.topic == f"{ROOT}/capability/ev1").json()
     assert capability["manufacturer"] == "derms-edge"
     assert capability["phases"] == 3

@@ -67,6 +67,9 @@ class OcppDevice(DeviceSection):
     password_file: Path | None = None
     """The station's HTTP Basic password (its first line; the username is the station id),
     security profiles 1 and 2: a secret, readable by its owner and group only."""
+    phases: Literal[1, 3] | None = None
+    """The phases the EVSE is wired to (default: what the station says, else 3); 1.6 stations
+    do not say, and a power cap becomes a current per phase by it."""
     max_a: float | None = Field(None, ge=MIN_EVSE_A, le=MAX_EVSE_A)
     """The EVSE's highest current, A per phase (default: what the station says, if it does)."""
     timeout_s: float = Field(10.0, gt=0, le=60)

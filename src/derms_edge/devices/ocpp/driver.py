@@ -137,6 +137,8 @@ class OcppDriver:
             )
         plate = cap.nameplate(self._version, self._boot)
         charging, rated_w = await self._smart_charging(session)
+        if device.phases is not None:
+            charging = replace(charging, phases=device.phases)
         self._charging = replace(charging, station_max_rejected=self._charging.station_max_rejected)
         self._heard = self._clock()
         self._capability = cap.evse_capability(
