@@ -223,9 +223,22 @@ class OcppDriver:
         except ValueError as error:
             raise ControlRefused(self._name, "SetChargingProfile", str(error)) from error
 
+    async def _ask(self, session: StationSession, request: object, point: str) -> Any:
+        """One call for a control: a CALLERROR (NotSupported, PropertyConstraintViolation...)
+        is the station refusing it, tried again later only when it is an InternalError."""
+        try:
+            return await session.call(request)
+        except CallErrorAnswer as error:
+            raise ControlRefused(
+                self._name, point, str(error), retryable=error.retryable
+            ) from error
+        except ValueError as error:  # ours, not sent: the request breaks the schema
+            raise ControlRefused(self._name, point, str(error)) from error
+
     async def _install(self, session: StationSession, limit: Limit) -> None:
         plan = self._planned(limit)
-        answer = read_answer(await session.call(set_request(plan, self._version)))
+        set_profile = set_request(plan, self._version)
+        answer = read_answer(await self._ask(session, set_profile, self._point(plan)))
         if not answer.accepted:
             station = fallback(self._charging, plan, answer)
             if station is None:
@@ -238,11 +251,13 @@ class OcppDriver:
             )
             self._charging = station
             plan = self._planned(limit)
-            answer = read_answer(await session.call(set_request(plan, self._version)))
+            set_profile = set_request(plan, self._version)
+            answer = read_answer(await self._ask(session, set_profile, self._point(plan)))
             if not answer.accepted:
                 raise ControlRefused(self._name, self._point(plan), answer.detail or "refused")
         request = composite_request(self._device.evse, plan.unit, self._version)
-        in_force = limit_in_force(await session.call(request), self._version)
+        composite = await self._ask(session, request, "GetCompositeSchedule")
+        in_force = limit_in_force(composite, self._version)
         if not confirms(plan, in_force):
             shown = "no limit" if in_force is None else f"{in_force.value:g} {in_force.unit}"
             raise ControlRefused(
@@ -255,7 +270,7 @@ class OcppDriver:
     async def _clear(self, session: StationSession) -> None:
         purpose = Purpose.TX_DEFAULT if self._charging.station_max_rejected else Purpose.STATION_MAX
         request = clear_request(purpose, self._device.evse, self._version)
-        answer = await session.call(request)
+        answer = await self._ask(session, request, f"ClearChargingProfile {purpose.value}")
         # Unknown: no such profile (never installed, or expired): released all the same
         if getattr(answer, "status", None) not in ("Accepted", "Unknown"):
             raise ControlRefused(
@@ -266,8 +281,14 @@ class OcppDriver:
         self._plan, self._limit = None, None
 
     async def keepalive(self) -> None:
-        """Re-issue the profile in force once it is halfway to its validTo."""
+        """Re-issue the profile in force once it is halfway to its validTo. A station that
+        now refuses it is a changed device: discovered and written again (the refusal is
+        then reported as a write's)."""
         if self._plan is None or self._limit is None:
             return
         if datetime.now(UTC) >= self._plan.refresh_at():
-            await self._install(self._live(), self._limit)
+            try:
+                await self._install(self._live(), self._limit)
+            except ControlRefused as refusal:
+                self._plan = None
+                raise DeviceChanged(f"the refresh of the profile was refused: {refusal}") from None
