@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from derms_edge.cli.check_config import summary
 from derms_edge.config import OcppDevice, parse_config
 from derms_edge.config.secrets import secret_files
+from derms_edge.diagnostics.devices import devices
+from derms_edge.diagnostics.result import Mark
 from derms_edge.errors import ConfigError
 
 EV = {"id": "ev1", "kind": "evse", "protocol": "ocpp", "station_id": "CP-0042"}
@@ -79,3 +83,11 @@ def test_the_station_password_and_the_tls_key_are_secret_files(tmp_path: Path) -
         "devices[0].password_file": tmp_path / "cp.pw",
         "ocpp.tls.key_file": tmp_path / "k.pem",
     }
+
+
+def test_doctor_does_not_dial_a_station_and_check_config_shows_it() -> None:
+    parsed = parse_config(config(EV, ocpp={}))
+    (check,) = asyncio.run(devices(parsed))
+    assert check.mark is Mark.WARN  # not a failure: the station connects to the gateway
+    assert check.title.startswith("device ev1 (OCPP station CP-0042 evse 1) not asked")
+    assert "OCPP station CP-0042 evse 1" in summary(parsed)
