@@ -62,6 +62,14 @@ def rig(csms_port: int) -> Iterator[RigThread]:
                     "phases": 1,
                     "reject_station_wide_profiles": True,
                 },
+                {
+                    **common,
+                    "id": "ev4",
+                    "version": "2.0.1",
+                    "station_id": "CP-0044",
+                    "max_a": 16,
+                    "reject_station_wide_profiles": True,
+                },
             ],
         }
     )
@@ -108,11 +116,14 @@ def gateway(
             device("ev2", "CP-0043", ocpp_version="1.6", phases=1),
             # a connector the station does not have: it refuses every profile there
             device("ev3", "CP-0043", ocpp_version="1.6", evse=2),
+            device("ev4", "CP-0044"),
         ],
         telemetry={"interval_s": 0.5},
         control={"interval_s": 0.5, "revert_s": 0},
     )
-    process = start_connected(config, workdir / "ocpp.log", probe, ROOT, ("ev1", "ev2", "ev3"))
+    process = start_connected(
+        config, workdir / "ocpp.log", probe, ROOT, ("ev1", "ev2", "ev3", "ev4")
+    )
     yield process
     process.stop()
 
@@ -194,6 +205,16 @@ def test_a_station_that_refuses_station_wide_profiles_is_limited_by_tx_default(
     assert "falling back to a TxDefaultProfile" in log
     dso.cancel("ev2-10a")
     eventually(lambda: abs(charger(rig, "ev2").a - 32.0) < 0.3, what="the car draws 32 A")
+
+
+def test_a_2_0_1_station_that_refuses_station_wide_profiles_too(
+    dso: DsoClient, probe: MqttProbe, rig: RigThread
+) -> None:
+    dso.event("ev4-9a", {"evse_max_a": 9}, devices=["ev4"], duration_s=30)
+    waiting.response(probe, ROOT, "ev4-9a", "started")
+    assert charger(rig, "ev4").limit_a == 9.0  # held by the TxDefaultProfile on EVSE 1
+    dso.cancel("ev4-9a")
+    eventually(lambda: charger(rig, "ev4").limit_a == 16.0, what="released")
 
 
 def test_a_limit_the_station_refuses_aborts_the_event_with_its_status(
