@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 from derms_edge.cli.common import EXIT_INVALID, EXIT_OK, load
-from derms_edge.config import Config, OpcUaDevice
+from derms_edge.config import Config, ModbusDevice
 from derms_edge.config.dso_models import PRESETS, party
 from derms_edge.config.secrets import SERVICE_GROUP, inline_secrets, unreadable_secrets
 
@@ -46,9 +46,9 @@ def summary(config: Config) -> str:
     ]
     for device in config.devices:
         where = (
-            device.link
-            if isinstance(device, OpcUaDevice)
-            else f"{device.link} unit {device.unit_id}"
+            f"{device.link} unit {device.unit_id}"
+            if isinstance(device, ModbusDevice)
+            else device.link
         )
         lines.append(
             f"  {device.id:<16} {device.kind:<9} {device.protocol:<8} "

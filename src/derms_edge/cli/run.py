@@ -10,6 +10,7 @@ from pathlib import Path
 
 from derms_edge.cli.common import EXIT_INVALID, EXIT_OK, add_mqtt_port, load_with_mqtt_port
 from derms_edge.config.secrets import unreadable_secrets
+from derms_edge.errors import ConfigError
 
 
 def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,5 +46,11 @@ def main(args: argparse.Namespace) -> int:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
     from derms_edge.runtime.gateway import serve
 
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except ConfigError as error:  # found at start: a listen address taken
+        print(f"{args.config}: {len(error.problems)} problem(s):", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_INVALID
     return EXIT_OK

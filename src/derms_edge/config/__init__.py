@@ -3,7 +3,8 @@
 `load_config` reads a file; every problem comes back as one line naming where it is
 (``devices[1].port``) and what would be right. The sections live in their own modules:
 `sections` (gateway, broker, control, telemetry), `device` (what every device has),
-`modbus` (SunSpec and register-profile devices), `opcua` (OPC UA devices and node ids).
+`modbus` (SunSpec and register-profile devices), `opcua` (OPC UA devices and node ids),
+`ocpp` (the CSMS and the OCPP charging stations).
 """
 
 from derms_edge.config.device import DeviceSection, StorageSettings
@@ -21,6 +22,7 @@ from derms_edge.config.modbus import (
     SunSpecDevice,
 )
 from derms_edge.config.nodeid import NodeRef, parse_node_id
+from derms_edge.config.ocpp import OcppDevice, OcppSection, OcppTls
 from derms_edge.config.opcua import (
     POINT_UNITS,
     SI_UNITS,
@@ -63,6 +65,9 @@ __all__ = [
     "MqttTls",
     "NodePoint",
     "NodeRef",
+    "OcppDevice",
+    "OcppSection",
+    "OcppTls",
     "OpcUaDevice",
     "OpcUaPointName",
     "OpcUaSecurity",

@@ -11,6 +11,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from derms_edge.config.modbus import ProfileDevice, SunSpecDevice
+from derms_edge.config.ocpp import OcppDevice, OcppSection
 from derms_edge.config.opcua import OpcUaDevice
 from derms_edge.config.sections import (
     ControlSection,
@@ -24,7 +25,7 @@ from derms_edge.errors import ConfigError
 from derms_edge.model import DeviceKind
 from derms_edge.schema import Strict, problems
 
-AnyDevice = SunSpecDevice | ProfileDevice | OpcUaDevice
+AnyDevice = SunSpecDevice | ProfileDevice | OpcUaDevice | OcppDevice
 """Any device entry."""
 Device = Annotated[AnyDevice, Field(discriminator="protocol")]
 """A device entry as the file gives it: which one, by its ``protocol``."""
@@ -40,6 +41,8 @@ class Config(Strict):
     control: ControlSection = ControlSection()
     homeassistant: HomeAssistantSection | None = None
     """Home Assistant MQTT discovery; None (absent): off."""
+    ocpp: OcppSection | None = None
+    """The CSMS the OCPP charging stations connect to; required by protocol: ocpp devices."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
@@ -54,8 +57,8 @@ class Config(Strict):
             seen[device.id] = index
         links: dict[tuple[str, int], str] = {}
         for device in self.devices:
-            if isinstance(device, OpcUaDevice):
-                continue  # one OPC UA server may well hold several devices
+            if isinstance(device, OpcUaDevice | OcppDevice):
+                continue  # one OPC UA server (or charging station) may well hold several
             key = (device.connection, device.unit_id)
             if key in links:
                 raise ValueError(
@@ -63,6 +66,7 @@ class Config(Strict):
                     f"unit {device.unit_id}"
                 )
             links[key] = device.id
+        self._ocpp_stations()
         self._default_backoffs()
         if self.homeassistant is not None:
             self._distinct_discovery_names()
@@ -94,6 +98,34 @@ class Config(Strict):
                 )
             named[name] = device.id
 
+    def _ocpp_stations(self) -> None:
+        """OCPP devices need the ocpp section; the EVSEs of one station agree on how it
+        connects, and no EVSE is two devices."""
+        stations: dict[str, tuple[int, OcppDevice]] = {}
+        evses: set[tuple[str, int]] = set()
+        for index, device in enumerate(self.devices):
+            if not isinstance(device, OcppDevice):
+                continue
+            if self.ocpp is None:
+                raise ValueError(
+                    f"devices[{index}] ({device.id!r}) is protocol: ocpp, which needs the "
+                    'top-level ocpp section (at least ocpp: {listen: "0.0.0.0:9000"})'
+                )
+            if (device.station_id, device.evse) in evses:
+                raise ValueError(
+                    f"devices[{index}] ({device.id!r}): station {device.station_id} evse "
+                    f"{device.evse} is already another device"
+                )
+            evses.add((device.station_id, device.evse))
+            first = stations.setdefault(device.station_id, (index, device))
+            other = first[1]
+            for key in ("ocpp_version", "password_file"):
+                if getattr(device, key) != getattr(other, key):
+                    raise ValueError(
+                        f"devices[{index}].{key}: station {device.station_id} has another "
+                        f"{key} in devices[{first[0]}]; one station connects one way"
+                    )
+
     def _default_backoffs(self) -> None:
         """Fill in each device's ``backoff_max_s`` left out.
 
@@ -104,11 +136,15 @@ class Config(Strict):
         (SunS marker search), so a unit gone for long takes at most about a tenth of it.
         """
         # an OPC UA device has a session of its own, even on a server it shares
-        sharing = Counter(d.connection for d in self.devices if not isinstance(d, OpcUaDevice))
+        sharing = Counter(
+            d.connection for d in self.devices if not isinstance(d, OpcUaDevice | OcppDevice)
+        )
         for index, device in enumerate(self.devices):
             if device.backoff_max_s is not None:
                 continue
-            shared = not isinstance(device, OpcUaDevice) and sharing[device.connection] > 1
+            shared = (
+                not isinstance(device, OpcUaDevice | OcppDevice) and sharing[device.connection] > 1
+            )
             cap = 30 * device.timeout_s if shared else device.poll_interval_s
             self.devices[index] = device.model_copy(
                 update={"backoff_max_s": min(3600.0, max(device.poll_interval_s, cap))}
@@ -116,7 +152,7 @@ class Config(Strict):
 
 
 _WORDING = {"extra_forbidden": "unknown key (check the spelling; see docs/configuration.md)"}
-_TAGS = ("sunspec", "modbus", "opcua")
+_TAGS = ("sunspec", "modbus", "opcua", "ocpp")
 """The device entries' discriminator values: pydantic puts them in error locations."""
 
 

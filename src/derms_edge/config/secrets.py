@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from derms_edge.config.file import Config
+from derms_edge.config.ocpp import OcppDevice
 from derms_edge.config.opcua import OpcUaDevice
 
 SERVICE_GROUP = "derms-edge"
@@ -28,6 +29,10 @@ def secret_files(config: Config) -> Iterator[tuple[str, Path]]:
     for index, device in enumerate(config.devices):
         if isinstance(device, OpcUaDevice) and device.security.private_key is not None:
             yield f"devices[{index}].security.private_key", device.security.private_key
+        if isinstance(device, OcppDevice) and device.password_file is not None:
+            yield f"devices[{index}].password_file", device.password_file
+    if config.ocpp is not None and config.ocpp.tls is not None:
+        yield "ocpp.tls.key_file", config.ocpp.tls.key_file
 
 
 def exposed_secrets(config: Config) -> list[str]:

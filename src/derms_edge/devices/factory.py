@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from derms_edge.config import AnyDevice, OpcUaDevice, ProfileDevice
+from derms_edge.config import AnyDevice, OcppDevice, OpcUaDevice, ProfileDevice
 from derms_edge.devices.coordinator import DeviceCoordinator, DeviceDriver, DeviceReport
 from derms_edge.devices.modbus import LinkPool
 from derms_edge.devices.profile import ProfileDriver
 from derms_edge.devices.sunspec.driver import SunSpecDriver
 from derms_edge.model import DeviceKind
+
+if TYPE_CHECKING:
+    from derms_edge.devices.ocpp.hub import OcppHub
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +31,8 @@ class Wiring:
     revert_max_w_pct: float | None = None
     """What an IEEE 1547 device's active power limit reverts to when the gateway falls silent
     (704 WMaxLimPctRvrt); None: 100 %."""
+    ocpp: OcppHub | None = None
+    """The gateway's CSMS, when the configuration has OCPP devices."""
 
 
 def build_coordinator(
@@ -36,7 +42,8 @@ def build_coordinator(
 
     A register profile's charger is kept alive at least every ``refresh_s / 2`` whatever the
     wiring says: its limit expires by itself. An OPC UA device has its own session and needs
-    no link; asyncua is imported only here, when the configuration has one.
+    no link; asyncua is imported only here, when the configuration has one. An OCPP device
+    (the ocpp library, likewise imported here) is one EVSE of a station on the shared CSMS.
     """
     driver: DeviceDriver
     keepalive_s = wiring.keepalive_s
@@ -44,6 +51,17 @@ def build_coordinator(
         from derms_edge.devices.opcua.driver import OpcUaDriver
 
         driver = OpcUaDriver(device)
+        return _coordinator(device, driver, wiring, keepalive_s, take_over=True)
+    if isinstance(device, OcppDevice):
+        from derms_edge.devices.ocpp.driver import OcppDriver
+
+        if wiring.ocpp is None:
+            raise ValueError(f"{device.id}: an OCPP device needs the gateway's CSMS (Wiring.ocpp)")
+        # take over: a profile a stopped gateway installed holds until its validTo
+        driver = OcppDriver(device, wiring.ocpp)
+        # refreshed halfway to its validTo: looked at four times per validity at least
+        quarter_s = wiring.ocpp.section.profile_valid_s / 4
+        keepalive_s = quarter_s if keepalive_s is None else min(keepalive_s, quarter_s)
         return _coordinator(device, driver, wiring, keepalive_s, take_over=True)
     if device.serial is not None:
         link = links.serial(device.serial, device.timeout_s)

@@ -11,6 +11,7 @@ from derms_edge.config import (
     AnyDevice,
     Config,
     ModbusDevice,
+    OcppDevice,
     OpcUaDevice,
     ProfileDevice,
     SunSpecDevice,
@@ -46,6 +47,8 @@ def _where(device: AnyDevice) -> str:
 def _not_answering(device: AnyDevice, why: str) -> Check:
     if isinstance(device, OpcUaDevice):
         hint = f"derms-edge discover --opcua {device.endpoint} browses it"
+    elif not isinstance(device, ModbusDevice):
+        hint = "check the station's CSMS URL, identity and password"
     elif device.serial is not None:
         hint = (
             "check its power, the RS-485 wiring (A/B, termination, bias) and its "
@@ -60,6 +63,12 @@ def _not_answering(device: AnyDevice, why: str) -> Check:
 
 
 async def _probe(device: AnyDevice, pool: LinkPool, serial_in_use: bool) -> Check:
+    if isinstance(device, OcppDevice):
+        return Check.warning(
+            f"device {device.id} ({_where(device)}) not asked: a charging station connects "
+            "to the gateway, not the other way round",
+            "its quality in derms-edge status says whether it is connected",
+        )
     if isinstance(device, ModbusDevice) and device.serial is not None and serial_in_use:
         return Check.warning(
             f"device {device.id} ({_where(device)}) not asked: the running service holds the "

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from derms_edge.config import AnyDevice, Config, OpcUaDevice, ProfileDevice, StorageSettings
+from derms_edge.config import (
+    AnyDevice,
+    Config,
+    OcppDevice,
+    OpcUaDevice,
+    ProfileDevice,
+    StorageSettings,
+)
 from derms_edge.control import DeviceView
 from derms_edge.devices.coordinator import DeviceCoordinator
 from derms_edge.model import Capability, DeviceKind
@@ -51,4 +58,7 @@ def _charger(device: AnyDevice, capability: Capability | None) -> tuple[float | 
     if isinstance(device, OpcUaDevice) and device.kind == DeviceKind.EVSE:
         read = capability.max_a if capability is not None else None
         return device.max_a or read, device.phases
+    if isinstance(device, OcppDevice):
+        read = capability.max_a if capability is not None else None
+        return device.max_a or read, capability.phases if capability is not None else None
     return None, None

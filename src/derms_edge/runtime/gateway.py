@@ -29,8 +29,9 @@ import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from derms_edge.config import Config
+from derms_edge.config import Config, OcppDevice
 from derms_edge.control import Controller, ExportLimiter, Role
 from derms_edge.devices.coordinator import (
     DeviceConnected,
@@ -57,6 +58,9 @@ from derms_edge.runtime.reporting import Reporter, status_message
 from derms_edge.runtime.schedule_store import ScheduleStore
 from derms_edge.runtime.supervisor import supervise
 from derms_edge.runtime.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from derms_edge.devices.ocpp.hub import OcppHub
 
 BUFFER_FILE = "telemetry.sqlite"
 SCHEDULE_FILE = "schedule.sqlite"
@@ -147,6 +151,7 @@ class Gateway:
         self.watchdog.expect("control", 3 * config.control.interval_s + 10)
         self._kinds = {device.id: device.kind for device in config.devices}
         self._links = LinkPool()
+        self.ocpp = _ocpp_hub(config)
         revert_s = config.control.revert_s
         wiring = Wiring(
             report=self._device_report,
@@ -154,6 +159,7 @@ class Gateway:
             keepalive_s=keepalive_interval(revert_s),
             revert_s=revert_s,
             revert_max_w_pct=config.control.default.max_w_pct,
+            ocpp=self.ocpp,
         )
         self.coordinators: dict[str, DeviceCoordinator] = {
             device.id: build_coordinator(device, self._links, wiring) for device in config.devices
@@ -280,6 +286,8 @@ class Gateway:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then say goodbye on MQTT and close every device."""
+        if self.ocpp is not None:  # first: a listen address taken is a ConfigError
+            await self.ocpp.start()
         loop = asyncio.get_running_loop()  # rows fsynced in the outbox's thread: send them
         self.outbox.on_durable(lambda: loop.call_soon_threadsafe(self.forwarder.wake))
         self.mqtt.start()
@@ -306,11 +314,24 @@ class Gateway:
         except* _Stop:
             pass
         finally:
+            if self.ocpp is not None:
+                await self.ocpp.close()
             await self.mqtt.stop([self.reporter.status(online=False)])
             self.forwarder.flush()  # PUBACKs that came while stopping
             self.outbox.close()  # what was not acknowledged stays for the next start
             self.control_loop.close()
             log.info("gateway %s stopped", self.config.gateway.id)
+
+
+def _ocpp_hub(config: Config) -> OcppHub | None:
+    """The CSMS the configured OCPP stations connect to; None without OCPP devices (the
+    ocpp library is imported only with them)."""
+    devices = [d for d in config.devices if isinstance(d, OcppDevice)]
+    if not devices or config.ocpp is None:
+        return None
+    from derms_edge.devices.ocpp.hub import OcppHub
+
+    return OcppHub(config.ocpp, devices)
 
 
 class _Stop(Exception):

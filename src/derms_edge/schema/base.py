@@ -42,15 +42,17 @@ def problems(
     """One line per problem: where (a path such as ``devices[1].port``, after ``root``) and
     what. ``nowhere`` names a problem of the whole; ``wording`` replaces pydantic's message
     for an error type (``extra_forbidden``, ``missing``); ``tags`` are discriminator values
-    in pydantic's locations that are not keys in the document."""
+    in pydantic's locations (right after a list index) that are not keys in the document."""
     lines = []
     for item in error.errors(include_url=False):
         path = root
+        after_index = False  # a discriminator value follows a list index in a location
         for part in item["loc"]:
             if isinstance(part, int):
                 path += f"[{part}]"
-            elif part not in tags and not _VALIDATOR_NAME.fullmatch(part):
+            elif not (after_index and part in tags) and not _VALIDATOR_NAME.fullmatch(part):
                 path += f".{part}" if path else part
+            after_index = isinstance(part, int)
         message = (wording or {}).get(item["type"]) or item["msg"].removeprefix("Value error, ")
         lines.append(f"{path or nowhere}: {message}")
     return lines
