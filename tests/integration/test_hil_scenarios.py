@@ -60,6 +60,8 @@ def results(report: Path) -> dict[str, dict[str, Any]]:
 
 
 def assert_passed_with_a_complete_report(code: int, output: str, report: Path) -> None:
+    if not (report / "results.json").is_file():  # the run ended before judging: say why
+        pytest.fail(f"hil run exited {code} without results.json:\n{output[-3000:]}")
     failed = [r for r in results(report).values() if not r["passed"]]
     assert (code, failed) == (0, []), output[-3000:]
     with (report / "timeseries.csv").open() as f:

@@ -130,6 +130,8 @@ GARBAGE = [
     b"eyJhbGciOiJFZDI1NTE5In0.e30.not-a-signature",
     b"eyJhbGciOiJFZDI1NTE5IiwgImtpZCI6IDQyfQ.e30.AAAA",  # kid a number
     b"eyJhbGciOlsiRWQyNTUxOSJdfQ.e30.AAAA",  # alg a list
+    b"eyJhbGciOiAiRWQyNTUxOSIsICJraWQiOiBbXX0..AA",  # kid a list (found by the fuzz test)
+    b"eyJhbGciOiJFZDI1NTE5Iiwia2lkIjp7fX0.e30.AAAA",  # kid an object
     b"W10.e30.AAAA",  # header an array
     b"e30" * 50_000 + b".e30.AAAA",
     sign(PAYLOAD, DSO_A) + b".extra",

@@ -90,6 +90,8 @@ class KeyRing:
             return Refused(
                 f"{where}: alg {_shown(alg)} is not accepted; sign with Ed25519 (or EdDSA)"
             )
+        if kid is not None and not isinstance(kid, str):
+            return Refused(f"{where}: kid {_shown(kid)} is not a key id (a string)")
         mine = self._keys.get(role, {})
         if kid is None:
             candidates = list(mine.items())
