@@ -29,6 +29,7 @@ from tests.support.waiting import eventually
 ROOT = "derms/v1/ocpp-site"
 V = 230.0
 VALID_S = 10
+PASSWORD = "correct-horse-battery"
 """The profiles' fail-safe validity: short, so the tests see a refresh and an expiry."""
 
 
@@ -70,6 +71,9 @@ def rig(csms_port: int) -> Iterator[RigThread]:
                     "max_a": 16,
                     "reject_station_wide_profiles": True,
                 },
+                # security profile 1: HTTP Basic, the right password and a wrong one
+                {**common, "id": "ev5", "station_id": "CP-0045", "password": PASSWORD},
+                {**common, "id": "ev6", "station_id": "CP-0046", "password": "guessed-1234"},
             ],
         }
     )
@@ -102,6 +106,10 @@ def gateway(
             **extra,
         }
 
+    for station in ("CP-0045", "CP-0046"):
+        secret = workdir / f"{station}.password"
+        secret.write_text(f"{PASSWORD}\n")
+        secret.chmod(0o600)
     config = write_config(
         workdir / "ocpp.yaml",
         gateway={"id": "ocpp-site", "state_dir": str(workdir / "state")},
@@ -117,6 +125,8 @@ def gateway(
             # a connector the station does not have: it refuses every profile there
             device("ev3", "CP-0043", ocpp_version="1.6", evse=2),
             device("ev4", "CP-0044"),
+            device("ev5", "CP-0045", password_file=str(workdir / "CP-0045.password")),
+            device("ev6", "CP-0046", password_file=str(workdir / "CP-0046.password")),
         ],
         telemetry={"interval_s": 0.5},
         control={"interval_s": 0.5, "revert_s": 0},
@@ -169,6 +179,22 @@ def test_the_stations_telemetry_arrives_with_the_simulated_figures(
     assert capability["manufacturer"] == "derms-edge"
     assert capability["phases"] == 3
     assert capability["max_a"] == 16  # the station's EVSE.Power MaxSet over 3 x 230 V
+
+
+def test_a_station_with_the_right_password_is_read_one_with_a_wrong_one_never(
+    rig: RigThread, probe: MqttProbe, gateway: Process, workdir: Path
+) -> None:
+    message = telemetry(probe, "ev5", time.monotonic())
+    assert message["w"] == pytest.approx(charger(rig, "ev5").w, rel=0.03)
+    time.sleep(2)  # several of ev6's reconnects (every 0.2-0.5 s)
+    assert not [m for m in probe.messages if m.topic == f"{ROOT}/telemetry/ev6" and m.json()["w"]]
+    refusals = [
+        line
+        for line in (workdir / "ocpp.log").read_text().splitlines()
+        if "refused station 'CP-0046'" in line
+    ]
+    assert len(refusals) == 1, refusals  # once, not at every retry
+    assert "HTTP Basic" in refusals[0] and PASSWORD not in refusals[0]
 
 
 def test_a_dso_power_cap_becomes_a_station_wide_profile_the_car_obeys(
