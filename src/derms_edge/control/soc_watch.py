@@ -2,11 +2,16 @@
 
 A BMS that stopped updating, or a register map that serves a cached value, reports a
 plausible SoC that no longer follows the battery: the guard would trust it while the battery
-empties. Each control step adds the energy the battery's measured power moved (charge and
-discharge alike) since its SoC last changed; once that passes a threshold without any change
-of the SoC, the SoC is frozen, and it counts as unknown until it moves again. The threshold is
-the larger of 2 % of the capacity and two steps of the SoC point's resolution (a SoC reported
-in whole percent cannot move for up to 1 % of the capacity), or what the configuration says.
+empties. Each control step adds the energy the battery's measured power moved into its cells
+(charge times the efficiency, discharge over it, with their signs) since its SoC last
+changed; once that net energy passes a threshold either way without any change of the SoC,
+the SoC is frozen, and it counts as unknown until it moves again. The energy is net, not a
+throughput: a battery that discharges and then charges back may well end where it began,
+within one step of its SoC point, and that SoC is not frozen (a throughput once froze a
+healthy one that charged after a discharge). The threshold is the larger of 2 % of the
+capacity and two steps of the SoC point's resolution (a SoC reported in whole percent cannot
+move for up to 1 % of the capacity), or what the configuration says; the efficiency the
+gateway knows may be a little better than the battery's, which two steps absorb.
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ FROZEN_AFTER_STEPS = 2
 
 @dataclass(frozen=True, slots=True)
 class SocWatch:
-    """One battery's SoC as last seen to move, and the energy through it since, Wh."""
+    """One battery's SoC as last seen to move, and the net energy into its cells since, Wh
+    (negative: out of them)."""
 
     soc_pct: float
-    throughput_wh: float = 0.0
+    net_wh: float = 0.0
 
 
 def watched(previous: SocWatch | None, device: DeviceView, elapsed_s: float) -> SocWatch | None:
@@ -39,8 +45,10 @@ def watched(previous: SocWatch | None, device: DeviceView, elapsed_s: float) -> 
         return None
     if previous is None or state.soc_pct != previous.soc_pct:
         return SocWatch(state.soc_pct)
-    moved_wh = abs(state.w or 0.0) * max(0.0, elapsed_s) / SECONDS_PER_HOUR
-    return SocWatch(previous.soc_pct, previous.throughput_wh + moved_wh)
+    w = state.w or 0.0  # positive = discharge
+    cell_w = w / device.efficiency if w > 0 else w * device.efficiency
+    moved_wh = -cell_w * max(0.0, elapsed_s) / SECONDS_PER_HOUR
+    return SocWatch(previous.soc_pct, previous.net_wh + moved_wh)
 
 
 def frozen_after_wh(device: DeviceView) -> float | None:
@@ -58,9 +66,10 @@ def frozen_after_wh(device: DeviceView) -> float | None:
 def frozen(watch: SocWatch | None, device: DeviceView) -> str | None:
     """Why ``device``'s SoC counts as frozen, for people; None when it does not."""
     threshold = frozen_after_wh(device)
-    if watch is None or threshold is None or watch.throughput_wh <= threshold:
+    if watch is None or threshold is None or abs(watch.net_wh) <= threshold:
         return None
+    way = "into" if watch.net_wh > 0 else "out of"
     return (
-        f"state of charge frozen at {watch.soc_pct:g} % while {watch.throughput_wh:.0f} Wh "
-        f"went through the battery (more than {threshold:.0f} Wh moves it)"
+        f"state of charge frozen at {watch.soc_pct:g} % while {abs(watch.net_wh):.0f} Wh "
+        f"went {way} the battery (more than {threshold:.0f} Wh moves it)"
     )

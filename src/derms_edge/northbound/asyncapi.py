@@ -95,7 +95,7 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     "[reserve, maximum]; aborted: the battery reached the limit while the event ran.",
     Reason.SOC_UNKNOWN: "rejected: the battery answers but gives no state of charge or "
     "capacity; aborted: while the event ran, its state of charge became unknown, stale or "
-    "frozen (it did not move while energy went through the battery).",
+    "frozen (it did not move while energy went into or out of the battery).",
     Reason.UNKNOWN_EVENT: "rejected: a cancel names an mrid this gateway does not know.",
     Reason.DISPATCHER_TIMEOUT: "aborted: the event's role sent nothing (retained messages do not "
     "count) for longer than control.dispatcher_timeout_s; the default control applies.",
