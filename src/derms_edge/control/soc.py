@@ -53,8 +53,13 @@ class BatteryLimits:
 
     def soc_rate_pct_per_s(self, w: float) -> float:
         """How fast SoC moves, % per second, at ``w`` W (positive = discharge)."""
-        cell_w = w / self.efficiency if w > 0 else w * self.efficiency
-        return -cell_w / self.capacity_wh / SECONDS_PER_HOUR * 100.0
+        return -cell_w(w, self.efficiency) / self.capacity_wh / SECONDS_PER_HOUR * 100.0
+
+
+def cell_w(w: float, efficiency: float) -> float:
+    """Power out of the cells (negative: into them) while the terminals give ``w`` W
+    (positive = discharge), through a one-way ``efficiency`` each way."""
+    return w / efficiency if w > 0 else w * efficiency
 
 
 @dataclass(frozen=True, slots=True)

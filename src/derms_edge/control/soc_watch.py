@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from derms_edge.control.soc import SECONDS_PER_HOUR, cell_w
 from derms_edge.control.views import DeviceView
 from derms_edge.model import Quality
 
-SECONDS_PER_HOUR = 3600.0
 FROZEN_AFTER_CAPACITY_SHARE = 0.02
 """Energy through the battery, as a share of its capacity, that must move the SoC."""
 FROZEN_AFTER_STEPS = 2
@@ -45,9 +45,8 @@ def watched(previous: SocWatch | None, device: DeviceView, elapsed_s: float) -> 
         return None
     if previous is None or state.soc_pct != previous.soc_pct:
         return SocWatch(state.soc_pct)
-    w = state.w or 0.0  # positive = discharge
-    cell_w = w / device.efficiency if w > 0 else w * device.efficiency
-    moved_wh = -cell_w * max(0.0, elapsed_s) / SECONDS_PER_HOUR
+    out_w = cell_w(state.w or 0.0, device.efficiency)
+    moved_wh = -out_w * max(0.0, elapsed_s) / SECONDS_PER_HOUR
     return SocWatch(previous.soc_pct, previous.net_wh + moved_wh)
 
 
