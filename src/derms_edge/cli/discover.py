@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from derms_edge.cli.common import EXIT_FAILURE, EXIT_INVALID, EXIT_OK
+from derms_edge.cli.common import EXIT_FAILURE, EXIT_INVALID, EXIT_OK, quiet
 
 
 def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -122,7 +122,7 @@ def _discover_opcua(args: argparse.Namespace) -> int:
 
     # asyncua logs what it meets on the way (revised timeouts, closed sockets); discover
     # reports the outcome itself
-    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
     timeout = 5.0 if args.timeout is None else args.timeout
     target = Target("discover", args.opcua, security, args.username, args.password, timeout)
-    return asyncio.run(discover(target))
+    with quiet({"asyncua": logging.CRITICAL}):
+        return asyncio.run(discover(target))
