@@ -12,6 +12,9 @@ _.on_connect
 _.on_connect_fail
 _.on_disconnect
 _.on_publish
+_.on_socket_register_write
+_.on_socket_unregister_write
+_.on_socket_close
 _.on_subscribe
 _.connect_timeout  # read by connect()
 

@@ -13,7 +13,7 @@ the broker may have seen survives a power cut.
 
 The gateway tells the forwarder what happens (the runtime wires it): ``wake`` when rows were
 added or became sendable, ``reconnected`` after every (re)connection, ``published`` when a
-PUBACK crossed from paho's thread into the event loop.
+PUBACK arrived (paho reads it in the event loop).
 
 A PUBACK for a row the outbox holds in memory (a live round) marks it done at once: it is
 never written. Any other PUBACK moves its row to the acknowledged list, written to the
