@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from derms_edge.config import parse_config
-from derms_edge.control import Decision, DeviceView, Role, Source, SourceKind
+from derms_edge.control import Decision, DeviceView, InForce, Role, Source, SourceKind
+from derms_edge.control.arbitration import Defaults
 from derms_edge.devices.factory import build_coordinator
 from derms_edge.devices.modbus import LinkPool
 from derms_edge.model import (
@@ -366,6 +367,22 @@ def loop_at(
         publish=recorder.publish,
         clock=clock,
     )
+
+
+def test_a_default_setpoint_is_the_strongest_roles_then_the_configurations() -> None:
+    """Two roles' defaults set the same setpoint: the role of lower primacy holds, whichever
+    was set first; the configuration's default holds only a type no role sets."""
+    defaults = Defaults(
+        ROLES,
+        {"customer": Control(storage_w=2000.0), "aggregator": Control(storage_w=-1000.0)},
+        Control(storage_w=500.0, max_w_pct=90.0),
+    )
+    assert defaults.of(ControlType.STORAGE_W) == InForce(
+        -1000.0, Source(SourceKind.DEFAULT, "aggregator")
+    )
+    assert defaults.of(ControlType.MAX_W_PCT) == InForce(90.0, Source(SourceKind.DEFAULT))
+    assert defaults.of(ControlType.EVSE_MAX_A) is None
+    assert list(defaults.in_force()) == [ControlType.MAX_W_PCT, ControlType.STORAGE_W]
 
 
 def test_a_refused_default_is_answered_naming_the_field_and_the_previous_one_holds(

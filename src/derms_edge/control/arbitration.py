@@ -147,9 +147,16 @@ class Defaults:
     _in_force: Mapping[ControlType, InForce] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        found = {t: self.of(t) for t in ControlType}
-        in_force = {t: value for t, value in found.items() if value is not None}
-        object.__setattr__(self, "_in_force", in_force)  # once, not once per device
+        # once per step, not once per device or per control type: each role's controls are
+        # read once, strongest role first; the first found of each type holds
+        found: dict[ControlType, InForce] = {}
+        for role in sorted(self.by_role, key=lambda r: self.roles[r].primacy):
+            for control_type, value in self.by_role[role].items().items():
+                found.setdefault(control_type, InForce(value, Source(SourceKind.DEFAULT, role)))
+        for control_type, value in self.config.items().items():
+            found.setdefault(control_type, InForce(value, Source(SourceKind.DEFAULT)))
+        in_force = {t: found[t] for t in ControlType if t in found}
+        object.__setattr__(self, "_in_force", in_force)
 
     def in_force(self) -> Mapping[ControlType, InForce]:
         """Every control's default in force, the same for every device: the strongest role's
@@ -158,12 +165,7 @@ class Defaults:
 
     def of(self, control_type: ControlType) -> InForce | None:
         """The default in force for one control type, if any."""
-        for role in sorted(self.by_role, key=lambda r: self.roles[r].primacy):
-            value = self.by_role[role].items().get(control_type)
-            if value is not None:
-                return InForce(value, Source(SourceKind.DEFAULT, role))
-        value = self.config.items().get(control_type)
-        return None if value is None else InForce(value, Source(SourceKind.DEFAULT))
+        return self._in_force.get(control_type)
 
 
 def role_primacy(source: Source, roles: Mapping[str, Role]) -> int:
