@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +49,7 @@ from hil.image import PointChange, SunSpecImage
 from hil.rig import RigThread
 from hil.spec import RigSpec
 from tests.support.gateway import start_gateway, write_config
-from tests.support.servers import Mosquitto
+from tests.support.servers import Mosquitto, Process
 
 ROOT = "derms/v1/bench-site"
 
@@ -150,8 +150,11 @@ def modbus_floor(port: int, address: int, stamps: WriteStamps, count: int) -> li
     return asyncio.run(run())
 
 
-def measure(count: int, *, nodelay: bool) -> tuple[list[float], list[float], list[float]]:
-    """(dispatch latencies, MQTT floor, Modbus floor), s, through a fresh broker and gateway."""
+def measure(
+    count: int, *, nodelay: bool, daemon: Callable[[Path, Path], Process] = start_gateway
+) -> Run:
+    """Dispatch latencies and the floors, through a fresh broker and gateway; ``daemon``
+    starts the gateway (bench/dispatch_trace.py starts it with its stamps)."""
     work = Path(tempfile.mkdtemp(prefix="dispatch-bench-"))
     broker = Mosquitto(work)
     if nodelay:  # Mosquitto's default (false) lets Nagle hold a reply behind a delayed ACK
@@ -185,7 +188,7 @@ def measure(count: int, *, nodelay: bool) -> tuple[list[float], list[float], lis
                 "rate_limit": {"per_s": 100_000, "burst": 1_000_000},
             },
         )
-        gateway = start_gateway(config, work / "gateway.log")
+        gateway = daemon(config, work / "gateway.log")
         client = bench_client()
         started: set[str] = set()
         answered = threading.Condition()
@@ -202,7 +205,8 @@ def measure(count: int, *, nodelay: bool) -> tuple[list[float], list[float], lis
         client.subscribe(f"{ROOT}/responses", qos=1)
         client.loop_start()
         time.sleep(4.0)  # the gateway connected and read the inverter
-        latencies = []
+        latencies: list[float] = []
+        sent: list[float] = []
         try:
             for i in range(count):
                 pct = 10 + (i % 80)  # a new value every time, WMaxLimPct_SF -1: raw = 10 x %
@@ -216,6 +220,7 @@ def measure(count: int, *, nodelay: bool) -> tuple[list[float], list[float], lis
                 t0 = time.monotonic()
                 client.publish(f"{ROOT}/controls/dso", json.dumps(event), qos=1)
                 latencies.append(stamps.wait(pct * 10) - t0)
+                sent.append(t0)
                 with answered:  # the gateway is done with this one
                     if not answered.wait_for(lambda i=i: f"bench-{i}" in started, 10):
                         raise TimeoutError(f"bench-{i} was not answered started")
@@ -228,7 +233,7 @@ def measure(count: int, *, nodelay: bool) -> tuple[list[float], list[float], lis
         mqtt = mqtt_floor(broker.port, count)
         modbus = modbus_floor(rig.port("inv1"), address, stamps, count)
     broker.stop()
-    return latencies, mqtt, modbus
+    return Run(latencies, mqtt, modbus, sent)
 
 
 @dataclass(frozen=True)
@@ -238,6 +243,8 @@ class Run:
     latencies: list[float]
     mqtt: list[float]
     modbus: list[float]
+    sent: list[float]
+    """When each dispatch was published (monotonic clock, s)."""
 
     @property
     def floor(self) -> list[float]:
@@ -327,7 +334,7 @@ def main() -> int:
     for index in range(args.runs):
         label = f", run {index + 1} of {args.runs}" if args.runs > 1 else ""
         for nodelay in (False, True):
-            run = Run(*measure(args.count, nodelay=nodelay))
+            run = measure(args.count, nodelay=nodelay)
             runs[nodelay].append(run)
             measured = table(run, nodelay, label)
             tables += measured
