@@ -41,8 +41,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.workers import (
+    bytecode_env,
     cpu_s,
-    installed_env,
     parser,
     rig_serving,
     rss_mb,
@@ -299,7 +299,7 @@ def main() -> int:
                     "modbus": sunspec,
                     "opcua": [*sunspec, chargers[0]],
                 }
-                env = None if args.source else installed_env(tmp / "bytecode")
+                env = None if args.source else bytecode_env(tmp / "bytecode")
                 if env is not None:  # compile what each configuration loads, unmeasured
                     for name, devices in configs.items():
                         config = gateway_config(devices, broker.port, tmp / f"warm-{name}")

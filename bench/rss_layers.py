@@ -61,7 +61,7 @@ print(json.dumps(figures))
 SCRIPT = Path(__file__).resolve()
 sys.path.insert(0, str(SCRIPT.parents[1]))
 
-from bench.workers import installed_env
+from bench.workers import bytecode_env
 
 
 def one_run(env: dict[str, str] | None) -> list[float]:
@@ -85,7 +85,7 @@ def main() -> int:
     top.add_argument("--source", action="store_true", help="no bytecode: compile at each run")
     args = top.parse_args()
     with tempfile.TemporaryDirectory() as cache:
-        env = None if args.source else installed_env(Path(cache))
+        env = None if args.source else bytecode_env(Path(cache))
         if env is not None:
             one_run(env)  # writes the bytecode
         runs = [one_run(env) for _ in range(args.runs)]
