@@ -15,7 +15,9 @@ publishing interval (100 ms) and trigger (status, value and timestamp):
 CPU is the process's user + system time; the ratio compares CPU per notification. Then the
 RSS of ``derms-edge run`` after 15 s, on a SunSpec PV inverter and battery alone (asyncua
 never imported) and with one OPC UA charger added: ``--runs`` daemons of each, reported as
-min - median - max. ``--rss-only`` measures only that (no telemetry workers).
+min - median - max. ``--rss-only`` measures only that (no telemetry workers). The daemons run
+as installed, from bytecode (one unmeasured daemon of each configuration compiles it first);
+``--source`` runs them from source with no bytecode, as figures before 2026-12-04 were taken.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.workers import (
+    bytecode_env,
     cpu_s,
     parser,
     rig_serving,
@@ -156,13 +159,16 @@ async def raw_worker(plan_path: Path, seconds: float) -> dict[str, Any]:
     return {"notifications": count, "cpu_s": cpu, "elapsed_s": elapsed, "peak_rss_mb": rss_mb()[1]}
 
 
-def daemon_rss(config: dict[str, Any], path: Path, settle_s: float = 15.0) -> float:
-    """Peak RSS (MB) of `derms-edge run` on this configuration after settle_s."""
+def daemon_rss(
+    config: dict[str, Any], path: Path, env: dict[str, str] | None, settle_s: float = 15.0
+) -> float:
+    """Peak RSS (MB) of `derms-edge run` on this configuration after settle_s, in ``env``."""
     path.write_text(yaml.safe_dump(config))
     daemon = subprocess.Popen(
         [sys.executable, "-m", "derms_edge.cli", "run", str(path)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
     try:
         time.sleep(settle_s)
@@ -174,11 +180,12 @@ def daemon_rss(config: dict[str, Any], path: Path, settle_s: float = 15.0) -> fl
         daemon.wait(30)
 
 
-def rss_report(rss: dict[str, list[float]]) -> list[str]:
+def rss_report(rss: dict[str, list[float]], source: bool) -> list[str]:
     runs = len(rss["modbus"])
     what = "peak RSS MB" if runs == 1 else f"peak RSS MB, min - median - max of {runs} runs"
+    how = "from source, no bytecode" if source else "as installed, from bytecode"
     return [
-        "Peak RSS of `derms-edge run` after 15 s:",
+        f"Peak RSS of `derms-edge run` after 15 s ({how}):",
         "",
         f"| configuration | {what} |",
         "|---|---|",
@@ -201,7 +208,7 @@ def report(
     seconds: float,
     gateway: dict[str, Any],
     raw: dict[str, Any],
-    rss: dict[str, list[float]],
+    rss_lines: list[str],
 ) -> str:
     g_rate = gateway["notifications"] / gateway["elapsed_s"]
     r_rate = raw["notifications"] / raw["elapsed_s"]
@@ -236,7 +243,7 @@ def report(
             f"Gateway: {gateway['failures']} device failures, {gateway['not_ok']} chargers not "
             "`ok` at the end.",
             "",
-            *rss_report(rss),
+            *rss_lines,
         ]
     )
 
@@ -247,6 +254,7 @@ def main() -> int:
     top.add_argument("--chargers", type=int, default=20)
     top.add_argument("--runs", type=int, default=1, help="daemons per RSS figure")
     top.add_argument("--rss-only", action="store_true", help="only the daemon's peak RSS")
+    top.add_argument("--source", action="store_true", help="daemons from source, no bytecode")
     args = top.parse_args()
     if serve_worker(args, workers):
         return 0
@@ -287,30 +295,31 @@ def main() -> int:
                      "port": modbus_port, "unit_id": u}
                     for d, k, u in (("pv", "inverter", 1), ("battery", "battery", 2))
                 ]  # fmt: skip
+                configs = {
+                    "modbus": sunspec,
+                    "opcua": [*sunspec, chargers[0]],
+                }
+                env = None if args.source else bytecode_env(tmp / "bytecode")
+                if env is not None:  # compile what each configuration loads, unmeasured
+                    for name, devices in configs.items():
+                        config = gateway_config(devices, broker.port, tmp / f"warm-{name}")
+                        daemon_rss(config, tmp / "warm.yaml", env, settle_s=5.0)
                 rss: dict[str, list[float]] = {"modbus": [], "opcua": []}
                 for run in range(args.runs):
                     print(
                         f"daemon RSS, run {run + 1} of {args.runs} ...", file=sys.stderr, flush=True
                     )
-                    rss["modbus"].append(
-                        daemon_rss(
-                            gateway_config(sunspec, broker.port, tmp / f"s1-{run}"),
-                            tmp / "modbus.yaml",
-                        )
-                    )
-                    rss["opcua"].append(
-                        daemon_rss(
-                            gateway_config([*sunspec, chargers[0]], broker.port, tmp / f"s2-{run}"),
-                            tmp / "opcua.yaml",
-                        )
-                    )
+                    for name, devices in configs.items():
+                        config = gateway_config(devices, broker.port, tmp / f"{name}-{run}")
+                        rss[name].append(daemon_rss(config, tmp / f"{name}.yaml", env))
         finally:
             broker.stop()
+    rss_lines = rss_report(rss, args.source)
     if args.rss_only:
         command = "python " + " ".join(["bench/opcua_bench.py", *sys.argv[1:]])
-        text = "\n".join([f"Command: `{command}`.", machine_line(), "", *rss_report(rss)])
+        text = "\n".join([f"Command: `{command}`.", machine_line(), "", *rss_lines])
     else:
-        text = report(n, args.seconds, gateway, raw, rss)
+        text = report(n, args.seconds, gateway, raw, rss_lines)
     write_section(args.write, text)
     return 0
 

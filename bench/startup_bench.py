@@ -51,7 +51,7 @@ SCRIPT = Path(__file__).resolve()
 ROOT = SCRIPT.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.workers import spread, write_section
+from bench.workers import bytecode_env, spread, write_section
 from tests.support.mqtt_probe import Message, MqttProbe
 from tests.support.servers import Mosquitto, MosquittoTls, Process, free_port, wait_port
 
@@ -254,14 +254,6 @@ def telemetry_of(device: str, quality: str) -> Callable[[Message], bool]:
         return kind == "telemetry" and name == device and message.json()["quality"] == quality
 
     return matches
-
-
-def bytecode_env(cache: Path) -> dict[str, str]:
-    """The environment of the measured processes: bytecode cached (in ``cache``, not in the
-    tree), as an installed package has it, even where PYTHONDONTWRITEBYTECODE is set."""
-    env = {**os.environ, "PYTHONPYCACHEPREFIX": str(cache)}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
 
 
 def wall(argv: Sequence[str], env: dict[str, str]) -> float:

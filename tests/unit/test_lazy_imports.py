@@ -2,7 +2,7 @@
 asyncua for OPC UA devices, influxdb_client for the InfluxDB sink; joserfc (and cryptography
 under it, about 9 MB) only for signed controls; APScheduler (about 4 MB with multiprocessing
 and tzlocal) only when an event has a boundary to wait for (tests/unit/test_control_loop.py);
-the AsyncAPI generator only for `derms-edge asyncapi`."""
+the AsyncAPI generator, and difflib (0.2 MB) for its `--check`, only for `derms-edge asyncapi`."""
 
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ HEAVY = (
     "cryptography",
     "apscheduler",
     "derms_edge.northbound.asyncapi",
+    "difflib",
 )
 """What a SunSpec and Modbus gateway without signing or InfluxDB does not load."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from pathlib import Path
 
@@ -22,6 +21,8 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Write the document to ``--output``; with ``--check``, only compare (1 if it differs)."""
+    import difflib  # 0.2 MB that every other command, `run` first, would carry
+
     from derms_edge.northbound.asyncapi import DEFAULT_OUTPUT, render  # the models' schemas
 
     output: Path = args.output or DEFAULT_OUTPUT
