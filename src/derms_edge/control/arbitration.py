@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from derms_edge.control.views import DeviceView, Role
-from derms_edge.model import Control, ControlType, ControlValue, Event, number
+from derms_edge.model import CONTROL_TYPES, Control, ControlType, ControlValue, Event, number
 
 LIMITS = frozenset(
     {
@@ -155,7 +155,7 @@ class Defaults:
                 found.setdefault(control_type, InForce(value, Source(SourceKind.DEFAULT, role)))
         for control_type, value in self.config.items().items():
             found.setdefault(control_type, InForce(value, Source(SourceKind.DEFAULT)))
-        in_force = {t: found[t] for t in ControlType if t in found}
+        in_force = {t: found[t] for t in CONTROL_TYPES if t in found}
         object.__setattr__(self, "_in_force", in_force)
 
     def in_force(self) -> Mapping[ControlType, InForce]:
@@ -186,7 +186,7 @@ def device_in_force(
     per_type = defaults.in_force()
     mine = [e for e in events if applies(e, device.id)]
     result: dict[ControlType, InForce] = {}
-    for control_type in ControlType:
+    for control_type in CONTROL_TYPES:
         if control_type is ControlType.EXPORT_LIMIT_W or not device.can(control_type):
             continue
         if control_type in BOUNDS:

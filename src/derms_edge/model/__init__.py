@@ -7,7 +7,7 @@
 - events and the answers to them: `Event`, `Status`, `Reason`, `Response`.
 """
 
-from derms_edge.model.controls import Control, ControlType, ControlValue, number
+from derms_edge.model.controls import CONTROL_TYPES, Control, ControlType, ControlValue, number
 from derms_edge.model.curves import CATEGORY_CURVES, Excitation, FixedPf, VoltVarCurve, VoltVarMode
 from derms_edge.model.device import (
     NOMINAL_V_LN,
@@ -23,6 +23,7 @@ from derms_edge.model.setpoints import SetpointName, Setpoints, SetpointValue
 
 __all__ = [
     "CATEGORY_CURVES",
+    "CONTROL_TYPES",
     "MAX_EVSE_A",
     "MIN_EVSE_A",
     "NOMINAL_V_LN",

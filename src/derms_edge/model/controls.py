@@ -33,6 +33,10 @@ class ControlType(StrEnum):
 
 ControlValue = float | VoltVarCurve | FixedPf
 
+CONTROL_TYPES: tuple[ControlType, ...] = tuple(ControlType)
+"""Every control type in order, as a tuple: iterating the enum itself costs a generator of
+Python code per member, and a control's items are asked for many times in every step."""
+
 
 def number(value: ControlValue) -> float:
     """A numeric control value (limits, setpoints) as a float; curves and PFs are not."""
@@ -59,7 +63,7 @@ class Control:
         order: tests/unit/test_arbitration_cases.py; faster than dataclasses.fields)."""
         return {
             control_type: value
-            for control_type in ControlType
+            for control_type in CONTROL_TYPES
             if (value := getattr(self, control_type)) is not None
         }
 
