@@ -5,7 +5,8 @@ state, N legacy PV inverters on the HIL rig, telemetry every 1 s to a real Mosqu
 
 The same set-up as bench/poll_bench.py's gateway side; the profiler is switched on once
 every device is reading and has settled, so imports and discovery are not in it. Prints the
-top functions by their own time (the event loop's wait in epoll among them). cProfile sees
+top functions by their own time (the event loop's wait in epoll among them), then by
+cumulative time. cProfile sees
 the event loop's thread only, and slows what it measures: read the shares, not the
 absolute times.
 """
@@ -34,9 +35,10 @@ SETTLE_S = 3.0
 async def profile(config: Path, seconds: float) -> pstats.Stats:
     """Run the gateway; profile it for ``seconds`` once every device is reading."""
     from derms_edge.config import load_config
-    from derms_edge.runtime.gateway import Gateway
+    from derms_edge.runtime.gateway import Gateway, freeze_startup_heap
 
     gateway = Gateway(load_config(config))
+    freeze_startup_heap()  # as serve() does
     stop = asyncio.Event()
     runner = asyncio.create_task(gateway.run(stop))
     async with asyncio.timeout(120):
@@ -76,6 +78,7 @@ def main() -> int:
     out = io.StringIO()
     stats.stream = out  # type: ignore[attr-defined]
     stats.sort_stats("tottime").print_stats(args.top)
+    stats.sort_stats("cumulative").print_stats(args.top)
     print(f"{args.devices} devices, {args.seconds:g} s steady:\n{out.getvalue()}")
     return 0
 
