@@ -166,8 +166,8 @@ def telemetry_payload(
     ts: datetime,
     state: DeviceState | None,
 ) -> bytes:
-    """The bytes of ``TelemetryMessage.of(...).encode()``, built without the model (a third
-    of its time: every device, every round). Anything the direct way does not write
+    """The bytes of ``TelemetryMessage.of(...).encode()``, built without the model (in half
+    its time: every device, every round). Anything the direct way does not write
     exactly as pydantic does goes through the model: a number in exponent form, not finite
     or not a float (pydantic writes an int as a float), a device id that JSON escapes.
     tests/unit/test_messages.py compares the two."""
