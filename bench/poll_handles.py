@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import collections
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,7 @@ from typing import Any
 SCRIPT = Path(__file__).resolve()
 sys.path.insert(0, str(SCRIPT.parents[1]))
 
-from bench.poll_bench import layout, write_gateway, write_rig
-from bench.workers import rig_serving
-from tests.support.servers import Mosquitto
-
-SETTLE_S = 3.0
+from bench.poll_profile import gateway_set_up, steady_gateway
 
 
 def describe(handle: asyncio.Handle) -> str:
@@ -49,16 +44,13 @@ def describe(handle: asyncio.Handle) -> str:
 
 async def measure(config: Path, seconds: float) -> None:
     """Run the gateway; time every callback for ``seconds`` once every device is reading."""
-    from derms_edge.config import load_config
-    from derms_edge.runtime.gateway import Gateway, freeze_startup_heap
+    async with steady_gateway(config) as gateway:
+        await time_callbacks(len(gateway.coordinators), seconds)
 
-    gateway = Gateway(load_config(config))
-    freeze_startup_heap()  # as serve() does
-    stop = asyncio.Event()
-    runner = asyncio.create_task(gateway.run(stop))
-    async with asyncio.timeout(120):
-        await asyncio.gather(*(c.first_attempt() for c in gateway.coordinators.values()))
-    await asyncio.sleep(SETTLE_S)
+
+async def time_callbacks(devices: int, seconds: float) -> None:
+    """Time every callback the running loop runs for ``seconds``; print them, costliest
+    first."""
     loop = asyncio.get_running_loop()
     counts: collections.Counter[str] = collections.Counter()
     spent: collections.Counter[str] = collections.Counter()
@@ -87,7 +79,7 @@ async def measure(config: Path, seconds: float) -> None:
         type(loop)._run_once = run_once  # type: ignore[attr-defined]
         asyncio.Handle._run = run_handle  # type: ignore[method-assign]
     print(
-        f"{len(gateway.coordinators)} devices, {seconds:g} s: {total_ns[1] / seconds:.1f} loop "
+        f"{devices} devices, {seconds:g} s: {total_ns[1] / seconds:.1f} loop "
         f"iterations/s, the loop's thread {total_ns[0] / 1e6 / seconds:.3f} ms CPU/s, "
         f"{sum(spent.values()) / 1e6 / seconds:.3f} of it in callbacks"
     )
@@ -95,8 +87,6 @@ async def measure(config: Path, seconds: float) -> None:
     for name, ns in spent.most_common(30):
         each = ns / 1e3 / counts[name]
         print(f"{counts[name] / seconds:10.2f} {ns / 1e3 / seconds:11.1f} {each:8.1f}  {name}")
-    stop.set()
-    await runner
 
 
 def main() -> int:
@@ -106,17 +96,8 @@ def main() -> int:
     top.add_argument("--devices", type=int, default=1)
     top.add_argument("--seconds", type=float, default=30.0)
     args = top.parse_args()
-    devices = layout(args.devices)
-    with tempfile.TemporaryDirectory() as tmp_dir:
-        tmp = Path(tmp_dir)
-        broker = Mosquitto(tmp / "mosquitto").start()
-        try:
-            write_rig(devices, tmp / "rig.yaml")
-            write_gateway(devices, broker.port, tmp / "gateway.yaml")
-            with rig_serving(tmp / "rig.yaml", (port for _d, port, _u in devices)):
-                asyncio.run(measure(tmp / "gateway.yaml", args.seconds))
-        finally:
-            broker.stop()
+    with gateway_set_up(args.devices) as config:
+        asyncio.run(measure(config, args.seconds))
     return 0
 
 

@@ -20,7 +20,10 @@ import io
 import pstats
 import sys
 import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 SCRIPT = Path(__file__).resolve()
 sys.path.insert(0, str(SCRIPT.parents[1]))
@@ -29,11 +32,15 @@ from bench.poll_bench import layout, write_gateway, write_rig
 from bench.workers import rig_serving
 from tests.support.servers import Mosquitto
 
+if TYPE_CHECKING:
+    from derms_edge.runtime.gateway import Gateway
+
 SETTLE_S = 3.0
 
 
-async def profile(config: Path, seconds: float) -> pstats.Stats:
-    """Run the gateway; profile it for ``seconds`` once every device is reading."""
+@asynccontextmanager
+async def steady_gateway(config: Path) -> AsyncIterator[Gateway]:
+    """The gateway running, every device reading and settled; stopped when the context ends."""
     from derms_edge.config import load_config
     from derms_edge.runtime.gateway import Gateway, freeze_startup_heap
 
@@ -47,13 +54,38 @@ async def profile(config: Path, seconds: float) -> pstats.Stats:
     if silent:
         raise RuntimeError(f"not reading: {', '.join(silent)}")
     await asyncio.sleep(SETTLE_S)
-    profiler = cProfile.Profile()
-    profiler.enable()
-    await asyncio.sleep(seconds)
-    profiler.disable()
-    stop.set()
-    await runner
+    try:
+        yield gateway
+    finally:
+        stop.set()
+        await runner
+
+
+async def profile(config: Path, seconds: float) -> pstats.Stats:
+    """Run the gateway; profile it for ``seconds`` once every device is reading."""
+    async with steady_gateway(config):
+        profiler = cProfile.Profile()
+        profiler.enable()
+        await asyncio.sleep(seconds)
+        profiler.disable()
     return pstats.Stats(profiler, stream=io.StringIO())
+
+
+@contextmanager
+def gateway_set_up(n: int) -> Iterator[Path]:
+    """A gateway configuration for N legacy PV inverters on the HIL rig, with telemetry to
+    a real Mosquitto, both serving until the context ends."""
+    devices = layout(n)
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        broker = Mosquitto(tmp / "mosquitto").start()
+        try:
+            write_rig(devices, tmp / "rig.yaml")
+            write_gateway(devices, broker.port, tmp / "gateway.yaml")
+            with rig_serving(tmp / "rig.yaml", (port for _d, port, _u in devices)):
+                yield tmp / "gateway.yaml"
+        finally:
+            broker.stop()
 
 
 def main() -> int:
@@ -64,17 +96,8 @@ def main() -> int:
     top.add_argument("--seconds", type=float, default=30.0)
     top.add_argument("--top", type=int, default=25)
     args = top.parse_args()
-    devices = layout(args.devices)
-    with tempfile.TemporaryDirectory() as tmp_dir:
-        tmp = Path(tmp_dir)
-        broker = Mosquitto(tmp / "mosquitto").start()
-        try:
-            write_rig(devices, tmp / "rig.yaml")
-            write_gateway(devices, broker.port, tmp / "gateway.yaml")
-            with rig_serving(tmp / "rig.yaml", (port for _d, port, _u in devices)):
-                stats = asyncio.run(profile(tmp / "gateway.yaml", args.seconds))
-        finally:
-            broker.stop()
+    with gateway_set_up(args.devices) as config:
+        stats = asyncio.run(profile(config, args.seconds))
     out = io.StringIO()
     stats.stream = out  # type: ignore[attr-defined]
     stats.sort_stats("tottime").print_stats(args.top)
