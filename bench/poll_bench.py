@@ -102,9 +102,10 @@ async def gateway_worker(config_path: Path, seconds: float) -> dict[str, Any]:
     """Run the gateway; measure after every device is reading."""
     from derms_edge.config import load_config
     from derms_edge.devices.sunspec.driver import SunSpecDriver
-    from derms_edge.runtime.gateway import Gateway
+    from derms_edge.runtime.gateway import Gateway, freeze_startup_heap
 
     gateway = Gateway(load_config(config_path))
+    freeze_startup_heap()  # as serve() does
     stop = asyncio.Event()
     runner = asyncio.create_task(gateway.run(stop))
     coordinators = list(gateway.coordinators.values())

@@ -107,6 +107,8 @@ class Controller:
     _arrivals: int = 0
     """The order of receipt given to the newest event."""
     _last_step: datetime | None = None
+    _site_loop: bool = False
+    """Whether the last step ran the site export loop."""
 
     # -- inbound -------------------------------------------------------------------------
 
@@ -213,6 +215,21 @@ class Controller:
 
     # -- the control step -----------------------------------------------------------------
 
+    def settled(self) -> bool:
+        """Whether a step on the same device views would decide just what the last one did,
+        however much time has passed since: no event open (none can start, end, be timed
+        out or wait for a state of charge), no volt-var run by the gateway (its response
+        moves with time), no battery's SoC watched (the energy through it grows with time),
+        no site export loop (it integrates). Only then may a step be left out."""
+        return (
+            self._last_step is not None
+            and not self._open
+            and not self._waiting
+            and not self._edges
+            and not self._watches
+            and not self._site_loop
+        )
+
     def step(
         self, devices: Mapping[str, DeviceView], now: datetime, elapsed_s: float | None = None
     ) -> Decision:
@@ -256,6 +273,7 @@ class Controller:
             setpoints[device.id] = device_setpoints(device, held, storage_w, self._edges, dt_s)
             _show_applied_storage(held, storage_w)
         site = site_in_force(events, defaults) if self.meter is not None else None
+        self._site_loop = site is not None
         if site is None:
             self.limiter.reset()
         else:

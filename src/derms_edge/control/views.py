@@ -43,6 +43,12 @@ APPLIES_TO: dict[ControlType, frozenset[DeviceKind]] = {
 """The kinds of device a control type applies to (export_limit_w applies to the site)."""
 
 
+CONTROL_READS = ("w", "v", "soc_pct")
+"""The only fields of a reading (`DeviceState`) the control core reads: power (SoC watch,
+export loop), voltage (edge volt-var, an EV charger's power cap), state of charge (guard,
+admission, watch). tests/unit/test_control_skip.py fails when it reads another."""
+
+
 @dataclass(frozen=True, slots=True)
 class Role:
     """A party allowed to send controls."""
@@ -103,6 +109,26 @@ class DeviceView:
             and self.state is not None
             and self.state.soc_pct is not None
             and self.soc_frozen is None
+        )
+
+    def control_inputs(self) -> tuple[object, ...]:
+        """Everything of this view the control core can read: its fields, the reading
+        reduced to `CONTROL_READS` (an energy counter that moved changes no decision)."""
+        state = self.state
+        read = None if state is None else tuple(getattr(state, name) for name in CONTROL_READS)
+        return (
+            self.id,
+            self.kind,
+            self.quality,
+            read,
+            self.capability,
+            self.supports,
+            self.reserve_soc_pct,
+            self.efficiency,
+            self.soc_frozen_after_wh,
+            self.max_a,
+            self.phases,
+            self.soc_frozen,
         )
 
     def reserved(self, reserve_soc_pct: float | None) -> DeviceView:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from derms_edge.aio import honour_cancellation, wait_set
+from derms_edge.aio import honour_cancellation
 from derms_edge.backoff import backoff_delay
 from derms_edge.errors import ControlRefused, DeviceChanged, DeviceError
 from derms_edge.model import (
@@ -291,11 +291,19 @@ class DeviceCoordinator:
                 log.exception("%s: closing the driver failed", self.device_id)
 
     async def _sleep_until(self, moment: float) -> None:
-        """Sleep until ``moment`` (monotonic) or until a new command arrives."""
+        """Sleep until ``moment`` (monotonic) or until a new command arrives.
+
+        The moment sets the wake-up event from a timer: a poll a second per device is not
+        worth a timeout's cancellation and its two exceptions (an event set early is
+        harmless, ``run`` checks the time)."""
         if self._decide_by is not None:
             moment = min(moment, self._decide_by)
         delay = max(0.0, moment - self._clock())
-        await wait_set(self._wake, delay)
+        timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            timer.cancel()
 
     async def _apply(self) -> None:
         """Write what differs between the desired and the applied setpoints; keep them alive."""

@@ -33,6 +33,14 @@ failed step made in memory but never stored or answered is made again, and said.
 follows a step that completed at the control interval, so a step that keeps failing is
 seen. A message the controller cannot handle is logged and the loop goes on; storing and
 answering are not guarded: their failure ends the task, as a step's does.
+
+At the control interval with nothing else taken, the step is left out when it could not
+decide anything new: the controller is settled (`Controller.settled`: no event open, no
+edge volt-var, no SoC watch, no export loop: nothing that moves with time) and no device's
+view changed in what the control core reads (`DeviceView.control_inputs`: quality,
+capability, power, voltage, state of charge...). Anything else taken (a command, a
+heartbeat, a refusal) makes the next interval step again, and so does a restart. The
+watchdog's beat follows the interval's step or that check.
 """
 
 from __future__ import annotations
@@ -148,7 +156,10 @@ class ControlLoop:
         self._clock = clock
         self._monotonic = monotonic
         self._stepped: float | None = None
-        """Monotonic time of the last step."""
+        """Monotonic time of the last step (or of the last one left out)."""
+        self._inputs: list[tuple[object, ...]] | None = None
+        """What the control core read of the devices at the last step, while nothing else
+        was taken since; None: the next interval steps."""
         self._seen: tuple[datetime, float] | None = None
         """The wall and monotonic clocks when the last input was taken: a jump is measured
         from there."""
@@ -176,6 +187,7 @@ class ControlLoop:
         every control interval; APScheduler a Boundary at each event's start and end (it is
         started with the first boundary to wait for: a gateway that has none never loads it)."""
         self._restore()
+        self._inputs = None
         self._running = True
         ticks: asyncio.Task[None] | None = None
         try:
@@ -217,13 +229,16 @@ class ControlLoop:
         What follows the hand-off is left in ``_pending``; when this raises, what was
         decided before the failure is stored and answered first."""
         step = tick = False
+        views: dict[str, DeviceView] | None = None
         try:
             for item in inputs:
                 now = self._clock()
                 step |= self._clock_checked(now)
+                if not isinstance(item, Tick):
+                    self._inputs = None  # it may have changed the controller: step next time
                 match item:
                     case Tick():
-                        step = tick = True
+                        tick = True
                     case Boundary() | DeviceConnected():
                         step = True
                     case SetpointRefused():
@@ -232,8 +247,11 @@ class ControlLoop:
                         step |= self._take(item, now)
                     case _:
                         assert_never(item)
+            if tick and not step:
+                views = self._views()
+                step = self._step_due(views)
             if step:
-                self._step(self._clock(), self._monotonic())
+                self._step(self._clock(), self._monotonic(), views)
         except BaseException:
             self._finish(tick=False)
             raise
@@ -438,10 +456,25 @@ class ControlLoop:
 
     # -- the step and its outputs -------------------------------------------------------------
 
-    def _step(self, now: datetime, at: float) -> None:
+    def _step_due(self, views: Mapping[str, DeviceView]) -> bool:
+        """At the control interval: whether to step (see the module's docstring). When not,
+        the interval counts as stepped: the next step's elapsed time is one interval."""
+        if (
+            self._inputs is not None
+            and self.controller.settled()
+            and self._inputs == _control_inputs(views)
+        ):
+            self._stepped = self._monotonic()
+            return False
+        return True
+
+    def _step(self, now: datetime, at: float, views: Mapping[str, DeviceView] | None) -> None:
         elapsed_s = None if self._stepped is None else at - self._stepped
         self._stepped = at
-        decision = self.controller.step(self._views(), now, elapsed_s)
+        views = self._views() if views is None else views
+        self._inputs = None  # until this step completed
+        decision = self.controller.step(views, now, elapsed_s)
+        self._inputs = _control_inputs(views)
         self._last = decision
         self._answer(decision.responses, decision.changed, now)
         for device_id, setpoints in decision.setpoints.items():
@@ -581,6 +614,11 @@ def _guarded(what: str, decide: Callable[[], T]) -> T | Literal[_Unhandled.UNHAN
     except Exception:
         log.exception("%s could not be handled", what)
         return UNHANDLED
+
+
+def _control_inputs(views: Mapping[str, DeviceView]) -> list[tuple[object, ...]]:
+    """What the control core can read of every device (see `DeviceView.control_inputs`)."""
+    return [view.control_inputs() for view in views.values()]
 
 
 def _active_value(in_force: InForce) -> ActiveValue:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -338,6 +339,15 @@ class _Stop(Exception):
     """Raised inside the TaskGroup to cancel every task on shutdown."""
 
 
+def freeze_startup_heap() -> None:
+    """Leave what the start made (modules, models, the configuration: some 50,000 objects
+    that live as long as the process) out of every later garbage collection, so a full one
+    goes through what the running gateway made only (at 200 devices it took 38 ms every
+    20 s or so). Garbage first: only what is still alive is frozen."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(config: Config) -> None:
     """Run the gateway until SIGTERM or SIGINT."""
     stop = asyncio.Event()
@@ -345,4 +355,6 @@ async def serve(config: Config) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
-    await Gateway(config).run(stop)
+    gateway = Gateway(config)
+    freeze_startup_heap()
+    await gateway.run(stop)

@@ -19,7 +19,7 @@ from derms_edge.northbound.messages import (
     CapabilityMessage,
     LastDispatch,
     StatusMessage,
-    TelemetryMessage,
+    telemetry_payload,
 )
 from derms_edge.northbound.mqtt import Message, MqttSession
 from derms_edge.northbound.topics import Topics
@@ -149,7 +149,7 @@ class Reporter:
         for offset, (device_id, coordinator) in enumerate(self._coordinators.items()):
             reading = coordinator.reading
             fresh = reading is not None and quality[device_id] in (Quality.OK, Quality.STALE)
-            message = TelemetryMessage.of(
+            payload = telemetry_payload(
                 seq=seq + offset,
                 device=device_id,
                 kind=self._kinds[device_id],
@@ -158,7 +158,7 @@ class Reporter:
                 state=reading.state if reading is not None else None,
             )
             messages.append(
-                Message("telemetry", self._topics.telemetry(device_id), message.encode(), self._qos)
+                Message("telemetry", self._topics.telemetry(device_id), payload, self._qos)
             )
         hold = not self._store_every_round and self._session.connected.is_set()
         self._outbox.add(messages, hold=hold)
