@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import ssl
 import threading
@@ -225,3 +226,44 @@ def test_stop_while_the_handshake_hangs_returns_at_once(pki: Pki) -> None:
     finally:
         stopped.set()
         listener.close()
+
+
+def test_a_broker_gone_silent_is_noticed_by_the_keepalive(tmp_path: Path) -> None:
+    """The broker stops answering without closing the connection (SIGSTOP: a host frozen,
+    a link cut without a reset): no EOF ever comes, only paho's keepalive check, which the
+    session now runs itself, can tell. With keepalive 5 s a PINGREQ goes after 5 s of
+    silence and the connection is given up 5 s later without its PINGRESP; once the broker
+    answers again the session is back."""
+    broker = Mosquitto(tmp_path / "mosquitto").start()
+    process = broker.process
+    assert process is not None
+    mqtt = MqttSession(
+        MqttSection(host=LOOPBACK, port=broker.port, keepalive_s=5, reconnect_max_s=1),
+        client_id="session-test-keepalive",
+        will=Message("state", "derms/v1/session-site/status", b"{}", retain=True),
+    )
+
+    async def scenario() -> tuple[float, bool]:
+        mqtt.start()
+        try:
+            await connected(mqtt)
+            process.signal(signal.SIGSTOP)
+            frozen = time.monotonic()
+            async with asyncio.timeout(15):
+                while mqtt.connected.is_set():
+                    await asyncio.sleep(0.1)
+            noticed = time.monotonic() - frozen
+            process.signal(signal.SIGCONT)
+            async with asyncio.timeout(10):
+                await mqtt.connected.wait()
+            return noticed, mqtt.connected.is_set()
+        finally:
+            process.signal(signal.SIGCONT)
+            await mqtt.stop([], timeout_s=1)
+
+    try:
+        noticed, back = asyncio.run(scenario())
+    finally:
+        broker.stop()
+    assert 5 <= noticed <= 12
+    assert back
