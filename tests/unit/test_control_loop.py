@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from derms_edge.model import Capability
 from derms_edge.northbound.commands import Controls, parse_command
 from derms_edge.northbound.mqtt import Message
 from derms_edge.northbound.topics import Topics
+from derms_edge.outbox import durable
 from derms_edge.runtime.control_loop import ControlLoop, Tick
 from derms_edge.runtime.gateway import build_control_loop
 from derms_edge.runtime.supervisor import supervise
@@ -338,16 +340,30 @@ def test_a_jump_of_the_wall_clock_is_seen_within_an_interval_and_told_once(
     assert len(jumps) == 1 and "+3600" in jumps[0]
 
 
-def test_nothing_is_answered_that_the_store_has_not_fsynced(tmp_path: Path) -> None:
-    """The schedule store commits with an fsync (WAL, synchronous=FULL) before an answer is
-    handed on: a store that fails to write lets no answer out, and ends the loop's task."""
+def test_the_store_commits_to_its_wal_and_its_own_thread_fsyncs(tmp_path: Path) -> None:
+    """The event loop never waits for the disk: the schedule store's commits are written to
+    its WAL (they survive kill -9) and fsynced by a thread of its own."""
+
+    async def scenario() -> None:
+        loop = loop_for(tmp_path, Recorder())
+        pragma = loop.store._db.execute
+        assert pragma("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert pragma("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: the thread fsyncs
+        assert pragma("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # and checkpoints
+        thread = loop.store._syncer._thread
+        assert thread.is_alive() and thread.name == "schedule-fsync"
+        loop.close()
+        assert not thread.is_alive()
+
+    asyncio.run(scenario())
+
+
+def test_a_store_that_fails_to_write_lets_no_answer_out(tmp_path: Path) -> None:
+    """A store that fails to write lets no answer out, and ends the loop's task."""
     recorder = Recorder()
 
     async def scenario() -> None:
         loop = loop_for(tmp_path, recorder)
-        synchronous = loop.store._db.execute("PRAGMA synchronous").fetchone()[0]
-        journal = loop.store._db.execute("PRAGMA journal_mode").fetchone()[0]
-        assert (synchronous, journal) == (2, "wal")  # 2: FULL
 
         def broken(*_args: object) -> None:
             raise OSError(28, "No space left on device")
@@ -359,6 +375,85 @@ def test_nothing_is_answered_that_the_store_has_not_fsynced(tmp_path: Path) -> N
         loop.close()
 
     asyncio.run(scenario())
+
+
+def test_nothing_is_answered_before_the_store_has_fsynced_it(
+    tmp_path: Path, fsync_blocked: threading.Event
+) -> None:
+    """While the store's fsync takes its time (an SD card), the event loop goes on, the event
+    is stored (in the WAL) and no answer is handed on; a later answer that stored nothing
+    (a payload refused) waits behind it: answers go out in the order decided, each once
+    what it says is on disk."""
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        loop = loop_for(tmp_path, recorder, interval_s=60)
+        task = asyncio.create_task(loop.run())
+        loop.post(controls(event("ev-1", 50)))
+        async with asyncio.timeout(5):
+            while not loop.store.commits:  # stored, not fsynced
+                await asyncio.sleep(0.01)
+        loop.post(controls(b'{"mrid": "bad", "control": {"max_w_pct": 250}}'))
+        for _ in range(20):  # the loop is not held up by the disk
+            await asyncio.sleep(0.01)
+        assert loop.dispatches.last is not None and loop.dispatches.last.mrid == "bad"
+        assert [r.event.mrid for r in loop.store.load(datetime.now(UTC))] == ["ev-1"]
+        assert recorder.responses == []
+        fsync_blocked.set()
+        async with asyncio.timeout(5):
+            while len(recorder.responses) < 3:
+                await asyncio.sleep(0.01)
+        assert [(r["mrid"], r["status"]) for r in recorder.responses] == [
+            ("ev-1", "received"),
+            ("ev-1", "scheduled"),
+            ("bad", "rejected"),
+        ]
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        loop.close()
+
+    asyncio.run(scenario())
+
+
+def test_closing_the_loop_fsyncs_and_hands_on_the_waiting_answers(
+    tmp_path: Path, fsync_blocked: threading.Event
+) -> None:
+    """At shutdown the answers still waiting for the store's fsync are handed on (to the
+    outbox, which keeps them for the next start): none is lost."""
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        loop = loop_for(tmp_path, recorder, interval_s=60)
+        loop._finish(loop._decide([controls(event("ev-1", 50))]))
+        assert recorder.responses == [] and loop.store.commits == 1
+        fsync_blocked.set()
+        loop.close()
+
+    asyncio.run(scenario())
+    assert [r["status"] for r in recorder.responses] == ["received", "scheduled"]
+
+
+def test_a_failed_fsync_thread_holds_no_answer_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the store's fsync fails, it says so loudly and the answers go out all the same
+    (holding them back for ever helps no one)."""
+
+    def failing(_fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(durable.os, "fsync", failing)
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        loop = loop_for(tmp_path, recorder, interval_s=60)
+        loop.handle([controls(event("ev-1", 50))])
+        loop.close()
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(scenario())
+    assert [r["status"] for r in recorder.responses] == ["received", "scheduled"]
+    assert any("schedule store: the fsync thread failed" in m for m in caplog.messages)
 
 
 def test_the_boundary_scheduler_starts_with_the_first_event_and_stops_with_the_loop(

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -17,7 +16,6 @@ from typing import Any
 import pytest
 
 from derms_edge.northbound.mqtt import Message
-from derms_edge.outbox import durable
 from derms_edge.outbox.buffer import MQTT, Outbox
 from derms_edge.outbox.forward import Forwarder, ReplayPace
 
@@ -276,17 +274,8 @@ async def test_a_held_round_acknowledged_is_done_at_once_and_never_written(
 
 
 def test_nothing_written_is_sent_before_its_commit_is_fsynced(
-    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+    outbox: Outbox, fsync_blocked: threading.Event
 ) -> None:
-    release = threading.Event()
-    fsync = os.fsync
-
-    def slow(fd: int) -> None:  # an SD card taking its time
-        release.wait(10)
-        fsync(fd)
-
-    monkeypatch.setattr(durable.os, "fsync", slow)
-
     async def scenario() -> None:
         session = FakeSession()
         forwarder = wired(Forwarder(outbox, session, replay_rate_per_s=1000), outbox, session)
@@ -296,11 +285,8 @@ def test_nothing_written_is_sent_before_its_commit_is_fsynced(
             rows(outbox, 5)  # a live round, written (a response would be too)
             await asyncio.sleep(0.2)
             assert session.sent == []
-            release.set()
+            fsync_blocked.set()
             await until(lambda: len(session.sent) == 10)
         assert sorted(session.seqs()) == list(range(1, 11))
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        release.set()
+    asyncio.run(scenario())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import struct
@@ -12,13 +11,11 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from derms_edge.northbound.mqtt import Message
-from derms_edge.outbox import durable
 from derms_edge.outbox.buffer import MQTT, Outbox, Row
 
 PAYLOAD = b'{"ts": "2026-11-21T10:00:05.012Z", "seq": 0, "device": "inv1", "w": 4211.0}' * 5
@@ -112,21 +109,6 @@ def test_the_file_is_wal_and_the_callers_commits_never_fsync(path: Path) -> None
     assert thread.is_alive() and thread.name == "outbox-fsync"
     outbox.close()
     assert not thread.is_alive()
-
-
-@pytest.fixture
-def fsync_blocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
-    """fsync waits until the event is set (a slow SD card)."""
-    release = threading.Event()
-    fsync = os.fsync
-
-    def slow(fd: int) -> None:
-        release.wait(10)
-        fsync(fd)
-
-    monkeypatch.setattr(durable.os, "fsync", slow)
-    yield release
-    release.set()
 
 
 def test_a_row_is_sendable_only_once_its_commit_is_fsynced(

@@ -140,7 +140,7 @@ class Outbox:
         self._commits = 0  # commits since the fsync thread started
         self._db.execute("PRAGMA synchronous=NORMAL")  # from now on the thread fsyncs
         self._db.execute("PRAGMA wal_autocheckpoint=0")  # and checkpoints
-        self._syncer = Syncer(path)
+        self._syncer = Syncer(path, what="telemetry buffer", thread="outbox-fsync")
         self._page_size: int = self._db.execute("PRAGMA page_size").fetchone()[0]
         self._bits = self._assign_bits(sinks)
         last_id, seq, dropped = self._db.execute(

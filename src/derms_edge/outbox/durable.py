@@ -1,4 +1,5 @@
-"""Durability off the event loop: the thread that fsyncs the outbox's WAL and checkpoints it.
+"""Durability off the event loop: the thread that fsyncs a SQLite file's WAL and checkpoints it
+(the outbox's, and the schedule store's).
 
 The outbox's connection commits with ``synchronous=NORMAL``: a commit is a ``write`` into
 the WAL, in the page cache (it survives ``kill -9``), not an fsync, so the event loop never
@@ -32,19 +33,23 @@ class Syncer:
     """fsyncs the WAL of the database at ``path`` after each commit it is told of.
 
     ``durable`` is (commit number, newest row id written) of the newest commit known to be on
-    disk; the commit numbers are the outbox's, counted from 1 after the thread started (0:
+    disk; the commit numbers are the writer's, counted from 1 after the thread started (0:
     the file as it was opened). ``on_durable`` is called in this thread after each fsync.
+    ``what`` names the file in the log, ``thread`` the thread.
     """
 
     def __init__(
         self,
         path: Path,
         *,
+        what: str,
+        thread: str,
         on_durable: Callable[[], object] | None = None,
         checkpoint_bytes: int = CHECKPOINT_BYTES,
     ) -> None:
         self._wal = Path(f"{path}-wal")
         self._path = path
+        self._what = what
         self._checkpoint_bytes = checkpoint_bytes
         self.on_durable = on_durable
         self.durable: tuple[int, int] = (0, 0)
@@ -55,7 +60,7 @@ class Syncer:
         self._stopping = False
         self._changed = threading.Condition()
         self._fd = os.open(self._wal, os.O_RDONLY | os.O_CREAT, 0o644)
-        self._thread = threading.Thread(target=self._run, name="outbox-fsync", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=thread, daemon=True)
         self._thread.start()
 
     def committed(self, commit: int, last_id: int) -> None:
@@ -63,6 +68,16 @@ class Syncer:
         with self._changed:
             self._wanted = (commit, last_id)
             self._changed.notify()
+
+    def wait(self, commit: int, timeout_s: float) -> bool:
+        """Block until commit number ``commit`` is durable or the thread failed (or ended);
+        whether it is durable. For callers that may block (a test, a tool), never the loop."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: self.durable[0] >= commit or self.failed or not self._thread.is_alive(),
+                timeout_s,
+            )
+            return self.durable[0] >= commit
 
     def stop(self) -> None:
         """Make what was committed durable, and end the thread."""
@@ -82,7 +97,9 @@ class Syncer:
                     wanted, stopping = self._wanted, self._stopping
                 if wanted != self.durable:
                     os.fsync(self._fd)
-                    self.durable = wanted
+                    with self._changed:
+                        self.durable = wanted
+                        self._changed.notify_all()
                     self._tell()
                 if stopping:
                     return
@@ -91,9 +108,11 @@ class Syncer:
                         checkpointer = sqlite3.connect(self._path, isolation_level=None)
                         checkpointer.execute("PRAGMA synchronous=FULL")
                     checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except Exception:  # the outbox goes on; commits are no longer fsynced: say so loudly
-            self.failed = True
-            log.exception("telemetry buffer: the fsync thread failed; a power cut may lose data")
+        except Exception:  # the writer goes on; commits are no longer fsynced: say so loudly
+            with self._changed:
+                self.failed = True
+                self._changed.notify_all()
+            log.exception("%s: the fsync thread failed; a power cut may lose data", self._what)
             self._tell()
         finally:
             if checkpointer is not None:
@@ -106,4 +125,4 @@ class Syncer:
         try:
             self.on_durable()
         except Exception:
-            log.exception("telemetry buffer: telling of fsynced rows failed")
+            log.exception("%s: telling of fsynced commits failed", self._what)

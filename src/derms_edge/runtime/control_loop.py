@@ -21,10 +21,13 @@ Only what a write needs comes before it: the command was validated (northbound; 
 validation is never taken, so it never reaches a device), the controller took it and
 stepped, and the coordinators have their setpoints. Then the loop yields one pass of the
 event loop, in which each coordinator it woke sends its write, and only then does what
-follows: the changed records are stored (one fsynced transaction for the whole batch), the
-responses handed to the outbox, the scheduler's wake-ups set, the ``active`` values
-published. A signed message is still remembered (replay memory) before the step: it is
-never taken twice, even across a crash in between.
+follows: the changed records are stored (one transaction for the whole batch), the
+scheduler's wake-ups set, the ``active`` values published, and the responses handed to the
+outbox once the store's own thread has fsynced that transaction (`ScheduleStore`: the event
+loop never waits for the disk; an answer never says what a power cut could undo, and
+answers go out in the order decided). A signed message is still remembered (replay memory)
+before the step: it is never taken twice, even across a crash in between (a power cut
+before the store's fsync can forget it, but then no answer said it was taken).
 
 A step that raises ends the task: what the batch's messages had changed before it is
 stored and answered first, then the supervisor logs the failure and starts the task again,
@@ -50,6 +53,7 @@ import enum
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -175,6 +179,9 @@ class ControlLoop:
         self._last: Decision | None = None
         self._pending = _Pending()
         """What the batch being handled decided that follows the hand-off of setpoints."""
+        self._unanswered: deque[tuple[int, list[Message]]] = deque()
+        """Responses decided, each batch's with the number of the store's commit that must be
+        fsynced before they are handed on (in order)."""
         self.dispatches = DispatchLog()
         """The last controls message taken and its latest answer (for the status)."""
 
@@ -189,6 +196,8 @@ class ControlLoop:
         self._restore()
         self._inputs = None
         self._running = True
+        loop = asyncio.get_running_loop()
+        self.store.on_durable(lambda: loop.call_soon_threadsafe(self._answer_durable))
         ticks: asyncio.Task[None] | None = None
         try:
             for record in self.controller.records.values():
@@ -213,16 +222,22 @@ class ControlLoop:
                 scheduler.shutdown(wait=False)
 
     def close(self) -> None:
-        """Close the schedule store (at the gateway's shutdown)."""
+        """Close the schedule store, what it committed fsynced, and hand on the responses that
+        waited for it (at the gateway's shutdown: before the outbox closes)."""
+        self.store.on_durable(None)
         self.store.close()
+        self._answer_durable()
 
     def handle(self, inputs: Sequence[Input]) -> None:
         """Let the controller take every input, step once if any asks for it, hand the
         setpoints on, then store, answer and publish what follows (``run`` does the same with
         what the inbox holds, yielding to the coordinators before storing; a test may call
-        it directly). Each input is taken at its own time: an event's creation time defaults
-        to the moment it is taken."""
+        it directly; this call also waits, blocking, for the store's fsync, so it answers at
+        once). Each input is taken at its own time: an event's creation time defaults to the
+        moment it is taken."""
         self._finish(self._decide(inputs))
+        self.store.wait_durable()
+        self._answer_durable()
 
     def _decide(self, inputs: Sequence[Input]) -> bool:
         """Take the inputs, step, command the coordinators; whether a Tick was among them.
@@ -259,8 +274,8 @@ class ControlLoop:
 
     def _finish(self, tick: bool) -> None:
         """What follows the hand-off: persist first, then say it (a response is never ahead
-        of the store), then the scheduler's wake-ups and the values in force; the watchdog's
-        beat after a step at the control interval."""
+        of the store, nor of its fsync: `_answer_durable`), then the scheduler's wake-ups and
+        the values in force; the watchdog's beat after a step at the control interval."""
         pending, self._pending = self._pending, _Pending()
         if pending.changed:
             self.store.save(pending.changed, pending.at)
@@ -280,16 +295,22 @@ class ControlLoop:
             )
         self.dispatches.answered(pending.responses)
         if pending.responses:
-            self._respond(
-                [
-                    Message("response", self._topics.responses, ResponseMessage.of(r).encode())
-                    for r in pending.responses
-                ]
-            )
+            messages = [
+                Message("response", self._topics.responses, ResponseMessage.of(r).encode())
+                for r in pending.responses
+            ]
+            self._unanswered.append((self.store.commits, messages))
+            self._answer_durable()
         if pending.active is not None:
             self._publish_active(*pending.active)
         if tick and self._on_tick is not None:
             self._on_tick()
+
+    def _answer_durable(self) -> None:
+        """Hand on the responses whose commit the store has fsynced, in the order decided."""
+        durable = self.store.durable
+        while self._unanswered and self._unanswered[0][0] <= durable:
+            self._respond(self._unanswered.popleft()[1])
 
     def _restore(self) -> None:
         """The schedule and the roles' defaults as the store has them: at the start, and again

@@ -319,8 +319,8 @@ class Gateway:
                 await self.ocpp.close()
             await self.mqtt.stop([self.reporter.status(online=False)])
             self.forwarder.flush()  # PUBACKs that came while stopping
+            self.control_loop.close()  # the answers that waited for its fsync: to the outbox
             self.outbox.close()  # what was not acknowledged stays for the next start
-            self.control_loop.close()
             log.info("gateway %s stopped", self.config.gateway.id)
 
 

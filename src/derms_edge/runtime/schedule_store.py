@@ -5,6 +5,12 @@ After a restart (or a kill -9) the gateway reloads it, so events still in their 
 resume without a second ``started`` and events that ended meanwhile are completed. Each
 change is one small transaction in WAL mode; the file lives in ``gateway.state_dir``.
 
+A commit is written into the WAL before the call returns (it survives ``kill -9``) but not
+fsynced there (``synchronous=NORMAL``): the event loop never waits for an SD card. A thread
+of the store's own (`durable.Syncer`, as the outbox's) fsyncs each commit and says so
+(``durable``, ``on_durable``); the control loop hands an answer on only once the commit
+that stored what it says is durable, so no answer is ahead of what survives a power cut.
+
 The file keeps the model's own dataclasses (`Event`, `Control`) as JSON, through pydantic's
 `TypeAdapter`: its format is the gateway's, not the MQTT contract's, so the contract can
 change without touching stored schedules.
@@ -13,7 +19,8 @@ change without touching stored schedules.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -21,6 +28,7 @@ from pydantic import TypeAdapter
 
 from derms_edge.control import OPEN, Record
 from derms_edge.model import Control, Event, Status
+from derms_edge.outbox.durable import Syncer
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -53,8 +61,38 @@ class ScheduleStore:
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # fsynced before any answer says so
         self._db.executescript(_SCHEMA)
+        self._db.execute("PRAGMA synchronous=NORMAL")  # from now on the thread fsyncs
+        self._db.execute("PRAGMA wal_autocheckpoint=0")  # and checkpoints
+        self.commits = 0
+        """Commits since the fsync thread started (the last one's number)."""
+        self._syncer = Syncer(path, what="schedule store", thread="schedule-fsync")
+
+    @property
+    def durable(self) -> int:
+        """The number of the newest commit on disk; every commit once the fsync thread failed
+        (it said so loudly: answers are not held back for ever)."""
+        return self.commits if self._syncer.failed else self._syncer.durable[0]
+
+    def on_durable(self, callback: Callable[[], object] | None) -> None:
+        """Call ``callback()`` after each fsync: in the fsync thread, so it must be
+        thread-safe (``loop.call_soon_threadsafe``). None: call nothing."""
+        self._syncer.on_durable = callback
+
+    def wait_durable(self, timeout_s: float = 10.0) -> None:
+        """Block until every commit so far is durable: for a caller that may block (a test,
+        a tool), never the event loop."""
+        if not self._syncer.wait(self.commits, timeout_s) and not self._syncer.failed:
+            raise TimeoutError(f"schedule store {self.path}: not fsynced in {timeout_s:g} s")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction, handed to the fsync thread once committed."""
+        with self._db:
+            self._db.execute("BEGIN")
+            yield self._db
+        self.commits += 1
+        self._syncer.committed(self.commits, 0)
 
     def save(self, records: Iterable[Record], now: datetime) -> None:
         """Write these records (insert or update) in one transaction."""
@@ -64,9 +102,8 @@ class ScheduleStore:
         ]
         if not rows:
             return
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany(
+        with self._transaction() as db:
+            db.executemany(
                 "INSERT INTO events (mrid, event, status, updated) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(mrid) DO UPDATE SET status = excluded.status, "
                 "updated = excluded.updated",
@@ -88,17 +125,17 @@ class ScheduleStore:
             else:
                 records.append(record)
         if stale:
-            with self._db:
-                self._db.executemany("DELETE FROM events WHERE mrid = ?", stale)
+            with self._transaction() as db:
+                db.executemany("DELETE FROM events WHERE mrid = ?", stale)
         return records
 
     def save_default(self, role: str, control: Control | None) -> None:
         """Remember a role's default control (None forgets it)."""
-        with self._db:
+        with self._transaction() as db:
             if control is None:
-                self._db.execute("DELETE FROM defaults WHERE role = ?", (role,))
+                db.execute("DELETE FROM defaults WHERE role = ?", (role,))
             else:
-                self._db.execute(
+                db.execute(
                     "INSERT OR REPLACE INTO defaults (role, control) VALUES (?, ?)",
                     (role, _CONTROL.dump_json(control).decode()),
                 )
@@ -113,10 +150,9 @@ class ScheduleStore:
     def remember_signed(self, digest: str, until: datetime, now: datetime) -> None:
         """Remember a signed message (by the digest of what its signature covers) until
         ``until``; those remembered past their time are forgotten."""
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute("DELETE FROM signed_seen WHERE until < ?", (now.timestamp(),))
-            self._db.execute(
+        with self._transaction() as db:
+            db.execute("DELETE FROM signed_seen WHERE until < ?", (now.timestamp(),))
+            db.execute(
                 "INSERT OR REPLACE INTO signed_seen (digest, until) VALUES (?, ?)",
                 (digest, until.timestamp()),
             )
@@ -127,5 +163,6 @@ class ScheduleStore:
         return row.fetchone() is not None
 
     def close(self) -> None:
-        """Close the database."""
+        """fsync what was committed and close the database."""
+        self._syncer.stop()
         self._db.close()
