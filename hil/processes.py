@@ -4,30 +4,59 @@ stopped by PID."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 
 
+LOWEST_PORT = 10_000
+"""Servers' ports are drawn from here up to the kernel's ephemeral range."""
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (the source ports of connections)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nothing uses right now, below the kernel's ephemeral
+    range: the kernel never gives it to a connection as its source port, so a server stopped
+    and started again (a broker outage, a device reboot) finds its port free. A port bound
+    by the kernel (bind to port 0) is in that range, and any connection made meanwhile, by
+    any process, can take it."""
+    # B311: spreads test servers over the ports; it guards no secret
+    draw = random.Random()  # nosec B311
+    for _ in range(200):
+        port = draw.randrange(LOWEST_PORT, _ephemeral_low())
+        with socket.socket() as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port on {LOOPBACK} in 200 draws below the ephemeral range")
 
 
-def wait_port(port: int, timeout_s: float = 10.0) -> None:
-    """Wait until 127.0.0.1:port accepts connections."""
+def wait_port(
+    port: int, timeout_s: float = 10.0, *, alive: Callable[[], bool] | None = None
+) -> None:
+    """Wait until 127.0.0.1:port accepts connections; with ``alive``, give up as soon as the
+    process that should listen there has exited."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise RuntimeError(f"the process that should listen on {LOOPBACK}:{port} exited")
         try:
             with socket.create_connection((LOOPBACK, port), timeout=0.2):
                 return
@@ -142,10 +171,13 @@ class Mosquitto:
         self.process: Process | None = None
 
     def start(self) -> Mosquitto:
-        self.process = Process(
+        self.process = process = Process(
             [mosquitto_binary(), "-c", str(self.config)], self.directory / "mosquitto.log"
         )
-        wait_port(self.port, self.timeout_s)
+        try:
+            wait_port(self.port, self.timeout_s, alive=process.alive)
+        except RuntimeError as exc:
+            raise RuntimeError(f"mosquitto: {exc}:\n{process.output()[-2000:]}") from None
         return self
 
     def stop(self) -> None:

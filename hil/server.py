@@ -12,6 +12,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
 
 from hil.devices import Fault, SimulatedDevice
+from hil.processes import free_port
 
 _BIT_CODES = frozenset({1, 2, 5, 15})
 """Coil and discrete-input function codes: a SunSpec device has only registers."""
@@ -82,7 +83,10 @@ class ModbusGateway:
         return self._server is not None
 
     async def start(self) -> None:
-        """Listen; afterwards `port` is the bound port (kept by a later start)."""
+        """Listen; a port 0 is drawn once (`free_port` says why the kernel's is not taken)
+        and kept by later starts."""
+        if self.port == 0:
+            self.port = free_port()
         # pymodbus wants SimDevices; _Bus answers every request from the devices instead
         simdevices = [
             SimDevice(id=d.unit_id, simdata=[SimData(0, datatype=DataType.REGISTERS)])
@@ -100,8 +104,7 @@ class ModbusGateway:
         listener = server.transport
         if not isinstance(listener, asyncio.Server) or not listener.sockets:
             await self.stop()
-            raise RuntimeError(f"{self.host}:{self.port}: cannot tell the bound port")
-        self.port = int(listener.sockets[0].getsockname()[1])
+            raise RuntimeError(f"{self.host}:{self.port}: not listening (is the port taken?)")
 
     def drop_connections(self) -> None:
         """Close every client connection; the listener stays open."""

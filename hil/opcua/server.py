@@ -33,7 +33,6 @@ from copy import copy
 from datetime import UTC
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import asyncua
 from asyncua import ua
@@ -50,6 +49,7 @@ from asyncua.ua.status_codes import StatusCodes
 
 from hil.opcua.devices import OpcUaDevice, Variable
 from hil.opcua.pki import OpcUaPki, server_application_uri
+from hil.processes import free_port
 
 PUBLISH_S = 0.1
 """How often every variable is republished with a fresh SourceTimestamp, wall s."""
@@ -138,7 +138,8 @@ class OpcUaServer:
 
     @property
     def endpoint(self) -> str:
-        """opc.tcp://<host>:<port>/derms-edge/hil/<id> (port 0 until the first start)."""
+        """opc.tcp://<host>:<port>/derms-edge/hil/<id> (port 0 until the first start, when it
+        was 0)."""
         return endpoint_url(self.host, self.port, self.device.id)
 
     async def start(self, pki: OpcUaPki | None = None) -> None:
@@ -148,11 +149,10 @@ class OpcUaServer:
         self.pki = pki or self.pki
         if self.pki is None:
             raise RuntimeError(f"{self.device.id}: the OPC UA server needs its PKI")
+        if self.port == 0:  # drawn once, kept by later starts (free_port says why not 0)
+            self.port = free_port()
         server = await self._build(self.pki)
         await server.start()
-        if self.port == 0 and server.bserver is not None:
-            self.port = server.bserver.port
-            _advertise(server, self.endpoint)
         self._server = server
         self._publisher = asyncio.create_task(
             self._run_publisher(), name=f"hil-opcua-{self.device.id}"
@@ -356,11 +356,3 @@ def _string_id(identifier: str, namespace: int) -> ua.NodeId:
 
 def _status(code: int) -> ua.StatusCode:
     return ua.StatusCode(ua.UInt32(code))
-
-
-def _advertise(server: Server, url: str) -> None:
-    """Put the bound port into the endpoints a server advertises (it was started on port 0)."""
-    server.endpoint = urlparse(url)
-    for endpoint in server.iserver.endpoints:
-        endpoint.EndpointUrl = url
-        endpoint.Server.DiscoveryUrls = [url]
