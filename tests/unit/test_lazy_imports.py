@@ -2,7 +2,9 @@
 asyncua for OPC UA devices, influxdb_client for the InfluxDB sink; joserfc (and cryptography
 under it, about 9 MB) only for signed controls; APScheduler (about 4 MB with multiprocessing
 and tzlocal) only when an event has a boundary to wait for (tests/unit/test_control_loop.py);
-the AsyncAPI generator, and difflib (0.2 MB) for its `--check`, only for `derms-edge asyncapi`."""
+the AsyncAPI generator, and difflib (0.2 MB) for its `--check`, only for `derms-edge asyncapi`;
+the InfluxDB sink's and Home Assistant discovery's modules only when configured. The command
+line loads the module of the command it runs, not every command's (0.4 MB for `run`)."""
 
 from __future__ import annotations
 
@@ -35,6 +37,10 @@ BUILD = textwrap.dedent(
         devices.append({"id": "wallbox", "kind": "evse", "protocol": "opcua",
                         "endpoint": "opc.tcp://127.0.0.1:4840",
                         "nodes": {"w": "nsu=urn:x;s=ev.Power"}})
+    if extra == "homeassistant":
+        homeassistant = {}
+    else:
+        homeassistant = None
     if extra == "influxdb":
         telemetry["influxdb"] = {"url": "http://127.0.0.1:8086", "token": "t", "org": "o",
                                  "bucket": "b"}
@@ -45,7 +51,7 @@ BUILD = textwrap.dedent(
 
     async def build() -> None:  # the Modbus links want a running loop
         config = {"gateway": {"id": "gw", "state_dir": state_dir}, "devices": devices,
-                  "telemetry": telemetry, "control": control}
+                  "telemetry": telemetry, "control": control, "homeassistant": homeassistant}
         Gateway(parse_config(config)).outbox.close()
 
     asyncio.run(build())
@@ -60,6 +66,8 @@ HEAVY = (
     "apscheduler",
     "derms_edge.northbound.asyncapi",
     "difflib",
+    "derms_edge.outbox.influx",
+    "derms_edge.northbound.ha_announcer",
 )
 """What a SunSpec and Modbus gateway without signing or InfluxDB does not load."""
 
@@ -83,7 +91,8 @@ def loaded(extra: str, state_dir: Path) -> list[str]:
     [
         ("none", []),
         ("opcua", ["asyncua", "cryptography"]),  # asyncua's client imports cryptography
-        ("influxdb", ["influxdb_client"]),
+        ("influxdb", ["derms_edge.outbox.influx", "influxdb_client"]),
+        ("homeassistant", ["derms_edge.northbound.ha_announcer"]),
         ("signed", ["cryptography", "joserfc"]),
     ],
 )
@@ -94,12 +103,36 @@ def test_a_library_is_imported_only_when_the_configuration_uses_it(
 
 
 def test_the_command_line_loads_no_heavy_library_before_a_command_runs() -> None:
-    """`derms-edge run` imports the parser of every command: their libraries wait for them."""
+    """The parser of every command (`--help`) loads no command's libraries."""
     code = (
-        f"import json, sys\nimport derms_edge.cli\n"
+        f"import json, sys\nimport derms_edge.cli\nderms_edge.cli.parser()\n"
         f"print(json.dumps(sorted(set({HEAVY!r}) & set(sys.modules))))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_command_loads_its_own_module_not_the_other_commands() -> None:
+    """`derms-edge run` (here on a file that is not there) imports run's module and what it
+    shares (common), not the other commands' (acl, doctor, monitor, ...); the full parser
+    still lists every command."""
+    code = (
+        "import contextlib, io, json, sys\nfrom derms_edge.cli import COMMANDS, main, parser\n"
+        "with contextlib.redirect_stderr(io.StringIO()):\n"
+        "    code = main(['run', '/nonexistent/derms-edge.yaml'])\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('derms_edge.cli.'))\n"
+        "other = sorted(m for m in sys.modules if m.startswith(('derms_edge.diagnostics',"
+        " 'derms_edge.northbound.acl', 'derms_edge.northbound.homeassistant')))\n"
+        "listed = parser()._subparsers._group_actions[0].choices\n"
+        "print(json.dumps([code, loaded, other, len(COMMANDS), sorted(listed)]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    code_, loaded, other, commands, listed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert code_ == 2  # the file is missing: invalid
+    assert loaded == ["derms_edge.cli.common", "derms_edge.cli.run"]
+    assert other == []
+    assert len(listed) == commands and {"run", "check-config", "acl", "hil"} <= set(listed)
