@@ -4,7 +4,8 @@ under it, about 9 MB) only for signed controls; APScheduler (about 4 MB with mul
 and tzlocal) only when an event has a boundary to wait for (tests/unit/test_control_loop.py);
 the AsyncAPI generator, and difflib (0.2 MB) for its `--check`, only for `derms-edge asyncapi`;
 the InfluxDB sink's and Home Assistant discovery's modules only when configured. The command
-line loads the module of the command it runs, not every command's (0.4 MB for `run`)."""
+line loads the module of the command it runs, not every command's (0.4 MB for `run`), and
+the configuration's models build no validator of their own that only `Config`'s uses."""
 
 from __future__ import annotations
 
@@ -136,3 +137,47 @@ def test_a_command_loads_its_own_module_not_the_other_commands() -> None:
     assert loaded == ["derms_edge.cli.common", "derms_edge.cli.run"]
     assert other == []
     assert len(listed) == commands and {"run", "check-config", "acl", "hil"} <= set(listed)
+
+
+def test_the_configuration_models_inside_config_build_no_validator_of_their_own() -> None:
+    """Loading a configuration builds `Config`'s validator; the section and device models it
+    holds are validated by it and build their own (pydantic's defer_build) only when used
+    alone. Used alone they validate as before."""
+    from derms_edge.config import (
+        OcppSection,
+        OpcUaDevice,
+        SunSpecDevice,
+        TelemetrySection,
+        parse_config,
+    )
+    from derms_edge.errors import ConfigError
+
+    code = (
+        "import json\nfrom derms_edge import config\n"
+        "config.parse_config({'gateway': {'id': 'g'}, 'devices': [{'id': 'pv', "
+        "'kind': 'inverter', 'protocol': 'sunspec', 'host': '127.0.0.1'}]})\n"
+        "names = ('Config', 'SunSpecDevice', 'OpcUaDevice', 'OcppDevice', 'OcppSection',"
+        " 'NodePoint', 'GatewaySection', 'InfluxSection', 'HomeAssistantSection')\n"
+        "print(json.dumps({n: getattr(config, n).__pydantic_complete__ for n in names}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    built = json.loads(result.stdout.strip().splitlines()[-1])
+    assert built.pop("Config") is True
+    assert built == dict.fromkeys(built, False)
+    # alone, each still validates (its validator built on first use)
+    assert SunSpecDevice(id="pv", kind="inverter", protocol="sunspec", host="h").port == 502
+    with pytest.raises(ValueError, match="endpoint"):
+        OpcUaDevice.model_validate({"id": "x", "kind": "evse", "protocol": "opcua"})
+    assert OcppSection.model_validate({"listen": "0.0.0.0:9000"}) is not None
+    assert TelemetrySection().interval_s > 0
+    with pytest.raises(ConfigError, match=r"devices\[0\]\.portt: unknown key"):
+        parse_config(
+            {
+                "gateway": {"id": "g"},
+                "devices": [
+                    {"id": "pv", "kind": "inverter", "protocol": "sunspec", "host": "h", "portt": 1}
+                ],
+            }
+        )
