@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from joserfc.jwk import OKPKey
@@ -140,9 +141,11 @@ def test_a_command_loads_its_own_module_not_the_other_commands() -> None:
 
 
 def test_the_configuration_models_inside_config_build_no_validator_of_their_own() -> None:
-    """Loading a configuration builds `Config`'s validator; the section and device models it
-    holds are validated by it and build their own (pydantic's defer_build) only when used
-    alone. Used alone they validate as before."""
+    """A file whose devices all speak Modbus is validated without the OPC UA and OCPP models
+    (`Config`'s full validator is built only for a file that names another protocol); the
+    section and device models build their own validator (pydantic's defer_build) only when
+    used alone. What a Modbus-only file gives is a `Config` all the same, and each model
+    used alone validates as before."""
     from derms_edge.config import (
         OcppSection,
         OpcUaDevice,
@@ -158,14 +161,23 @@ def test_the_configuration_models_inside_config_build_no_validator_of_their_own(
         "'kind': 'inverter', 'protocol': 'sunspec', 'host': '127.0.0.1'}]})\n"
         "names = ('Config', 'SunSpecDevice', 'OpcUaDevice', 'OcppDevice', 'OcppSection',"
         " 'NodePoint', 'GatewaySection', 'InfluxSection', 'HomeAssistantSection')\n"
-        "print(json.dumps({n: getattr(config, n).__pydantic_complete__ for n in names}))"
+        "built = {n: getattr(config, n).__pydantic_complete__ for n in names}\n"
+        "first = config.parse_config({'gateway': {'id': 'g'}, 'devices': [{'id': 'pv', "
+        "'kind': 'inverter', 'protocol': 'sunspec', 'host': '127.0.0.1'}]})\n"
+        "ok = type(first) is config.Config and first.devices[0].backoff_max_s == 1.0\n"
+        "config.parse_config({'gateway': {'id': 'g'}, 'devices': [{'id': 'ev', "
+        "'kind': 'evse', 'protocol': 'opcua', 'endpoint': 'opc.tcp://h:4840', "
+        "'nodes': {'w': 'ns=2;s=W'}}]})\n"
+        "print(json.dumps([built, ok, config.Config.__pydantic_complete__]))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
-    built = json.loads(result.stdout.strip().splitlines()[-1])
-    assert built.pop("Config") is True
+    built, same_config, full_built = json.loads(result.stdout.strip().splitlines()[-1])
     assert built == dict.fromkeys(built, False)
+    assert same_config
+    assert full_built  # an OPC UA device: Config's own validator
+
     # alone, each still validates (its validator built on first use)
     assert SunSpecDevice(id="pv", kind="inverter", protocol="sunspec", host="h").port == 502
     with pytest.raises(ValueError, match="endpoint"):
@@ -181,3 +193,61 @@ def test_the_configuration_models_inside_config_build_no_validator_of_their_own(
                 ],
             }
         )
+
+
+BAD_MODBUS_FILES: list[dict[str, Any]] = [
+    {"gateway": {"id": "g"}, "devices": []},
+    {"gateway": {"id": "g"}, "devices": [{"id": "pv", "kind": "inverter", "protocol": "sunspec"}]},
+    {"gateway": {"id": "g"}, "devicess": [], "devices": [{"protocol": "sunspec"}]},
+    {
+        "gateway": {"id": "g"},
+        "devices": [
+            {"id": "pv", "kind": "inverter", "protocol": "sunspec", "host": "h", "portt": 1},
+            {"id": "pv", "kind": "battery", "protocol": "sunspec", "host": "h", "unit_id": 2},
+        ],
+    },
+    {
+        "gateway": {"id": "g"},
+        "devices": [
+            {"id": "a", "kind": "inverter", "protocol": "sunspec", "host": "h"},
+            {"id": "b", "kind": "inverter", "protocol": "sunspec", "host": "h"},
+        ],
+    },
+    {
+        "gateway": {"id": "g!"},
+        "control": {"export_limit": {"meter": "m"}},
+        "devices": [
+            {"id": "pv", "kind": "kettle", "protocol": "sunspec", "host": "h"},
+            {"id": "b", "kind": "inverter", "protocol": "sunspec", "host": "h", "unit_id": 2,
+             "poll_interval_s": -1, "reserve_soc_pct": 20},
+            {"id": "ev", "kind": "evse", "protocol": "modbus", "host": "h", "unit_id": 3},
+        ],
+    },
+    {
+        "gateway": {"id": "g"},
+        "control": {"export_limit": {"meter": "m"}},
+        "devices": [{"id": "pv", "kind": "inverter", "protocol": "sunspec", "host": "h"}],
+    },
+]  # fmt: skip
+"""Files whose devices all speak Modbus, each with problems (of fields, of checks)."""
+
+
+@pytest.mark.parametrize("data", BAD_MODBUS_FILES)
+def test_a_modbus_only_file_gets_the_messages_of_the_full_configuration(
+    data: dict[str, Any],
+) -> None:
+    """The lean validator of a Modbus-only file says what `Config`'s says, word for word."""
+    from pydantic import ValidationError
+
+    from derms_edge.config import Config, parse_config
+    from derms_edge.config.file import _TAGS, _WORDING, _modbus_only
+    from derms_edge.errors import ConfigError
+    from derms_edge.schema import problems
+
+    assert _modbus_only(data)
+    with pytest.raises(ConfigError) as lean:
+        parse_config(data)
+    with pytest.raises(ValidationError) as full:
+        Config.model_validate(data)
+    expected = problems(full.value, nowhere="(top level)", wording=_WORDING, tags=_TAGS)
+    assert lean.value.problems == expected
