@@ -104,16 +104,21 @@ def test_a_library_is_imported_only_when_the_configuration_uses_it(
     assert loaded(extra, tmp_path) == expected
 
 
+def printed(code: str) -> Any:
+    """What ``code``, run in a fresh interpreter, printed last, as JSON."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def test_the_command_line_loads_no_heavy_library_before_a_command_runs() -> None:
     """The parser of every command (`--help`) loads no command's libraries."""
     code = (
         f"import json, sys\nimport derms_edge.cli\nderms_edge.cli.parser()\n"
         f"print(json.dumps(sorted(set({HEAVY!r}) & set(sys.modules))))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+    assert printed(code) == []
 
 
 def test_a_command_loads_its_own_module_not_the_other_commands() -> None:
@@ -130,10 +135,7 @@ def test_a_command_loads_its_own_module_not_the_other_commands() -> None:
         "listed = parser()._subparsers._group_actions[0].choices\n"
         "print(json.dumps([code, loaded, other, len(COMMANDS), sorted(listed)]))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    code_, loaded, other, commands, listed = json.loads(result.stdout.strip().splitlines()[-1])
+    code_, loaded, other, commands, listed = printed(code)
     assert code_ == 2  # the file is missing: invalid
     assert loaded == ["derms_edge.cli.common", "derms_edge.cli.run"]
     assert other == []
@@ -170,10 +172,7 @@ def test_the_configuration_models_inside_config_build_no_validator_of_their_own(
         "'nodes': {'w': 'ns=2;s=W'}}]})\n"
         "print(json.dumps([built, ok, config.Config.__pydantic_complete__]))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    built, same_config, full_built = json.loads(result.stdout.strip().splitlines()[-1])
+    built, same_config, full_built = printed(code)
     assert built == dict.fromkeys(built, False)
     assert same_config
     assert full_built  # an OPC UA device: Config's own validator
