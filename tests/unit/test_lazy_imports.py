@@ -70,6 +70,7 @@ HEAVY = (
     "difflib",
     "derms_edge.outbox.influx",
     "derms_edge.northbound.ha_announcer",
+    "statistics",
 )
 """What a SunSpec and Modbus gateway without signing or InfluxDB does not load."""
 
