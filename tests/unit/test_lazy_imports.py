@@ -251,3 +251,16 @@ def test_a_modbus_only_file_gets_the_messages_of_the_full_configuration(
         Config.model_validate(data)
     expected = problems(full.value, nowhere="(top level)", wording=_WORDING, tags=_TAGS)
     assert lean.value.problems == expected
+
+
+def test_the_version_is_read_without_the_installed_distributions_metadata() -> None:
+    """`derms_edge.__version__` comes from `derms_edge._version`, which pyproject.toml builds
+    the metadata from: the same string, without importlib.metadata reading every installed
+    distribution at each start (0.1 MB)."""
+    import importlib.metadata
+
+    import derms_edge
+
+    assert derms_edge.__version__ == importlib.metadata.version("derms-edge")
+    loaded = printed("import json, sys\nimport derms_edge\nprint(json.dumps(sorted(sys.modules)))")
+    assert "importlib.metadata" not in loaded
