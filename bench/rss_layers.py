@@ -6,8 +6,8 @@ layers before it, in the order the daemon loads them.
 Each run is a fresh interpreter that imports the layers one after the other and reads
 VmRSS from /proc/self/status after each; a layer's figure is the growth it caused, so a
 module that two layers share is counted in the first. The first row is the interpreter
-alone (with this venv's site hooks). The SunSpec layers end with the daemon's own code (every
-command's parser and the gateway); the OPC UA layers are what one OPC UA device adds on top.
+alone (with this venv's site hooks). The SunSpec layers end with the daemon's own code (the
+command run's module and the gateway); the OPC UA layers are what one OPC UA device adds on top.
 Median of ``--runs`` runs per layer, MB. As the daemon runs when installed, from bytecode
 (an unmeasured first run compiles it); ``--source`` compiles every module at each run instead.
 """
@@ -35,7 +35,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("pydantic.main", "pydantic._internal._generate_schema", "pydantic.plugin._loader"),
     ),
     ("derms_edge: configuration", ("derms_edge.config",)),
-    ("derms_edge: command line (every parser)", ("derms_edge.cli",)),
+    ("derms_edge: command line (`run`)", ("derms_edge.cli", "derms_edge.cli.run")),
     ("derms_edge: gateway (runtime, devices, control)", ("derms_edge.runtime.gateway",)),
     ("cryptography (x509, hazmat)", ("cryptography.x509", "cryptography.hazmat.primitives")),
     ("asyncua (`ua`, client, server: the package loads all)", ("asyncua",)),

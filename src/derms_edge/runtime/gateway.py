@@ -43,15 +43,12 @@ from derms_edge.devices.factory import Wiring, build_coordinator
 from derms_edge.devices.modbus import LinkPool
 from derms_edge.model import DeviceKind, Quality
 from derms_edge.northbound.commands import parse_command
-from derms_edge.northbound.ha_announcer import HomeAssistantAnnouncer
 from derms_edge.northbound.mqtt import Message, MqttSession
 from derms_edge.northbound.rate_limit import InboundLimit
 from derms_edge.northbound.signed import KeyRing
 from derms_edge.northbound.topics import Topics
 from derms_edge.outbox.buffer import MQTT, Outbox
 from derms_edge.outbox.forward import Forwarder
-from derms_edge.outbox.influx import SINK as INFLUX
-from derms_edge.outbox.influx import InfluxSink
 from derms_edge.runtime.control_loop import ControlLoop, utc_now
 from derms_edge.runtime.device_views import DeviceViews
 from derms_edge.runtime.replay import ReplayGuard
@@ -62,6 +59,8 @@ from derms_edge.runtime.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from derms_edge.devices.ocpp.hub import OcppHub
+    from derms_edge.northbound.ha_announcer import HomeAssistantAnnouncer
+    from derms_edge.outbox.influx import InfluxSink
 
 BUFFER_FILE = "telemetry.sqlite"
 SCHEDULE_FILE = "schedule.sqlite"
@@ -166,16 +165,20 @@ class Gateway:
             device.id: build_coordinator(device, self._links, wiring) for device in config.devices
         }
         telemetry = config.telemetry
+        # the InfluxDB sink's and Home Assistant's modules load only when configured
+        self.influx: InfluxSink | None = None
+        sinks: tuple[str, ...] = (MQTT,)
+        if telemetry.influxdb is not None:
+            from derms_edge.outbox.influx import SINK, InfluxSink
+
+            sinks = (MQTT, SINK)
         self.outbox = Outbox(
             telemetry.buffer_path or config.gateway.state_dir / BUFFER_FILE,
             max_bytes=int(telemetry.buffer_max_mb * 1024 * 1024),
-            sinks=(MQTT, INFLUX) if telemetry.influxdb is not None else (MQTT,),
+            sinks=sinks,
         )
-        self.influx = (
-            InfluxSink(telemetry.influxdb, self.outbox, config.gateway.id)
-            if telemetry.influxdb is not None
-            else None
-        )
+        if telemetry.influxdb is not None:
+            self.influx = InfluxSink(telemetry.influxdb, self.outbox, config.gateway.id)
         self.mqtt = MqttSession(
             config.mqtt,
             client_id=f"derms-edge-{config.gateway.id}",
@@ -218,11 +221,13 @@ class Gateway:
             publish=self.mqtt.publish,
             on_tick=lambda: self.watchdog.beat("control"),
         )
-        self.homeassistant = (
-            HomeAssistantAnnouncer(config.homeassistant, self.topics, self._kinds, self.mqtt)
-            if config.homeassistant is not None
-            else None
-        )
+        self.homeassistant: HomeAssistantAnnouncer | None = None
+        if config.homeassistant is not None:
+            from derms_edge.northbound.ha_announcer import HomeAssistantAnnouncer
+
+            self.homeassistant = HomeAssistantAnnouncer(
+                config.homeassistant, self.topics, self._kinds, self.mqtt
+            )
         # who tells whom
         self.outbox.add_listener(self.forwarder.wake)
         if self.influx is not None:

@@ -23,9 +23,14 @@ def as_identifier(name: str, fallback: str) -> str:
 
 class Strict(BaseModel):
     """Base of every shape read from outside: unknown keys are errors, so typos do not pass
-    silently; values are immutable once validated."""
+    silently; values are immutable once validated.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    A model builds its validator when first used, not when defined (``defer_build``): most
+    of them (the configuration's sections and device kinds) are only ever validated inside
+    another's (`Config`'s), and a validator of their own would be ~0.4 MB the daemon never
+    uses (tests/unit/test_lazy_imports.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 _VALIDATOR_NAME = re.compile(r"function-\w+\[.*\]")

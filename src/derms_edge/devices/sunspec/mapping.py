@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from statistics import fmean
+from math import fsum
 
 from derms_edge.devices.sunspec.models import PointValue
 from derms_edge.model import Capability, DeviceKind, DeviceState, OperatingState
@@ -115,7 +115,7 @@ def _num(value: PointValue) -> float | None:
 
 def _mean(values: Iterable[PointValue]) -> float | None:
     numbers = [n for n in map(_num, values) if n is not None and n > 0]
-    return fmean(numbers) if numbers else None
+    return fsum(numbers) / len(numbers) if numbers else None  # statistics.fmean, 0.15 MB lighter
 
 
 def _pick(*values: float | None) -> float | None:
