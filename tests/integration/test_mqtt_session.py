@@ -7,7 +7,11 @@ Mosquitto: what moving paho into the loop could break.
   session (the next message still arrives) and a control is handled on the loop's thread,
   without a network thread of paho's.
 - Only connect and the TLS handshake run in a thread: stopping while a handshake hangs
-  returns at once, and the connection that completes later is closed.
+  returns at once, and the connection that completes later is closed; what the loop
+  publishes while the thread has paho waits for it (never a PUBLISH before the CONNECT).
+- After a reconnection, what paho queued during the outage goes before the fresh retained
+  state the reconnection publishes; stop() after a reconnection still waits for the final
+  message's PUBACK.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -29,6 +34,7 @@ from paho.mqtt.publish import single
 from derms_edge.config import MqttSection
 from derms_edge.config.sections import MqttTls
 from derms_edge.northbound.mqtt import Message, MqttSession
+from tests.support.mqtt_probe import MqttProbe
 from tests.support.servers import LOOPBACK, Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -243,7 +249,7 @@ def test_a_broker_gone_silent_is_noticed_by_the_keepalive(tmp_path: Path) -> Non
         will=Message("state", "derms/v1/session-site/status", b"{}", retain=True),
     )
 
-    async def scenario() -> tuple[float, bool]:
+    async def scenario() -> float:
         mqtt.start()
         try:
             await connected(mqtt)
@@ -254,16 +260,152 @@ def test_a_broker_gone_silent_is_noticed_by_the_keepalive(tmp_path: Path) -> Non
                     await asyncio.sleep(0.1)
             noticed = time.monotonic() - frozen
             process.signal(signal.SIGCONT)
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(10):  # back once the broker answers again
                 await mqtt.connected.wait()
-            return noticed, mqtt.connected.is_set()
+            return noticed
         finally:
             process.signal(signal.SIGCONT)
             await mqtt.stop([], timeout_s=1)
 
     try:
-        noticed, back = asyncio.run(scenario())
+        noticed = asyncio.run(scenario())
     finally:
         broker.stop()
     assert 5 <= noticed <= 12
-    assert back
+
+
+STATE = "derms/v1/session-site/state"
+
+
+async def disconnected(mqtt: MqttSession) -> None:
+    async with asyncio.timeout(10):
+        while mqtt.connected.is_set():
+            await asyncio.sleep(0.05)
+
+
+def test_state_queued_in_an_outage_does_not_overtake_the_fresh_state(tmp_path: Path) -> None:
+    """A retained value published while the broker is away waits in paho; the reconnection
+    publishes the fresh one (as the reporter's announce does). paho sends the queued one
+    again first, so the fresh one is what the broker keeps."""
+    broker = Mosquitto(tmp_path / "mosquitto").start()
+    mqtt = session(broker.port)
+    mqtt.on_connected(lambda: mqtt.publish(Message("state", STATE, b"fresh", retain=True)))
+
+    async def scenario() -> None:
+        mqtt.start()
+        try:
+            await connected(mqtt)
+            broker.stop()
+            await disconnected(mqtt)
+            mqtt.publish(Message("state", STATE, b"stale", retain=True))  # queued in paho
+            broker.start()
+            await connected(mqtt)
+        finally:
+            await mqtt.stop([])
+
+    try:
+        asyncio.run(scenario())
+        probe = MqttProbe(broker.port, STATE)
+        try:
+            kept = probe.wait_for(lambda m: m.retain, timeout_s=5)
+        finally:
+            probe.close()
+    finally:
+        broker.stop()
+    assert kept.payload == b"fresh"
+
+
+def test_stop_after_a_reconnection_waits_for_the_final_puback(tmp_path: Path) -> None:
+    """Every disconnection says "nothing more will be delivered on this connection"; that
+    must not let a later stop() skip the wait for its final message's PUBACK."""
+    broker = Mosquitto(tmp_path / "mosquitto").start()
+    mqtt = session(broker.port)
+    delivered: list[int] = []
+    mqtt.on_published(delivered.append)
+
+    async def scenario() -> None:
+        mqtt.start()
+        await connected(mqtt)
+        broker.stop()
+        await disconnected(mqtt)
+        broker.start()
+        await connected(mqtt)
+        await mqtt.stop([Message("state", STATE, b"offline", retain=True)])
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        broker.stop()
+    assert len(delivered) == 1  # the final message's PUBACK, read before disconnecting
+
+
+def test_what_the_loop_publishes_while_connecting_goes_after_the_connect(
+    broker: Mosquitto,
+) -> None:
+    """The connect thread opens the socket, hands it to paho, then queues CONNECT; a retained
+    value the loop publishes in between must not reach the broker first (Mosquitto drops a
+    connection whose first packet is no CONNECT). Here the thread is held 0.5 s in that gap,
+    as a busy machine may hold it; the value waits and follows the CONNECT, on the first
+    connection."""
+    mqtt = session(broker.port)
+    client = mqtt._client
+    send_connect = client._send_connect
+    connects: list[float] = []
+
+    def held_in_the_gap(keepalive: int) -> Any:
+        connects.append(time.monotonic())
+        time.sleep(0.5)
+        return send_connect(keepalive)
+
+    client._send_connect = held_in_the_gap  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        mqtt.start()
+        try:
+            async with asyncio.timeout(5):
+                while not connects:
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)  # the thread is in the gap: the socket is paho's
+            mqtt.publish(Message("state", STATE, b"during", retain=True))
+            await connected(mqtt)
+        finally:
+            await mqtt.stop([])
+
+    asyncio.run(scenario())
+    probe = MqttProbe(broker.port, STATE)
+    try:
+        kept = probe.wait_for(lambda m: m.retain, timeout_s=5)
+    finally:
+        probe.close()
+    assert kept.payload == b"during"
+    assert len(connects) == 1  # the first connection held: not dropped and made again
+
+
+def test_a_failure_of_the_session_itself_is_logged_and_followed_by_a_reconnection(
+    broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Something in the session's own task raises (here paho's keepalive check, once): the
+    session says so and connects again, rather than leaving the gateway without MQTT."""
+    mqtt = session(broker.port)
+    client = mqtt._client
+    loop_misc = client.loop_misc
+    failures: list[None] = []
+
+    def failing_once() -> Any:
+        if not failures:
+            failures.append(None)
+            raise RuntimeError("a bug in the session")
+        return loop_misc()
+
+    async def scenario() -> None:
+        mqtt.start()
+        try:
+            await connected(mqtt)
+            client.loop_misc = failing_once  # type: ignore[method-assign]
+            await disconnected(mqtt)
+            await connected(mqtt)
+        finally:
+            await mqtt.stop([])
+
+    asyncio.run(scenario())
+    assert failures and any("failed; reconnecting" in m for m in caplog.messages)

@@ -6,10 +6,15 @@ bytes to send) and calls paho's ``loop_read``/``loop_write`` when it is ready an
 in the event loop: a control reaches the gateway the moment its bytes are read, without the
 hop from paho's own thread that the dispatch benchmark measured (~0.25 ms of every dispatch,
 and a thread woken for every publish). Only the TCP connect and TLS handshake, which paho
-does blocking, run in a short-lived thread of their own; the session reconnects by itself
-with capped, jittered backoff. Retained state (status, capability, active) is published
-directly; telemetry and responses come from the outbox through ``send`` (see
-outbox/forward.py).
+does blocking, run in a short-lived thread of their own (while it runs, paho's state is the
+thread's: retained state published meanwhile is held and handed to paho after it, and
+``send`` takes nothing); the session reconnects by itself with capped, jittered backoff, and
+a failure of its own is logged and followed by a reconnection, never the end of MQTT.
+After a reconnection paho first sends again what it still holds (messages queued while the
+broker was away), then the ``on_connected`` callbacks run (the forwarder's replay, fresh
+retained state), so no stale retained value overtakes a fresh one. Retained state
+(status, capability, active) is published directly; telemetry and responses come from the
+outbox through ``send`` (see outbox/forward.py).
 
 On Linux the socket acknowledges at once what it receives (``TCP_QUICKACK``, which the
 kernel turns off again by itself, so it is set again after every read): a broker with Nagle
@@ -119,7 +124,8 @@ def new_client(
 class MqttSession:
     """A long-lived MQTT connection with a last will, reconnecting by itself.
 
-    Every method is called in the event loop, and every callback runs there.
+    Every method is called in the event loop, and every callback runs there; paho is used
+    from the connect thread only while ``_connecting`` (the loop leaves it alone meanwhile).
     """
 
     def __init__(self, config: MqttSection, client_id: str, will: Message) -> None:
@@ -145,6 +151,10 @@ class MqttSession:
         self._connections = 0
         """Connections the broker accepted since start: the backoff starts afresh after one."""
         self._stopping = False
+        self._connecting = False
+        """The connect thread is using paho: the loop does not touch it."""
+        self._held: list[Message] = []
+        """Retained state published while connecting, handed to paho after."""
         self._closed = asyncio.Event()
         """Set while there is no socket: never opened, or closed by either side."""
         self._closed.set()
@@ -184,6 +194,9 @@ class MqttSession:
 
     def publish(self, message: Message) -> None:
         """Queue a message; paho sends it now or after the next reconnection."""
+        if self._connecting:
+            self._held.append(message)
+            return
         info = self._client.publish(
             message.topic, message.payload, qos=message.qos, retain=message.retain
         )
@@ -195,8 +208,11 @@ class MqttSession:
 
         A QoS 1 message taken while the connection is down waits in paho and goes out after
         the reconnection, like one in flight when it broke (with the DUP flag). A QoS 0
-        message is taken only while connected.
+        message is taken only while connected. Nothing is taken while the connect thread
+        uses paho (the forwarder sends it after the reconnection).
         """
+        if self._connecting:
+            return None
         info = self._client.publish(
             message.topic, message.payload, qos=message.qos, retain=message.retain
         )
@@ -213,6 +229,8 @@ class MqttSession:
         ``timeout_s``; then stop reconnecting."""
         self._stopping = True
         if self.connected.is_set():
+            self._final.clear()
+            self._final_delivered.clear()  # set by every earlier disconnection
             for m in final:
                 info = self._client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
                 if info.rc == paho.MQTT_ERR_SUCCESS:
@@ -234,8 +252,12 @@ class MqttSession:
         attempt = 0
         while not self._stopping:
             accepted_before = self._connections
-            if await self._connect():
-                await self._serve()
+            try:
+                if await self._connect():
+                    await self._serve()
+            except Exception:  # a failure of the session's own: MQTT must not end with it
+                log.exception("MQTT session %s failed; reconnecting", self.endpoint)
+                self._drop_socket()
             attempt = 0 if self._connections > accepted_before else attempt + 1
             await asyncio.sleep(
                 backoff_delay(attempt, RECONNECT_MIN_S, self._config.reconnect_max_s)
@@ -253,15 +275,21 @@ class MqttSession:
                 client.reconnect()
             except Exception as exc:  # said to the installer, then retried
                 error = exc
-            with contextlib.suppress(RuntimeError):  # the loop closed: the daemon has stopped
+            try:
                 loop.call_soon_threadsafe(_settle, outcome, error)
+            except RuntimeError:  # the loop closed: the daemon has stopped; close it here
+                sock = client.socket()
+                if isinstance(sock, socket.socket):
+                    sock.close()
 
+        self._connecting = True
         threading.Thread(target=connect, name="mqtt connect", daemon=True).start()
         try:
             error = await asyncio.shield(outcome)
         except asyncio.CancelledError:
-            outcome.add_done_callback(self._abandon)
+            outcome.add_done_callback(self._abandon)  # paho is the thread's until it ends
             raise
+        self._connect_thread_done()
         if error is not None:
             if not self._outage_logged:
                 log.error("%s; retrying with backoff", connect_failure(error, self._config))
@@ -276,6 +304,13 @@ class MqttSession:
             loop.add_writer(sock, self._writable)
         return True
 
+    def _connect_thread_done(self) -> None:
+        """paho is the loop's again: hand it the retained state held meanwhile."""
+        self._connecting = False
+        held, self._held = self._held, []
+        for message in held:
+            self.publish(message)
+
     async def _serve(self) -> None:
         """Keep the connection alive until its socket closes."""
         while not await wait_set(self._closed, MISC_INTERVAL_S):
@@ -283,6 +318,8 @@ class MqttSession:
 
     def _abandon(self, outcome: asyncio.Future[BaseException | None]) -> None:
         """A connection that completed after the session stopped is closed unused."""
+        self._connecting = False
+        self._held.clear()  # stopped: nothing more goes out
         if not outcome.cancelled() and outcome.result() is None:
             self._drop_socket()
 
@@ -325,6 +362,8 @@ class MqttSession:
         if isinstance(sock, socket.socket) and sock.fileno() >= 0:
             self._forget_socket(sock)
             sock.close()
+        self._accepted = False
+        self.connected.clear()
         self._closed.set()
 
     # paho's callbacks, in the event loop; what the gateway does with them must not break
@@ -350,8 +389,11 @@ class MqttSession:
         if self._filters:
             self._client.subscribe([(topic, 1) for topic in self._filters])
         self.connected.set()
+        # after paho's CONNACK handling, which first sends again what it held (it runs when
+        # this returns): fresh retained state must follow queued stale values, not precede them
+        loop = asyncio.get_running_loop()
         for callback in self._on_connected:
-            _contained(callback)
+            loop.call_soon(_contained, callback)
 
     def _on_disconnect(
         self,
