@@ -277,6 +277,15 @@ def test_a_broker_gone_silent_is_noticed_by_the_keepalive(tmp_path: Path) -> Non
 STATE = "derms/v1/session-site/state"
 
 
+def retained(port: int) -> bytes:
+    """What the broker keeps on STATE."""
+    probe = MqttProbe(port, STATE)
+    try:
+        return probe.wait_for(lambda m: m.retain, timeout_s=5).payload
+    finally:
+        probe.close()
+
+
 async def disconnected(mqtt: MqttSession) -> None:
     async with asyncio.timeout(10):
         while mqtt.connected.is_set():
@@ -305,14 +314,9 @@ def test_state_queued_in_an_outage_does_not_overtake_the_fresh_state(tmp_path: P
 
     try:
         asyncio.run(scenario())
-        probe = MqttProbe(broker.port, STATE)
-        try:
-            kept = probe.wait_for(lambda m: m.retain, timeout_s=5)
-        finally:
-            probe.close()
+        assert retained(broker.port) == b"fresh"
     finally:
         broker.stop()
-    assert kept.payload == b"fresh"
 
 
 def test_stop_after_a_reconnection_waits_for_the_final_puback(tmp_path: Path) -> None:
@@ -372,12 +376,7 @@ def test_what_the_loop_publishes_while_connecting_goes_after_the_connect(
             await mqtt.stop([])
 
     asyncio.run(scenario())
-    probe = MqttProbe(broker.port, STATE)
-    try:
-        kept = probe.wait_for(lambda m: m.retain, timeout_s=5)
-    finally:
-        probe.close()
-    assert kept.payload == b"during"
+    assert retained(broker.port) == b"during"
     assert len(connects) == 1  # the first connection held: not dropped and made again
 
 
