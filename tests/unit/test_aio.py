@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import pytest
 
-from derms_edge.aio import honour_cancellation, wait_set
+from derms_edge.aio import honour_cancellation, to_boundary, wait_set
 
 
 def test_wait_set_says_whether_the_event_came() -> None:
@@ -71,3 +72,14 @@ def test_an_expired_timeout_leaves_nothing_to_honour() -> None:
         return "went on"
 
     assert asyncio.run(scenario()) == "went on"
+
+
+@pytest.mark.parametrize("period_s", [1.0, 0.1, 5.0])
+def test_to_boundary_reaches_the_wall_clocks_next_multiple(period_s: float) -> None:
+    for _ in range(50):
+        now = time.time()
+        wait_s = to_boundary(period_s)
+        assert 0.0 < wait_s <= period_s
+        phase = (now + wait_s) % period_s
+        assert min(phase, period_s - phase) < 0.005, (now, wait_s)
+        time.sleep(0.001)

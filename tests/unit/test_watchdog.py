@@ -157,6 +157,27 @@ def test_a_vital_task_that_never_beats_stops_the_pings(systemd: SystemdSocket) -
     assert "telemetry" in watchdog.health().problems[0]
 
 
+def test_it_checks_on_the_wall_clocks_ticks(systemd: SystemdSocket) -> None:
+    """The tick sleeps to the wall clock's tick, as the telemetry round and the MQTT
+    session's keepalive check do, so that the loop wakes once for all of them."""
+    phases: list[float] = []
+
+    def status() -> str:
+        phases.append(time.time() % 0.1)  # the tick is 0.1 s (half the 0.2 s ping interval)
+        return "ok"
+
+    watchdog = Watchdog.from_environment(environment(systemd), status=status)
+
+    async def scenario() -> None:
+        async with running(watchdog, systemd):
+            await asyncio.sleep(0.75)
+
+    asyncio.run(scenario())
+    ticks = phases[2:]  # READY=1 and the first ping come at once
+    assert len(ticks) >= 3
+    assert all(phase < 0.02 for phase in ticks), ticks
+
+
 def test_no_ping_while_the_loop_is_blocked_nor_right_after(systemd: SystemdSocket) -> None:
     watchdog = Watchdog.from_environment(environment(systemd), max_lag_s=0.05)
 

@@ -39,7 +39,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from derms_edge.aio import wait_set
+from derms_edge.aio import to_boundary, wait_set
 from derms_edge.backoff import backoff_delay
 from derms_edge.config import MqttSection
 from derms_edge.northbound.tls import client_context, closed_before_accepted, connect_failure
@@ -312,8 +312,9 @@ class MqttSession:
             self.publish(message)
 
     async def _serve(self) -> None:
-        """Keep the connection alive until its socket closes."""
-        while not await wait_set(self._closed, MISC_INTERVAL_S):
+        """Keep the connection alive until its socket closes (checked on the wall clock's
+        seconds, in the same wake-up as the gateway's other once-a-second timers)."""
+        while not await wait_set(self._closed, to_boundary(MISC_INTERVAL_S)):
             self._client.loop_misc()
 
     def _abandon(self, outcome: asyncio.Future[BaseException | None]) -> None:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from derms_edge import __version__
+from derms_edge.aio import to_boundary
 from derms_edge.devices.coordinator import DeviceCoordinator
 from derms_edge.model import Capability, DeviceKind, Quality
 from derms_edge.northbound.messages import (
@@ -169,14 +169,14 @@ class Reporter:
         boundary, or before it as soon as every device's first attempt has ended (its first
         reading in, or offline): a gateway that starts says what its devices read within
         seconds, not up to an interval later."""
-        first_boundary_s = self._interval_s - time.time() % self._interval_s
+        first_boundary_s = to_boundary(self._interval_s)
         attempts = [c.first_attempt() for c in self._coordinators.values()]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*attempts), first_boundary_s)
         while True:
             self.publish_telemetry()
             self._on_round()
-            await asyncio.sleep(self._interval_s - time.time() % self._interval_s)
+            await asyncio.sleep(to_boundary(self._interval_s))
 
     def health(self) -> str:
         """The STATUS= line systemctl status shows."""

@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from derms_edge.aio import to_boundary
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_LAG_S = 5.0
@@ -213,8 +215,12 @@ class Watchdog:
         try:
             while True:
                 asleep = self._clock()
-                await asyncio.sleep(tick)
-                self._lag_s = max(0.0, self._clock() - asleep - tick)
+                # on the wall clock's ticks, with the other 1 s timers: one wake-up for all;
+                # after a late wake-up a whole tick, so that the loop proves it runs again
+                late = self._lag_s > self._max_lag_s
+                planned = tick if late else to_boundary(tick)
+                await asyncio.sleep(planned)
+                self._lag_s = max(0.0, self._clock() - asleep - planned)
                 health = self.health()
                 self._judge(health)
                 if (
