@@ -542,3 +542,25 @@ def test_the_setpoints_go_out_first_then_the_store_then_the_answers(tmp_path: Pa
         "respond bad rejected",
         "respond now started",
     ]
+
+
+def test_the_interval_ticks_on_the_wall_clocks_multiples(tmp_path: Path) -> None:
+    """After the first, each Tick comes on a multiple of the interval on the wall clock, in
+    the wake-up of the gateway's other timers of that period (started half way into an
+    interval: a relative timer would stay half an interval off)."""
+    phases: list[float] = []
+
+    async def scenario() -> None:
+        loop = loop_for(tmp_path, Recorder(), interval_s=0.2)
+        loop._on_tick = lambda: phases.append(time.time() % 0.2)
+        task = asyncio.create_task(loop.run())
+        await asyncio.sleep(0.9)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        loop.close()
+
+    time.sleep(0.2 - (time.time() - 0.1) % 0.2)
+    asyncio.run(scenario())
+    ticks = phases[1:]  # the first comes at once
+    assert len(ticks) >= 3
+    assert all(phase < 0.07 for phase in ticks), ticks

@@ -172,10 +172,11 @@ def test_it_checks_on_the_wall_clocks_ticks(systemd: SystemdSocket) -> None:
         async with running(watchdog, systemd):
             await asyncio.sleep(0.75)
 
+    time.sleep(0.1 - (time.time() - 0.05) % 0.1)  # start half way: a relative tick stays so
     asyncio.run(scenario())
     ticks = phases[2:]  # READY=1 and the first ping come at once
     assert len(ticks) >= 3
-    assert all(phase < 0.02 for phase in ticks), ticks
+    assert all(phase < 0.035 for phase in ticks), ticks
 
 
 def test_no_ping_while_the_loop_is_blocked_nor_right_after(systemd: SystemdSocket) -> None:

@@ -4,7 +4,8 @@ Everything that can change a decision is put in its inbox (`ControlLoop.post`): 
 commands from MQTT, a device connected or refusing a setpoint, a wake-up at an event's start
 or end (APScheduler only posts these; it never runs a step) or at the control interval.
 
-Event windows are wall-clock times; the control interval is kept on the monotonic clock, and
+Event windows are wall-clock times; the step measures the control interval on the monotonic
+clock (its Tick comes on the wall clock's multiples of it, with the other timers), and
 every input the loop takes compares the two before it is handled. When the wall clock jumped
 (a Raspberry Pi without a real-time clock, set by NTP after it booted), the jump is taken
 before anything stamped with the new time (a heartbeat heard a moment after the jump is not
@@ -60,6 +61,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Literal, TypeVar, assert_never
 
+from derms_edge.aio import to_boundary
 from derms_edge.control import (
     SITE,
     TERMINAL,
@@ -537,10 +539,13 @@ class ControlLoop:
     # -- wake-ups ---------------------------------------------------------------------------
 
     async def _ticks(self) -> None:
-        """A Tick every control interval on the monotonic clock (one at once)."""
+        """A Tick at once, then on the wall clock's multiples of the control interval, in the
+        wake-up of the gateway's other timers of the same period (`to_boundary`); a jump of
+        the wall clock moves a Tick by less than an interval (the step measures its elapsed
+        time on the monotonic clock)."""
         while True:
             self.post(Tick())
-            await asyncio.sleep(self._interval_s)
+            await asyncio.sleep(to_boundary(self._interval_s))
 
     def _clock_checked(self, now: datetime) -> bool:
         """Whether the wall clock jumped since the last input (then the jump is taken)."""
