@@ -137,7 +137,6 @@ class Outbox:
                 self._db.execute("UPDATE meta SET seq = max(seq, ?)", (floor,))
             log.error("telemetry seq continues from %d", floor + 1)
         self._written_id = 0  # the newest row id written to the file (from the meta below)
-        self._commits = 0  # commits since the fsync thread started
         self._db.execute("PRAGMA synchronous=NORMAL")  # from now on the thread fsyncs
         self._db.execute("PRAGMA wal_autocheckpoint=0")  # and checkpoints
         self._syncer = Syncer(path, what="telemetry buffer", thread="outbox-fsync")
@@ -354,7 +353,7 @@ class Outbox:
             self._sendable = self._last_id
         else:
             commit, last_id = self._syncer.durable
-            done = commit >= self._commits
+            done = commit >= self._syncer.commits
             self._sendable = self._last_id if done else max(self._sendable, last_id)
         return self._sendable
 
@@ -398,8 +397,7 @@ class Outbox:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
-        self._commits += 1
-        self._syncer.committed(self._commits, self._written_id)
+        self._syncer.committed(self._written_id)
 
     def _bit(self, sink: str) -> int:
         try:

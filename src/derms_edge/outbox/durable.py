@@ -57,16 +57,20 @@ class Syncer:
         """The thread failed: commits are no longer fsynced (the outbox then sends them all
         the same: delivering beats holding rows back forever)."""
         self._wanted: tuple[int, int] = self.durable
+        self.commits = 0
+        """The number of the last commit the writer told of (``committed``)."""
         self._stopping = False
         self._changed = threading.Condition()
         self._fd = os.open(self._wal, os.O_RDONLY | os.O_CREAT, 0o644)
         self._thread = threading.Thread(target=self._run, name=thread, daemon=True)
         self._thread.start()
 
-    def committed(self, commit: int, last_id: int) -> None:
-        """Commit number ``commit`` (rows up to ``last_id``) is written: make it durable."""
+    def committed(self, last_id: int = 0) -> None:
+        """The writer committed (rows up to ``last_id``): number it (``commits``) and make it
+        durable."""
         with self._changed:
-            self._wanted = (commit, last_id)
+            self.commits += 1
+            self._wanted = (self.commits, last_id)
             self._changed.notify()
 
     def wait(self, commit: int, timeout_s: float) -> bool:

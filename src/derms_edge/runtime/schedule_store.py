@@ -64,9 +64,12 @@ class ScheduleStore:
         self._db.executescript(_SCHEMA)
         self._db.execute("PRAGMA synchronous=NORMAL")  # from now on the thread fsyncs
         self._db.execute("PRAGMA wal_autocheckpoint=0")  # and checkpoints
-        self.commits = 0
-        """Commits since the fsync thread started (the last one's number)."""
         self._syncer = Syncer(path, what="schedule store", thread="schedule-fsync")
+
+    @property
+    def commits(self) -> int:
+        """Commits since the fsync thread started (the last one's number)."""
+        return self._syncer.commits
 
     @property
     def durable(self) -> int:
@@ -91,8 +94,7 @@ class ScheduleStore:
         with self._db:
             self._db.execute("BEGIN")
             yield self._db
-        self.commits += 1
-        self._syncer.committed(self.commits, 0)
+        self._syncer.committed()
 
     def save(self, records: Iterable[Record], now: datetime) -> None:
         """Write these records (insert or update) in one transaction."""
