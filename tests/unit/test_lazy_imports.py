@@ -10,11 +10,12 @@ the configuration's models build no validator of their own that only `Config`'s 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from joserfc.jwk import OKPKey
@@ -264,3 +265,54 @@ def test_the_version_is_read_without_the_installed_distributions_metadata() -> N
     assert derms_edge.__version__ == importlib.metadata.version("derms-edge")
     loaded = printed("import json, sys\nimport derms_edge\nprint(json.dumps(sorted(sys.modules)))")
     assert "importlib.metadata" not in loaded
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_connecting_to_the_broker_loads_no_idna_codec(host: str) -> None:
+    """paho's connect resolves the broker's name with ``getaddrinfo``; given a str, CPython
+    encodes it with the ``idna`` codec (``encodings.idna``, ``stringprep``, ``unicodedata``:
+    0.4 MB for the life of the daemon). The session's client gives an ASCII name as bytes, and
+    still reaches the broker (here a listening socket, which sees paho's CONNECT)."""
+    code = textwrap.dedent(
+        f"""
+        import json, socket, sys
+        from derms_edge.config import MqttSection
+        from derms_edge.northbound.mqtt import new_client
+
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = new_client(MqttSection(host={host!r}, port=port))
+        client.connect({host!r}, port)
+        accepted, _ = listener.accept()
+        accepted.settimeout(5)
+        first = accepted.recv(1)[0]
+        idna = sorted({{"encodings.idna", "stringprep", "unicodedata"}} & set(sys.modules))
+        print(json.dumps([first >> 4, idna]))
+        """
+    )
+    packet_type, idna = printed(code)
+    assert packet_type == 1  # CONNECT
+    assert idna == []
+
+
+def test_a_broker_name_beyond_ascii_is_resolved_the_usual_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An internationalised name goes through paho's own connect, a str for the resolver
+    (and its ``idna`` codec). Nothing is resolved here: the connect paho calls is recorded."""
+    from derms_edge.config import MqttSection
+    from derms_edge.northbound.mqtt import new_client
+
+    asked: list[tuple[object, int]] = []
+
+    def create_connection(address: tuple[object, int], *_: object, **__: object) -> NoReturn:
+        asked.append(address)
+        raise ConnectionRefusedError
+
+    monkeypatch.setattr(socket, "create_connection", create_connection)  # paho's and ours
+    for host in ("brøker.example", "broker.example"):
+        with pytest.raises(ConnectionRefusedError):
+            new_client(MqttSection(host=host, port=1883)).connect(host, 1883)
+    assert asked == [("brøker.example", 1883), (b"broker.example", 1883)]

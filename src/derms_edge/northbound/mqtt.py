@@ -86,13 +86,29 @@ def quick_ack(sock: object) -> None:
 
 
 class _Client(paho.Client):
-    """paho's client, its socket acknowledging at once (Linux)."""
+    """paho's client, its socket acknowledging at once (Linux), its broker's name resolved
+    without the ``idna`` codec."""
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         """paho's read, then the quick ACK armed again (the kernel clears it as it goes)."""
         rc = super().loop_read(max_packets)
         quick_ack(self.socket())
         return rc
+
+    def _create_socket_connection(self) -> socket.socket:
+        """paho's TCP connect, an ASCII host given to ``getaddrinfo`` as bytes: for a str
+        CPython encodes it with the ``idna`` codec, whose modules (``encodings.idna``,
+        ``stringprep``, ``unicodedata``: 0.4 MB) a daemon would keep for nothing. A
+        non-ASCII name, or a proxy (PySocks installed and one set), goes paho's own way.
+        (TLS still loads the codec: ``ssl`` encodes ``server_hostname`` with it.)"""
+        host: str = self._host
+        if not host.isascii() or self._get_proxy():
+            return super()._create_socket_connection()
+        return socket.create_connection(
+            (host.encode("ascii"), self._port),  # type: ignore[arg-type]  # getaddrinfo takes bytes
+            timeout=self._connect_timeout,
+            source_address=(self._bind_address, self._bind_port),
+        )
 
 
 def _socket_opened(_client: paho.Client, _userdata: Any, sock: object) -> None:
