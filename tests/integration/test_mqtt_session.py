@@ -12,6 +12,8 @@ Mosquitto: what moving paho into the loop could break.
 - After a reconnection, what paho queued during the outage goes before the fresh retained
   state the reconnection publishes; stop() after a reconnection still waits for the final
   message's PUBACK.
+- What the gateway publishes is written in the turn of the loop that hands it over, but not
+  inside paho's own handling, where paho holds its callback lock.
 """
 
 from __future__ import annotations
@@ -408,3 +410,75 @@ def test_a_failure_of_the_session_itself_is_logged_and_followed_by_a_reconnectio
 
     asyncio.run(scenario())
     assert failures and any("failed; reconnecting" in m for m in caplog.messages)
+
+
+def test_a_message_leaves_in_the_turn_of_the_loop_that_sends_it(broker: Mosquitto) -> None:
+    """``send`` and ``publish`` write paho's bytes before they return, not in a later turn
+    of the event loop (a writer registered, a turn of its own): with the loop held up after
+    each, the subscriber has the message all the same (QoS 1, QoS 0, retained state)."""
+    out = "derms/v1/session-site/out"
+    probe = MqttProbe(broker.port, out)
+    mqtt = session(broker.port)
+
+    def arrived(payload: bytes) -> bool:  # blocks the loop meanwhile
+        try:
+            probe.wait_for(lambda m: m.payload == payload, timeout_s=2)
+        except TimeoutError:
+            return False
+        return True
+
+    async def scenario() -> list[bool]:
+        mqtt.start()
+        try:
+            await connected(mqtt)
+            assert mqtt.send(Message("telemetry", out, b"qos1")) is not None
+            qos1 = arrived(b"qos1")
+            assert mqtt.send(Message("telemetry", out, b"qos0", qos=0)) is not None
+            qos0 = arrived(b"qos0")
+            mqtt.publish(Message("state", out, b"retained", retain=True))
+            return [qos1, qos0, arrived(b"retained")]
+        finally:
+            await mqtt.stop([])
+
+    try:
+        assert asyncio.run(scenario()) == [True, True, True]
+    finally:
+        probe.close()
+
+
+def test_a_handler_that_sends_inside_paho_s_read_does_not_deadlock(broker: Mosquitto) -> None:
+    """A handler runs inside paho's packet handling, where paho holds its callback lock:
+    what it sends (here QoS 0, whose write calls back into paho under that lock) is written
+    once the read is over, not inside it, and arrives."""
+    out = "derms/v1/session-site/reply"
+    probe = MqttProbe(broker.port, out)
+    mqtt = session(broker.port)
+
+    def handler(_topic: str, payload: bytes, _retained: bool) -> None:
+        mqtt.send(Message("telemetry", out, b"re: " + payload, qos=0))
+
+    mqtt.subscribe([TOPIC], handler)
+
+    async def scenario() -> None:
+        mqtt.start()
+        try:
+            await connected(mqtt)
+            await asyncio.to_thread(publish_one, broker.port, b"ping")
+            await asyncio.to_thread(probe.wait_for, lambda m: m.payload == b"re: ping", 5)
+        finally:
+            await mqtt.stop([])
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(scenario())
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)  # a deadlock must not hang the suite
+    runner.start()
+    runner.join(20)
+    probe.close()
+    assert not runner.is_alive(), "the session deadlocked in the handler's send"
+    assert errors == []

@@ -147,6 +147,34 @@ async def test_live_rows_go_at_once_and_are_done_when_acknowledged(outbox: Outbo
 
 
 @in_loop
+async def test_live_rows_go_out_within_the_add_while_connected(outbox: Outbox) -> None:
+    """A telemetry round's messages are handed to the session by the add itself, in the
+    round's turn of the event loop, not in the forwarder task's next one. While the broker
+    is away nothing goes; after the connection what waited goes as the backlog."""
+    session = FakeSession()
+    forwarder = wired(Forwarder(outbox, session, replay_rate_per_s=100), outbox, session)
+    async with forwarding(forwarder):
+        rows(outbox, 1)
+        await asyncio.sleep(0.1)
+        assert session.sent == []
+        session.connect()
+        held_round(outbox)  # the first moves the seq reservation: sent once fsynced
+        await until(lambda: len(session.sent) == 4 and outbox.sendable_id == outbox.last_id)
+        held_round(outbox)
+        assert session.seqs() == list(range(1, 8))  # no await between: sent by the add
+
+
+def held_round(outbox: Outbox) -> None:
+    """A round added while connected: held in memory (sendable once the seq reservation that
+    covers it is fsynced)."""
+    first = outbox.next_seq(3)
+    outbox.add(
+        [Message("telemetry", "t", json.dumps({"seq": first + i}).encode()) for i in range(3)],
+        hold=True,
+    )
+
+
+@in_loop
 async def test_the_backlog_goes_in_order_at_its_rate_beside_live_rows(outbox: Outbox) -> None:
     rows(outbox, 300)  # buffered while the broker was away
     session = FakeSession()

@@ -5,7 +5,10 @@ bytes to send) and calls paho's ``loop_read``/``loop_write`` when it is ready an
 ``loop_misc`` every second (keepalive, the wait for CONNACK). paho's callbacks therefore run
 in the event loop: a control reaches the gateway the moment its bytes are read, without the
 hop from paho's own thread that the dispatch benchmark measured (~0.25 ms of every dispatch,
-and a thread woken for every publish). Only the TCP connect and TLS handshake, which paho
+and a thread woken for every publish). What the gateway publishes is written as it is handed
+over, in the same turn of the loop; the writer watch is only for what the socket does not
+take at once and for what paho queues inside its own handling (a PUBACK, a handler's reply),
+where paho may not be asked to write. Only the TCP connect and TLS handshake, which paho
 does blocking, run in a short-lived thread of their own (while it runs, paho's state is the
 thread's: retained state published meanwhile is held and handed to paho after it, and
 ``send`` takes nothing); the session reconnects by itself with capped, jittered backoff, and
@@ -171,6 +174,13 @@ class MqttSession:
         """The connect thread is using paho: the loop does not touch it."""
         self._held: list[Message] = []
         """Retained state published while connecting, handed to paho after."""
+        self._in_paho = False
+        """paho is reading, writing or checking the keepalive: its callbacks run, it may
+        not be asked to write."""
+        self._write_now = False
+        """A publish is being handed to paho, and will write what paho queues."""
+        self._write_wanted = False
+        """paho queued bytes during that publish."""
         self._closed = asyncio.Event()
         """Set while there is no socket: never opened, or closed by either side."""
         self._closed.set()
@@ -213,9 +223,7 @@ class MqttSession:
         if self._connecting:
             self._held.append(message)
             return
-        info = self._client.publish(
-            message.topic, message.payload, qos=message.qos, retain=message.retain
-        )
+        info = self._hand_to_paho(message)
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             log.warning("MQTT: cannot queue %s: %s", message.topic, paho.error_string(info.rc))
 
@@ -229,9 +237,7 @@ class MqttSession:
         """
         if self._connecting:
             return None
-        info = self._client.publish(
-            message.topic, message.payload, qos=message.qos, retain=message.retain
-        )
+        info = self._hand_to_paho(message)
         if info.rc == paho.MQTT_ERR_SUCCESS or (
             info.rc == paho.MQTT_ERR_NO_CONN and message.qos > 0
         ):
@@ -239,6 +245,26 @@ class MqttSession:
         if info.rc != paho.MQTT_ERR_NO_CONN:
             log.warning("MQTT: cannot queue %s: %s", message.topic, paho.error_string(info.rc))
         return None
+
+    def _hand_to_paho(self, message: Message) -> paho.MQTTMessageInfo:
+        """paho's publish, and what it queued written at once: the socket is nearly always
+        writable, so the bytes leave in this turn of the event loop, with no writer to
+        register and no turn of its own. Inside paho's own handling (a callback of a packet
+        read) paho may not write; the writer watch writes it after, as before."""
+        self._write_now = not self._in_paho
+        try:
+            info = self._client.publish(
+                message.topic, message.payload, qos=message.qos, retain=message.retain
+            )
+        finally:
+            self._write_now = False
+        if self._write_wanted:
+            self._write_wanted = False
+            self._writable()
+            sock = self._client.socket()
+            if self._client.want_write() and self._loop is not None and sock is not None:
+                self._loop.add_writer(sock, self._writable)  # the rest when it can take it
+        return info
 
     async def stop(self, final: list[Message], timeout_s: float = 3.0) -> None:
         """Publish the final messages (if connected) and disconnect cleanly, each within
@@ -331,7 +357,11 @@ class MqttSession:
         """Keep the connection alive until its socket closes (checked on the wall clock's
         seconds, in the same wake-up as the gateway's other once-a-second timers)."""
         while not await wait_set(self._closed, to_boundary(MISC_INTERVAL_S)):
-            self._client.loop_misc()
+            self._in_paho = True
+            try:
+                self._client.loop_misc()
+            finally:
+                self._in_paho = False
 
     def _abandon(self, outcome: asyncio.Future[BaseException | None]) -> None:
         """A connection that completed after the session stopped is closed unused."""
@@ -344,19 +374,30 @@ class MqttSession:
 
     def _readable(self) -> None:
         client = self._client
-        client.loop_read()
-        sock = client.socket()
-        # TLS: what was decrypted already is not readable for epoll any more
-        while isinstance(sock, ssl.SSLSocket) and sock.pending() > 0:
+        self._in_paho = True
+        try:
             client.loop_read()
             sock = client.socket()
+            # TLS: what was decrypted already is not readable for epoll any more
+            while isinstance(sock, ssl.SSLSocket) and sock.pending() > 0:
+                client.loop_read()
+                sock = client.socket()
+        finally:
+            self._in_paho = False
 
     def _writable(self) -> None:
-        self._client.loop_write()
+        self._in_paho = True
+        try:
+            self._client.loop_write()
+        finally:
+            self._in_paho = False
 
     def _register_write(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
         if self._loop is not None and threading.get_ident() == self._loop_thread:
-            self._loop.add_writer(sock, self._writable)
+            if self._write_now:
+                self._write_wanted = True  # _hand_to_paho writes it before it returns
+            else:
+                self._loop.add_writer(sock, self._writable)
         # else: the connect thread queued CONNECT; _connect() registers it in the loop
 
     def _unregister_write(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:

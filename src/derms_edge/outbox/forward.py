@@ -12,8 +12,9 @@ A row goes out only once the commit that wrote it is fsynced (``Outbox.sendable_
 the broker may have seen survives a power cut.
 
 The gateway tells the forwarder what happens (the runtime wires it): ``wake`` when rows were
-added or became sendable, ``reconnected`` after every (re)connection, ``published`` when a
-PUBACK arrived (paho reads it in the event loop).
+added or became sendable (live rows go out in that call while connected), ``reconnected``
+after every (re)connection, ``published`` when a PUBACK arrived (paho reads it in the event
+loop).
 
 A PUBACK for a row the outbox holds in memory (a live round) marks it done at once: it is
 never written. Any other PUBACK moves its row to the acknowledged list, written to the
@@ -234,9 +235,15 @@ class Forwarder:
     # -- what the gateway tells it, in the event loop --------------------------------------
 
     def wake(self) -> None:
-        """Rows were added to the outbox."""
+        """Rows were added to the outbox, or became sendable: while connected they go out
+        now, in the caller's turn of the event loop rather than the task's next one (a
+        telemetry round's messages leave in the round's own wake-up); the task wakes for
+        what could not go, and for a backlog (its rows may have become sendable)."""
         self._live_left = True
-        self._wake.set()
+        if self._session.connected.is_set():
+            self._send_live()
+        if self._live_left or self._backlog_left:
+            self._wake.set()
 
     def reconnected(self) -> None:
         """Everything not acknowledged so far is the backlog now; rows in flight are paho's
