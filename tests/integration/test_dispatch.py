@@ -416,6 +416,9 @@ def test_storage_for_a_silent_battery_waits_for_a_fresh_soc(
     eventually(lambda: rig.state("bat1").w_set == -500, what="bat1 charging at 500 W")
     dso.cancel("blind", role="aggregator")
     response(probe, "blind", "cancelled")
+    # the answer does not wait for the device: the release is written after it, and the
+    # next test's "never written" must not see this event's -500 W
+    eventually(lambda: rig.state("bat1").w_set in (None, 0), what="bat1 released")
 
 
 def test_storage_for_a_battery_silent_all_its_window_ends_aborted_device_offline(

@@ -76,3 +76,16 @@ def test_without_the_quick_ack_it_is(broker: Mosquitto, monkeypatch: pytest.Monk
     """What the test above guards against is real here: without the quick ACK it waits."""
     monkeypatch.setattr(mqtt, "TCP_QUICKACK", None)
     assert delivery_ms(broker) > 20
+
+
+def test_the_gateways_socket_sends_at_once(broker: Mosquitto) -> None:
+    """TCP_NODELAY: a message is written as it is handed to paho, and with Nagle a second
+    small write would wait for the broker's ACK of the first."""
+    gateway = mqtt.new_client(MqttSection(port=broker.port))
+    gateway.connect("127.0.0.1", broker.port)
+    try:
+        sock = gateway.socket()
+        assert isinstance(sock, socket.socket)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        gateway.disconnect()

@@ -115,6 +115,12 @@ class _Client(paho.Client):
 
 
 def _socket_opened(_client: paho.Client, _userdata: Any, sock: object) -> None:
+    """Every segment leaves at once (no Nagle: a message is written as it is handed to paho,
+    and a second small write would wait for the broker's ACK of the first), and what
+    arrives is acknowledged at once."""
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):  # closed meanwhile: paho finds out by itself
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     quick_ack(sock)
 
 
