@@ -183,10 +183,8 @@ class MqttSession:
         self._in_paho = False
         """paho is reading, writing or checking the keepalive: its callbacks run, it may
         not be asked to write."""
-        self._write_now = False
-        """A publish is being handed to paho, and will write what paho queues."""
-        self._write_wanted = False
-        """paho queued bytes during that publish."""
+        self._handing = False
+        """A publish is being handed to paho, and writes what paho queues when it returns."""
         self._closed = asyncio.Event()
         """Set while there is no socket: never opened, or closed by either side."""
         self._closed.set()
@@ -257,15 +255,14 @@ class MqttSession:
         writable, so the bytes leave in this turn of the event loop, with no writer to
         register and no turn of its own. Inside paho's own handling (a callback of a packet
         read) paho may not write; the writer watch writes it after, as before."""
-        self._write_now = not self._in_paho
+        handing = self._handing = not self._in_paho
         try:
             info = self._client.publish(
                 message.topic, message.payload, qos=message.qos, retain=message.retain
             )
         finally:
-            self._write_now = False
-        if self._write_wanted:
-            self._write_wanted = False
+            self._handing = False
+        if handing and self._client.want_write():
             self._writable()
             sock = self._client.socket()
             if self._client.want_write() and self._loop is not None and sock is not None:
@@ -363,11 +360,7 @@ class MqttSession:
         """Keep the connection alive until its socket closes (checked on the wall clock's
         seconds, in the same wake-up as the gateway's other once-a-second timers)."""
         while not await wait_set(self._closed, to_boundary(MISC_INTERVAL_S)):
-            self._in_paho = True
-            try:
-                self._client.loop_misc()
-            finally:
-                self._in_paho = False
+            self._as_paho(self._client.loop_misc)
 
     def _abandon(self, outcome: asyncio.Future[BaseException | None]) -> None:
         """A connection that completed after the session stopped is closed unused."""
@@ -378,32 +371,36 @@ class MqttSession:
 
     # The socket, watched by the event loop.
 
-    def _readable(self) -> None:
-        client = self._client
+    def _as_paho(self, handling: Callable[[], object]) -> None:
+        """paho's own handling of its socket: its callbacks run inside, and what they
+        publish waits for the writer watch (paho holds its callback lock: a QoS 0 write
+        there would deadlock)."""
         self._in_paho = True
         try:
+            handling()
+        finally:
+            self._in_paho = False
+
+    def _readable(self) -> None:
+        self._as_paho(self._read)
+
+    def _read(self) -> None:
+        client = self._client
+        client.loop_read()
+        sock = client.socket()
+        # TLS: what was decrypted already is not readable for epoll any more
+        while isinstance(sock, ssl.SSLSocket) and sock.pending() > 0:
             client.loop_read()
             sock = client.socket()
-            # TLS: what was decrypted already is not readable for epoll any more
-            while isinstance(sock, ssl.SSLSocket) and sock.pending() > 0:
-                client.loop_read()
-                sock = client.socket()
-        finally:
-            self._in_paho = False
 
     def _writable(self) -> None:
-        self._in_paho = True
-        try:
-            self._client.loop_write()
-        finally:
-            self._in_paho = False
+        self._as_paho(self._client.loop_write)
 
     def _register_write(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
+        if self._handing:
+            return  # _hand_to_paho writes it before it returns
         if self._loop is not None and threading.get_ident() == self._loop_thread:
-            if self._write_now:
-                self._write_wanted = True  # _hand_to_paho writes it before it returns
-            else:
-                self._loop.add_writer(sock, self._writable)
+            self._loop.add_writer(sock, self._writable)
         # else: the connect thread queued CONNECT; _connect() registers it in the loop
 
     def _unregister_write(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
