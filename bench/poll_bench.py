@@ -1,6 +1,7 @@
 """Benchmark: polling N simulated SunSpec devices at 1 s, the gateway against raw pymodbus.
 
-    python bench/poll_bench.py [--sizes 1,20,200] [--seconds 30] [--runs 3] [--write FILE]
+    python bench/poll_bench.py [--sizes 1,20,200] [--seconds 30] [--runs 3] [--strace]
+                               [--write FILE]
 
 For each N, the HIL rig serves N legacy PV inverters (20 unit ids per Modbus TCP port, as
 behind RS485 gateways) in its own process. Then, one after the other, each in a process of
@@ -14,18 +15,26 @@ Reported: polls per second, CPU per poll, polls per CPU-second (per core), peak 
 ratio of the gateway's CPU per poll to the floor's, and the gateway's own CPU per second
 beyond the floor's (at N = 1: its fixed work); each N ``--runs`` times, min - median - max
 (the other columns are the median run's).
+
+With ``--strace``, each N gets one more gateway run, not counted in the figures above, with
+``strace -c -f`` attached to it for the measured seconds: the system calls it makes a second,
+and the most frequent (every turn of the event loop is one ``epoll_wait``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import platform
 import random
+import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +107,9 @@ def write_gateway(devices: list[tuple[str, int, int]], mqtt_port: int, path: Pat
     path.write_text(yaml.safe_dump(config))
 
 
-async def gateway_worker(config_path: Path, seconds: float) -> dict[str, Any]:
-    """Run the gateway; measure after every device is reading."""
+async def gateway_worker(config_path: Path, seconds: float, *, trace: bool) -> dict[str, Any]:
+    """Run the gateway; measure after every device is reading (``trace``: only its system
+    calls, by ``strace -c -f`` attached meanwhile)."""
     from derms_edge.config import load_config
     from derms_edge.devices.sunspec.driver import SunSpecDriver
     from derms_edge.runtime.gateway import Gateway, freeze_startup_heap
@@ -115,6 +125,11 @@ async def gateway_worker(config_path: Path, seconds: float) -> dict[str, Any]:
             raise RuntimeError("not every device came up within 120 s")
         await asyncio.sleep(0.2)
     await asyncio.sleep(2 * POLL_INTERVAL_S)  # settle
+    if trace:
+        calls = await syscalls(seconds)
+        stop.set()
+        await runner
+        return {"syscalls": calls}
     polls0, cpu0, t0 = sum(c.polls for c in coordinators), cpu_s(), time.monotonic()
     await asyncio.sleep(seconds)
     polls, cpu, elapsed = (
@@ -140,6 +155,30 @@ async def gateway_worker(config_path: Path, seconds: float) -> dict[str, Any]:
         "failures": failures,
         "reads": reads,
     }
+
+
+async def syscalls(seconds: float) -> dict[str, float]:
+    """This process's system calls a second, by name, and their ``total``: ``strace -c -f``
+    attached for ``seconds``."""
+    with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
+        strace = await asyncio.create_subprocess_exec(
+            "strace", "-c", "-f", "-q", "-o", out.name, "-p", str(os.getpid())
+        )
+        t0 = time.monotonic()
+        await asyncio.sleep(seconds)
+        strace.send_signal(signal.SIGINT)  # detach and write the summary
+        await strace.wait()
+        elapsed = time.monotonic() - t0
+        return {name: calls / elapsed for name, calls in strace_counts(out.read())}
+
+
+def strace_counts(summary: str) -> Iterator[tuple[str, int]]:
+    """(syscall, calls) of each row of an ``strace -c`` summary, ``total`` last. A row:
+    % time, seconds, usecs/call, calls, [errors], syscall."""
+    for line in summary.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[3].isdigit():
+            yield fields[-1], int(fields[3])
 
 
 async def raw_worker(plan_path: Path, seconds: float) -> dict[str, Any]:
@@ -194,22 +233,35 @@ async def raw_worker(plan_path: Path, seconds: float) -> dict[str, Any]:
     }
 
 
-def measure(n: int, seconds: float, mqtt_port: int, tmp: Path) -> dict[str, Any]:
+@contextmanager
+def serving(n: int, mqtt_port: int, tmp: Path) -> Iterator[tuple[list[tuple[str, int, int]], Path]]:
+    """N devices on the rig, answering, and the gateway's configuration for them."""
     devices = layout(n)
-    rig_file, gateway_file, plan_file = (
-        tmp / f"rig{n}.yaml",
-        tmp / f"gw{n}.yaml",
-        tmp / f"plan{n}.json",
-    )
+    rig_file, gateway_file = tmp / f"rig{n}.yaml", tmp / f"gw{n}.yaml"
     write_rig(devices, rig_file)
     write_gateway(devices, mqtt_port, gateway_file)
     with rig_serving(rig_file, (p for _d, p, _u in devices)):
+        yield devices, gateway_file
+
+
+def measure(n: int, seconds: float, mqtt_port: int, tmp: Path) -> dict[str, Any]:
+    with serving(n, mqtt_port, tmp) as (devices, gateway_file):
         gateway = run_worker(SCRIPT, "_gateway", gateway_file, seconds)
         plan = [{"port": p, "unit": u, "reads": gateway["reads"][d]} for d, p, u in devices]
+        plan_file = tmp / f"plan{n}.json"
         plan_file.write_text(json.dumps(plan))
         raw = run_worker(SCRIPT, "_raw", plan_file, seconds)
     requests = sum(len(v) for v in gateway.pop("reads").values())
     return {"n": n, "requests_per_poll": requests / n, "gateway": gateway, "raw": raw}
+
+
+def traced_row(n: int, seconds: float, mqtt_port: int, tmp: Path) -> str:
+    """One N's row of system calls a second: the total and the five most frequent."""
+    with serving(n, mqtt_port, tmp) as (_devices, gateway_file):
+        calls = run_worker(SCRIPT, "_gateway_strace", gateway_file, seconds)["syscalls"]
+    total = calls.pop("total")
+    top = sorted(calls.items(), key=lambda kv: kv[1], reverse=True)[:5]
+    return f"| {n} | {total:,.0f} | " + ", ".join(f"{k} {v:,.1f}" for k, v in top) + " |"
 
 
 def ratio(result: dict[str, Any]) -> float:
@@ -241,7 +293,9 @@ def row(runs: list[dict[str, Any]]) -> str:
     )
 
 
-def report(results: list[list[dict[str, Any]]], seconds: float, command: str) -> str:
+def report(
+    results: list[list[dict[str, Any]]], traced: list[str], seconds: float, command: str
+) -> str:
     lines = [
         "## Polling: gateway against raw pymodbus",
         "",
@@ -262,14 +316,29 @@ def report(results: list[list[dict[str, Any]]], seconds: float, command: str) ->
         *(row(r) for r in results),
         "",
     ]
+    if traced:
+        lines += [
+            f"System calls of the gateway under `strace -c -f` ({seconds:g} s, one more run "
+            "per N, not counted above: strace slows every call):",
+            "",
+            "| N | syscalls/s | the five most frequent, a second |",
+            "|---|---|---|",
+            *traced,
+            "",
+        ]
     return "\n".join(lines)
 
 
 def main() -> int:
-    workers = {"_gateway": gateway_worker, "_raw": raw_worker}
+    workers = {
+        "_gateway": functools.partial(gateway_worker, trace=False),
+        "_gateway_strace": functools.partial(gateway_worker, trace=True),
+        "_raw": raw_worker,
+    }
     top = parser(__doc__, workers)
     top.add_argument("--sizes", default="1,20,200")
     top.add_argument("--runs", type=int, default=3, help="runs per N (min - median - max)")
+    top.add_argument("--strace", action="store_true", help="one more run per N under strace")
     args = top.parse_args()
     if serve_worker(args, workers):
         return 0
@@ -278,7 +347,7 @@ def main() -> int:
         tmp = Path(tmp_dir)
         broker = Mosquitto(tmp / "mosquitto").start()
         try:
-            results = []
+            results, traced = [], []
             for n in (int(s) for s in args.sizes.split(",")):
                 runs = []
                 for run in range(args.runs):
@@ -286,9 +355,12 @@ def main() -> int:
                     runs.append(measure(n, args.seconds, broker.port, tmp))
                 results.append(runs)
                 print(row(runs), file=sys.stderr, flush=True)
+                if args.strace:
+                    traced.append(traced_row(n, args.seconds, broker.port, tmp))
+                    print(traced[-1], file=sys.stderr, flush=True)
         finally:
             broker.stop()
-    write_section(args.write, report(results, args.seconds, command))
+    write_section(args.write, report(results, traced, args.seconds, command))
     return 0
 
 
