@@ -21,7 +21,7 @@ LOWEST_PORT = 10_000
 """Servers' ports are drawn from here up to the kernel's ephemeral range."""
 
 
-def _ephemeral_low() -> int:
+def ephemeral_low() -> int:
     """The first port of the kernel's ephemeral range (the source ports of connections)."""
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
@@ -38,7 +38,7 @@ def free_port() -> int:
     # B311: spreads test servers over the ports; it guards no secret
     draw = random.Random()  # nosec B311
     for _ in range(200):
-        port = draw.randrange(LOWEST_PORT, _ephemeral_low())
+        port = draw.randrange(LOWEST_PORT, ephemeral_low())
         with socket.socket() as sock:
             try:
                 sock.bind((LOOPBACK, port))

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from hil.processes import LOOPBACK, Mosquitto, _ephemeral_low, free_port
+from hil.processes import LOOPBACK, Mosquitto, ephemeral_low, free_port
 
 
 def test_a_free_port_is_below_the_ephemeral_range_and_free() -> None:
-    low = _ephemeral_low()
+    low = ephemeral_low()
     ports = {free_port() for _ in range(50)}
     assert all(1024 <= port < low for port in ports)
     assert len(ports) > 40  # drawn, not the same one again and again
