@@ -103,7 +103,8 @@ class Controller:
     _watches: dict[str, SocWatch] = field(default_factory=dict)
     """Each battery's SoC as last seen to move, and the energy through it since."""
     _waiting: dict[str, Waiting] = field(default_factory=dict)
-    """Storage events due to start that wait for a fresh state of charge."""
+    """Storage events due to start that wait for a fresh state of charge: open records only
+    (`_track` drops an entry with its record's leaving ``_open``)."""
     _arrivals: int = 0
     """The order of receipt given to the newest event."""
     _last_step: datetime | None = None
@@ -223,8 +224,7 @@ class Controller:
         no site export loop (it integrates). Only then may a step be left out."""
         return (
             self._last_step is not None
-            and not self._open
-            and not self._waiting
+            and not self._open  # and so none waiting: those are open records
             and not self._edges
             and not self._watches
             and not self._site_loop
