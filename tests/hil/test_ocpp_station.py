@@ -36,7 +36,7 @@ from hil.ocpp.profiles import (
 from hil.ocpp.station import OcppStation
 from hil.rig import Rig
 from hil.spec import load_rig_spec
-from tests.hil.harness import HandClock, rig, run
+from tests.hil.harness import HandClock, rig, run, until
 from tests.hil.ocpp_csms import Csms
 
 VERSIONS = ["2.0.1", "1.6"]
@@ -356,6 +356,8 @@ def test_csms_restart_reconnects_and_boots_again_keeping_profiles(version: str) 
             await b.csms.start()  # same port
             await b.csms.wait("BootNotification", after=1)
             assert len(b.csms.of("BootNotification")) == 2
+            # the station counts a boot once its answer is in: a moment after the CSMS has it
+            await until(lambda: len(client.boots) == 2, "the second boot accepted")
             assert client.boots == ["PowerUp", "Unknown"]
             assert client.connections == 2
             b.advance(30.0)
@@ -364,6 +366,7 @@ def test_csms_restart_reconnects_and_boots_again_keeping_profiles(version: str) 
             n = len(b.csms.messages)
             await b.rig.reboot_station("ev1")
             await b.csms.wait("BootNotification", after=n)
+            await until(lambda: len(client.boots) == 3, "the boot after the reboot accepted")
             assert client.boots[-1] == "PowerUp"
             assert b.station.store.profiles == {}
             b.advance(30.0)

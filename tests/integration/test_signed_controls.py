@@ -20,9 +20,10 @@ from joserfc.jwk import OKPKey
 
 from derms_edge.cli.send import build_event, send
 from derms_edge.config import load_config
+from derms_edge.devices.sunspec.controls import DER_CTL_AC
 from derms_edge.northbound.commands import EventPayload
 from derms_edge.northbound.signed import sign as sign_jws
-from hil.rig import RigThread
+from hil.rig import Rig, RigThread
 from hil.spec import RigSpec
 from tests.support.dso import DsoClient
 from tests.support.gateway import ONE_INVERTER, rig_device, start_connected, write_config
@@ -106,10 +107,17 @@ def dso(broker: Mosquitto, gateways: list[Process]) -> Iterator[DsoClient]:
 
 
 def writes(rig: RigThread, since: float) -> int:
-    """Writes inv1 took since ``since`` (time.monotonic())."""
-    return rig.call(
-        lambda r: sum(1 for a in r.devices["inv1"].accesses if a.write and a.ok and a.at >= since)
-    )
+    """Control writes inv1 took since ``since`` (time.monotonic()): to its 704 DERCtlAC, where
+    max_w_pct goes. Not the 715 ControllerHb, which the gateway's keepalive increments
+    while a setpoint is in force (a moment after the limit, and on)."""
+
+    def count(r: Rig) -> int:
+        device = r.physics_device("inv1")
+        control = device.image.model_range(DER_CTL_AC)
+        taken = (a for a in device.accesses if a.write and a.ok and a.at >= since)
+        return sum(1 for a in taken if a.address in control)
+
+    return rig.call(count)
 
 
 def limit(rig: RigThread) -> Any:
