@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -21,14 +20,6 @@ def rig(*devices: dict[str, Any], speed: float = 1.0) -> RigSpec:
 def run(coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run an async check to completion."""
     asyncio.run(coro())
-
-
-async def until(check: Callable[[], object], what: str, timeout_s: float = 5.0) -> None:
-    """Poll ``check`` every 20 ms until it holds."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
-        await asyncio.sleep(0.02)
 
 
 class HandClock(SimClock):

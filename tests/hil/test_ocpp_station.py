@@ -36,8 +36,9 @@ from hil.ocpp.profiles import (
 from hil.ocpp.station import OcppStation
 from hil.rig import Rig
 from hil.spec import load_rig_spec
-from tests.hil.harness import HandClock, rig, run, until
+from tests.hil.harness import HandClock, rig, run
 from tests.hil.ocpp_csms import Csms
+from tests.support.waiting import until
 
 VERSIONS = ["2.0.1", "1.6"]
 V, PHASES, MAX_A = 230.0, 3, 16.0

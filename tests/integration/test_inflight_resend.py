@@ -35,7 +35,7 @@ import json
 import re
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,7 +46,7 @@ from derms_edge.outbox.buffer import MQTT, Outbox
 from derms_edge.outbox.forward import Forwarder
 from tests.support.servers import Mosquitto
 from tests.support.sessions import SessionProbe
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, until
 
 pytestmark = pytest.mark.integration
 
@@ -87,14 +87,6 @@ def unread_bytes(port: int) -> int:
         if state == "01" and int(local.split(":")[1], 16) == port:
             total += int(queues.split(":")[1], 16)
     return total
-
-
-async def until(check: Callable[[], object], what: str, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached in {timeout_s} s: {what}")
-        await asyncio.sleep(0.05)
 
 
 def save_state(broker: Mosquitto) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,15 @@ def eventually(check: Callable[[], Any], timeout_s: float = 15.0, what: str = ""
         if time.monotonic() > deadline:
             raise AssertionError(f"not reached in {timeout_s} s: {what}")
         time.sleep(0.1)
+
+
+async def until(check: Callable[[], object], what: str, timeout_s: float = 15.0) -> None:
+    """In a test's event loop: poll ``check`` every 20 ms until it holds."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached in {timeout_s} s: {what}")
+        await asyncio.sleep(0.02)
 
 
 def response(
