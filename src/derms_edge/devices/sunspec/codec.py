@@ -114,14 +114,17 @@ class _Decoder:
     steps: tuple[_Step, ...]
 
 
-_decoders: weakref.WeakKeyDictionary[ModelLayout, _Decoder] = weakref.WeakKeyDictionary()
+_decoders: weakref.WeakKeyDictionary[ModelLayout, dict[frozenset[str] | None, _Decoder]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def decode(layout: ModelLayout, registers: Sequence[int]) -> dict[str, PointValue]:
-    """Decode a model's registers (from its ID register on) into point values by path."""
-    decoder = _decoders.get(layout)
-    if decoder is None:
-        decoder = _decoders[layout] = _compile(layout)
+def decode(
+    layout: ModelLayout, registers: Sequence[int], points: frozenset[str] | None = None
+) -> dict[str, PointValue]:
+    """Decode a model's registers (from its ID register on) into point values by path:
+    every point, or only those in ``points`` (paths the model lacks are left out)."""
+    decoder = _decoder(layout, points)
     have = len(registers)
     need = decoder.registers
     if have >= need:
@@ -156,6 +159,15 @@ def decode(layout: ModelLayout, registers: Sequence[int]) -> dict[str, PointValu
     return values
 
 
+def _decoder(layout: ModelLayout, points: frozenset[str] | None) -> _Decoder:
+    """The layout's decoder for these points (None: all), compiled on first use."""
+    compiled = _decoders.setdefault(layout, {})
+    decoder = compiled.get(points)
+    if decoder is None:
+        decoder = compiled[points] = _compile(layout, points)
+    return decoder
+
+
 def _convert(kind: _Kind, value: Any) -> PointValue:
     """Decode the unpacked value of a point that is not an integer."""
     if kind is _Kind.FLOAT:
@@ -175,8 +187,12 @@ def _convert(kind: _Kind, value: Any) -> PointValue:
     return None if text == _EUI48_UNIMPLEMENTED else text
 
 
-def _compile(layout: ModelLayout) -> _Decoder:
-    """Compile a layout into one struct for the whole model and a decode step per point."""
+def _compile(layout: ModelLayout, points: frozenset[str] | None) -> _Decoder:
+    """Compile a layout into one struct for the whole model and a decode step per point:
+    every point, or those in ``points``; the rest is skipped like pad, unless it is the
+    scale factor of a point decoded."""
+    wanted = layout.points.keys() if points is None else points & layout.points.keys()
+    unpacked = {*wanted, *(layout.points[path].sf for path in wanted)}
     codes: list[str] = []
     indexes: dict[str, int] = {}
     offset = 0
@@ -184,13 +200,15 @@ def _compile(layout: ModelLayout) -> _Decoder:
         if point.offset > offset:
             codes.append(f"{2 * (point.offset - offset)}x")
         offset = point.offset + point.size
-        if point.type == "pad":
+        if point.type == "pad" or point.path not in unpacked:
             codes.append(f"{2 * point.size}x")
         else:
             indexes[point.path] = len(indexes)  # each non-pad code unpacks to one item
             codes.append(_struct_code(layout, point))
     steps: list[_Step] = []
     for path, index in indexes.items():
+        if path not in wanted:
+            continue
         point = layout.points[path]
         kind = _kind(layout, point)
         end = point.offset + point.size

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from derms_edge.config import SUNSPEC_BASES
 from derms_edge.devices.modbus import RegisterTransport
@@ -30,6 +30,7 @@ from derms_edge.devices.sunspec.discovery import (
 from derms_edge.devices.sunspec.mapping import (
     nameplate_models,
     poll_models,
+    state_points,
     to_capability,
     to_state,
 )
@@ -81,6 +82,7 @@ class SunSpecDriver:
         self._registers: dict[int, list[int]] = {}
         self._values: dict[int, dict[str, PointValue]] = {}
         self._polled: tuple[int, ...] = ()
+        self._state_points: dict[int, frozenset[str]] = {}
         self._reads: list[tuple[int, int]] = []
         self._supported: frozenset[SetpointName] = frozenset()
         self._in_force: dict[SetpointName, WritePlan] = {}
@@ -117,6 +119,7 @@ class SunSpecDriver:
         self._registers = {m: registers[m] for m in self._layouts}
         self._values = self._decode(self._registers)
         self._polled = polled
+        self._state_points = {model_id: state_points(model_id) for model_id in polled}
         self._reads = plan_reads(model_spans(result.models, polled), max_count=MAX_READ_REGISTERS)
         self._in_force = {}
         self._supported = supported(self._target())
@@ -140,7 +143,7 @@ class SunSpecDriver:
                     f"{header.address}, which now reads ID {regs[0]} length {regs[1]}: "
                     "the model chain changed"
                 )
-        return to_state(self._kind, self._decode(registers))
+        return to_state(self._kind, self._decode(registers, self._state_points))
 
     async def close(self) -> None:
         """Release the transport."""
@@ -303,12 +306,18 @@ class SunSpecDriver:
                 blocks.append((address, registers))
         return {h.model_id: _slice(blocks, h.address, h.length + 2) for h in headers}
 
-    def _decode(self, registers: dict[int, list[int]]) -> dict[int, dict[str, PointValue]]:
+    def _decode(
+        self,
+        registers: dict[int, list[int]],
+        points: Mapping[int, frozenset[str]] | None = None,
+    ) -> dict[int, dict[str, PointValue]]:
+        """Decode each model that has a layout: every point, or those ``points`` names."""
         values: dict[int, dict[str, PointValue]] = {}
         for model_id, regs in registers.items():
             layout = self._layouts.get(model_id)
             if layout is not None:
-                values[model_id] = decode(layout, regs)
+                wanted = None if points is None else points[model_id]
+                values[model_id] = decode(layout, regs, wanted)
         return values
 
     def _report(self, message: str) -> None:

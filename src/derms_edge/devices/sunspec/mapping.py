@@ -214,6 +214,33 @@ def _charge_state(values: ModelValues) -> OperatingState | None:
     return None
 
 
+_LEGACY_INVERTER_POINTS = frozenset(
+    {"St", "W", "VA", "VAr", "PF", "PhVphA", "PhVphB", "PhVphC", "Hz", "A", "WH"}
+)
+_DER_MEASURE_POINTS = frozenset(
+    {"InvSt", "W", "VA", "Var", "PF", "LNV", "VL1", "VL2", "VL3", "Hz", "A"}
+    | {"TotWhInj", "TotWhAbs"}
+)
+_METER_POINTS = frozenset(
+    {"W", "VAR", "VA", "PF", "PhV", "PhVphA", "PhVphB", "PhVphC", "Hz", "A"}
+    | {"TotWhExp", "TotWhImp"}
+)
+_STATE_POINTS: dict[int, frozenset[str]] = {
+    DER_MEASURE_AC: _DER_MEASURE_POINTS,
+    **dict.fromkeys(INVERTER_MODELS, _LEGACY_INVERTER_POINTS),
+    **dict.fromkeys(METER_MODELS, _METER_POINTS),
+    DER_STORAGE_CAPACITY: frozenset({"SoC"}),
+    BATTERY: frozenset({"SoC", "ChaSt"}),
+    STORAGE: frozenset({"ChaState", "ChaSt"}),
+}
+
+
+def state_points(model_id: int) -> frozenset[str]:
+    """The points of a polled model that `to_state` reads: a poll decodes only these
+    (a legacy inverter's model 103 has 45, of which a reading needs 11)."""
+    return _STATE_POINTS[model_id]
+
+
 def to_state(kind: DeviceKind, values: ModelValues) -> DeviceState:
     """One device-neutral reading from the models polled for a device of this kind."""
     measured = measurement_model(kind, values)
