@@ -2,22 +2,22 @@
 
 The event loop watches paho's socket (``add_reader``, and ``add_writer`` while paho has
 bytes to send) and calls paho's ``loop_read``/``loop_write`` when it is ready and
-``loop_misc`` every second (keepalive, the wait for CONNACK). paho's callbacks therefore run
-in the event loop: a control reaches the gateway the moment its bytes are read, without the
-hop from paho's own thread that the dispatch benchmark measured (~0.25 ms of every dispatch,
-and a thread woken for every publish). What the gateway publishes is written as it is handed
-over, in the same turn of the loop; the writer watch is only for what the socket does not
-take at once and for what paho queues inside its own handling (a PUBACK, a handler's reply),
-where paho may not be asked to write. Only the TCP connect and TLS handshake, which paho
-does blocking, run in a short-lived thread of their own (while it runs, paho's state is the
-thread's: retained state published meanwhile is held and handed to paho after it, and
-``send`` takes nothing); the session reconnects by itself with capped, jittered backoff, and
-a failure of its own is logged and followed by a reconnection, never the end of MQTT.
-After a reconnection paho first sends again what it still holds (messages queued while the
-broker was away), then the ``on_connected`` callbacks run (the forwarder's replay, fresh
-retained state), so no stale retained value overtakes a fresh one. Retained state
-(status, capability, active) is published directly; telemetry and responses come from the
-outbox through ``send`` (see outbox/forward.py).
+``loop_misc`` every fifth of the keepalive (a PINGREQ due, a PINGRESP or CONNACK overdue).
+paho's callbacks therefore run in the event loop: a control reaches the gateway the moment
+its bytes are read, without the hop from paho's own thread that the dispatch benchmark
+measured (~0.25 ms of every dispatch, and a thread woken for every publish). What the
+gateway publishes is written as it is handed over, in the same turn of the loop; the writer
+watch is only for what the socket does not take at once and for what paho queues inside its
+own handling (a PUBACK, a handler's reply), where paho may not be asked to write. Only the
+TCP connect and TLS handshake, which paho does blocking, run in a short-lived thread of
+their own (while it runs, paho's state is the thread's: retained state published meanwhile
+is held and handed to paho after it, and ``send`` takes nothing); the session reconnects by
+itself with capped, jittered backoff, and a failure of its own is logged and followed by a
+reconnection, never the end of MQTT. After a reconnection paho first sends again what it
+still holds (messages queued while the broker was away), then the ``on_connected`` callbacks
+run (the forwarder's replay, fresh retained state), so no stale retained value overtakes a
+fresh one. Retained state (status, capability, active) is published directly; telemetry and
+responses come from the outbox through ``send`` (see outbox/forward.py).
 
 On Linux the socket acknowledges at once what it receives (``TCP_QUICKACK``, which the
 kernel turns off again by itself, so it is set again after every read): a broker with Nagle
@@ -360,8 +360,10 @@ class MqttSession:
 
     async def _serve(self) -> None:
         """Keep the connection alive until its socket closes (checked on the wall clock's
-        seconds, in the same wake-up as the gateway's other once-a-second timers)."""
-        while not await wait_set(self._closed, to_boundary(MISC_INTERVAL_S)):
+        multiples of `misc_interval_s`, in the same wake-up as the gateway's once-a-second
+        timers)."""
+        every_s = misc_interval_s(self._config.keepalive_s)
+        while not await wait_set(self._closed, to_boundary(every_s)):
             self._as_paho(self._client.loop_misc)
 
     def _abandon(self, outcome: asyncio.Future[BaseException | None]) -> None:
@@ -500,7 +502,17 @@ RECONNECT_MIN_S = 1.0
 """The first wait before connecting again, doubling per failed attempt up to
 ``mqtt.reconnect_max_s``."""
 MISC_INTERVAL_S = 1.0
-"""How often paho checks the keepalive (a PINGREQ due, a PINGRESP or CONNACK overdue)."""
+"""The shortest wait between paho's keepalive checks."""
+
+
+def misc_interval_s(keepalive_s: int) -> float:
+    """How often paho checks the keepalive (a PINGREQ due, a PINGRESP or CONNACK overdue):
+    every fifth of it, in whole seconds, at least every `MISC_INTERVAL_S`. A PINGREQ then
+    leaves at most that late (the broker waits 1.5 times the keepalive), and a broker gone
+    silent is given up at most two keepalives and two intervals after its last bytes. At
+    one device a check every second cost ~0.1 ms of CPU a second, two callbacks of a cold
+    loop (docs/benchmarks.md)."""
+    return max(MISC_INTERVAL_S, float(keepalive_s // 5))
 
 
 def _settle(outcome: asyncio.Future[BaseException | None], error: BaseException | None) -> None:
