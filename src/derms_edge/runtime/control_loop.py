@@ -181,6 +181,7 @@ class ControlLoop:
         self._last: Decision | None = None
         self._pending = _Pending()
         """What the batch being handled decided that follows the hand-off of setpoints."""
+        self._next_tick: asyncio.TimerHandle | None = None
         self._unanswered: deque[tuple[int, list[Message]]] = deque()
         """Responses decided, each batch's with the number of the store's commit that must be
         fsynced before they are handed on (in order)."""
@@ -200,24 +201,25 @@ class ControlLoop:
         self._running = True
         loop = asyncio.get_running_loop()
         self.store.on_durable(lambda: loop.call_soon_threadsafe(self._answer_durable))
-        ticks: asyncio.Task[None] | None = None
         try:
             for record in self.controller.records.values():
                 if record.status not in TERMINAL:
                     self._wake_at_boundaries(record.event)
-            ticks = asyncio.create_task(self._ticks(), name="control-interval")
+            self._tick()
             while True:
                 inputs = [await self._inbox.get()]
                 while not self._inbox.empty():
                     inputs.append(self._inbox.get_nowait())
                 tick = self._decide(inputs)
-                # one pass of the event loop: each coordinator just commanded runs up to its
-                # first wait, which is sending its write; storing and answering come after
-                await asyncio.sleep(0)
+                if self._pending.active is not None:  # a step ran: coordinators commanded
+                    # one pass of the event loop: each coordinator just commanded runs up to
+                    # its first wait, which is sending its write; storing and answering after
+                    await asyncio.sleep(0)
                 self._finish(tick)
         finally:
-            if ticks is not None:
-                ticks.cancel()
+            if self._next_tick is not None:
+                self._next_tick.cancel()
+                self._next_tick = None
             self._running = False
             scheduler, self._scheduler = self._scheduler, None
             if scheduler is not None and scheduler.running:
@@ -538,14 +540,15 @@ class ControlLoop:
 
     # -- wake-ups ---------------------------------------------------------------------------
 
-    async def _ticks(self) -> None:
-        """A Tick at once, then on the wall clock's multiples of the control interval, in the
-        wake-up of the gateway's other timers of the same period (`to_boundary`); a jump of
-        the wall clock moves a Tick by less than an interval (the step measures its elapsed
-        time on the monotonic clock)."""
-        while True:
-            self.post(Tick())
-            await asyncio.sleep(to_boundary(self._interval_s))
+    def _tick(self) -> None:
+        """Post a Tick, and the next on the wall clock's next multiple of the control interval,
+        in the wake-up of the gateway's other timers of the same period (`to_boundary`); a
+        jump of the wall clock moves a Tick by less than an interval (the step measures its
+        elapsed time on the monotonic clock). A timer, not a task: at one device the task's
+        wake-up cost more than the posting."""
+        self.post(Tick())
+        loop = asyncio.get_running_loop()
+        self._next_tick = loop.call_later(to_boundary(self._interval_s), self._tick)
 
     def _clock_checked(self, now: datetime) -> bool:
         """Whether the wall clock jumped since the last input (then the jump is taken)."""
