@@ -277,7 +277,9 @@ def test_a_broker_gone_silent_is_noticed_by_the_keepalive(
         noticed = asyncio.run(scenario())
     finally:
         broker.stop()
-    assert keepalive_s <= noticed <= latest_s
+    # paho sends its PINGREQ a keepalive after the last bytes it received (the settle in
+    # `connected`, 0.3 s before the SIGSTOP) and gives up a keepalive after the PINGREQ
+    assert 2 * keepalive_s - 1 <= noticed <= latest_s
 
 
 STATE = "derms/v1/session-site/state"

@@ -193,9 +193,10 @@ class ControlLoop:
         self._inbox.put_nowait(item)
 
     async def run(self) -> None:
-        """Take the inbox, step, hand the decision on; until cancelled. A task posts a Tick
-        every control interval; APScheduler a Boundary at each event's start and end (it is
-        started with the first boundary to wait for: a gateway that has none never loads it)."""
+        """Take the inbox, step, hand the decision on; until cancelled. A loop timer
+        (``_tick``) posts a Tick at once and then every control interval; APScheduler a
+        Boundary at each event's start and end (it is started with the first boundary to wait
+        for: a gateway that has none never loads it)."""
         self._restore()
         self._inputs = None
         self._running = True

@@ -161,7 +161,9 @@ def decode(
 
 def _decoder(layout: ModelLayout, points: frozenset[str] | None) -> _Decoder:
     """The layout's decoder for these points (None: all), compiled on first use."""
-    compiled = _decoders.setdefault(layout, {})
+    compiled = _decoders.get(layout)  # not setdefault: that makes a weak reference each call
+    if compiled is None:
+        compiled = _decoders[layout] = {}
     decoder = compiled.get(points)
     if decoder is None:
         decoder = compiled[points] = _compile(layout, points)
