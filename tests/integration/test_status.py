@@ -171,6 +171,7 @@ def on_a_terminal(*args: str, interrupt_after_s: float | None = None) -> tuple[i
     import fcntl
     import os
     import pty
+    import select
     import signal
     import struct
     import termios
@@ -180,12 +181,23 @@ def on_a_terminal(*args: str, interrupt_after_s: float | None = None) -> tuple[i
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
     command = [sys.executable, "-m", "derms_edge.cli", *args]
     env = {**os.environ, "TERM": "xterm-256color"}
-    with subprocess.Popen(command, stdout=follower, stderr=follower, env=env) as process:
+    # Ctrl-C reaches a shell's foreground job. pytest started as a background job (`cmd &`
+    # in a script, nohup) has SIGINT ignored, which a child inherits; a handler it does not
+    # (exec resets it): one while the child starts
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(command, stdout=follower, stderr=follower, env=env)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    with process:
         os.close(follower)
         if interrupt_after_s is not None:
             threading.Timer(interrupt_after_s, process.send_signal, [signal.SIGINT]).start()
         chunks = []
-        while True:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if not select.select([leader], [], [], 1)[0]:
+                continue
             try:
                 chunk = os.read(leader, 65536)
             except OSError:  # the terminal closed with the process
@@ -193,6 +205,9 @@ def on_a_terminal(*args: str, interrupt_after_s: float | None = None) -> tuple[i
             if not chunk:
                 break
             chunks.append(chunk)
+        else:
+            process.kill()
+            pytest.fail(f"derms-edge {' '.join(args)} still running after 30 s")
         code = process.wait(20)
     os.close(leader)
     return code, b"".join(chunks).decode(errors="replace")
