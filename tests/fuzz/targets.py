@@ -343,6 +343,10 @@ def register_images(count: int) -> st.SearchStrategy[list[int]]:
     )
 
 
+register_runs = st.builds(_words, st.binary(max_size=24), st.binary(max_size=9))
+"""Up to 12 registers, up to three of them sentinels: what a read of a few registers answers."""
+
+
 @cache
 def model_ids() -> tuple[int, ...]:
     """Every model pysunspec2 defines."""
@@ -354,6 +358,8 @@ any_model_id = st.sampled_from(model_ids())
 model_lengths = st.integers(0, 400) | st.sampled_from([0, 1, 2, 65, 66, 1000])
 image_counts = st.integers(0, 40)
 image_kinds = st.sampled_from(["short", "exact", "around"])
+"""How many registers a model image has: ``image_counts`` (short), its length's, or up to six
+more (around)."""
 
 
 @st.composite
@@ -363,7 +369,11 @@ def model_images(draw: st.DrawFn) -> tuple[int, int, list[int]]:
     model_id = draw(any_model_id)
     length = draw(model_lengths)
     count = draw(image_counts)
-    count = {"short": count, "exact": length + 2, "around": length + count % 7}[draw(image_kinds)]
+    match draw(image_kinds):
+        case "exact":
+            count = length + 2  # the ID and L registers, then L registers
+        case "around":
+            count = length + count % 7
     return model_id, length, draw(register_images(min(count, 420)))
 
 
@@ -512,7 +522,7 @@ profile_points = st.builds(
 blocks = st.lists(
     st.tuples(
         st.integers(0, 30) | st.integers(0, 0xFFFF),
-        st.builds(_words, st.binary(max_size=24), st.binary(max_size=9)),  # 0-12 registers
+        register_runs,
     ),
     max_size=4,
 )

@@ -19,12 +19,12 @@ def test_paho_checks_every_fifth_of_the_keepalive_in_whole_seconds(
 
 def test_every_keepalive_the_configuration_accepts_gets_its_pingreq_in_time() -> None:
     # a PINGREQ leaves at most one interval after it is due; the broker gives up on the
-    # client after 1.5 keepalives of silence (MQTT 3.1.1, 3.1.2.10): the interval must
-    # leave a margin, and at least a second between checks
+    # client after 1.5 keepalives of silence (MQTT 3.1.1, 3.1.2.10); and at least a second
+    # between checks
     bounds = MqttSection.model_fields["keepalive_s"].metadata
     low = next(bound.ge for bound in bounds if hasattr(bound, "ge"))
     high = next(bound.le for bound in bounds if hasattr(bound, "le"))
     for keepalive_s in range(low, high + 1):
         interval = misc_interval_s(keepalive_s)
-        assert 1.0 <= interval <= keepalive_s / 5, keepalive_s
+        assert interval >= 1.0, keepalive_s
         assert keepalive_s + interval < 1.5 * keepalive_s, keepalive_s
